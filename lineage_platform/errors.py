@@ -1,0 +1,95 @@
+"""One error root for everything the platform refuses, so callers and the CLI catch one type.
+
+    try: verify_log(...)
+    except LineageError as e: print(e)  # one line, no traceback
+"""
+
+from __future__ import annotations
+
+
+class LineageError(Exception):
+    """Root of every error the platform raises on purpose; the message is user-facing."""
+
+    exit_code: int = 1
+
+
+class ConfigError(LineageError):
+    """A setting, file path or policy is missing or invalid."""
+
+    exit_code = 2
+
+
+class RecordError(LineageError):
+    """A record or envelope is malformed; the message names the field."""
+
+    exit_code = 3
+
+
+class SignatureError(LineageError):
+    """A signature does not verify, or its key is not trusted."""
+
+    exit_code = 4
+
+
+class KeyFileError(LineageError):
+    """A private or public key file cannot be read, decrypted or written safely."""
+
+    exit_code = 5
+
+
+class ProofError(LineageError):
+    """A Merkle root, inclusion or consistency proof does not hold."""
+
+    exit_code = 6
+
+
+class VerificationError(LineageError):
+    """The stored log, or an exported bundle, fails verification; names the first bad index."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class StoreError(LineageError):
+    """The DuckDB store is missing, corrupt or refuses an operation."""
+
+    exit_code = 8
+
+
+class StoreBusyError(StoreError):
+    """Another process held the DuckDB file for longer than the lock timeout."""
+
+    exit_code = 9
+
+
+class ValuationError(LineageError):
+    """A valuation game, utility or its inputs are invalid (NaN utility, empty players, ...)."""
+
+    exit_code = 10
+
+
+class AllocationError(LineageError):
+    """An allocation policy or amount is invalid (negative, non-integer, shares not summing)."""
+
+    exit_code = 11
+
+
+class UsageError(LineageError):
+    """A usage event is invalid: unknown model, bad amount, malformed file."""
+
+    exit_code = 12
+
+
+class SettlementError(LineageError):
+    """An epoch cannot be settled as asked."""
+
+    exit_code = 13
+
+
+class IntegrationError(LineageError):
+    """DVC, MLflow or Dagster state cannot be read (corrupt dvc.lock, unreachable MLflow store)."""
+
+    exit_code = 14
