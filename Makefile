@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+STATE  ?= $(if $(LINEAGE_HOME),$(LINEAGE_HOME),$(CURDIR)/.lineage)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test ui bench lint soak clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs only when pyproject.toml changes; the full log stays in .venv/install.log.
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing lineage_platform and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]' > $(VENV)/install.log 2>&1 \
+		|| { tail -n 30 $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/lineage demo
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: install
+	$(BIN)/lineage init >/dev/null
+	DAGSTER_HOME=$(STATE)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+
+bench: install
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+lint: install
+	$(BIN)/ruff check lineage_platform assets tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .lineage .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""The metadata keys an asset reports so the lineage sensor can build its attribution record.
+
+    return dg.MaterializeResult(metadata=dataset_metadata(sha, rows=…, dvc_path=…, dvc_md5=…),
+                                data_version=dg.DataVersion(sha))
+
+Users call these helpers instead of typing keys, so the sensor and the UI agree on one contract.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+KIND = "lineage/kind"
+SHA256 = "lineage/sha256"
+DVC_PATH = "lineage/dvc_path"
+DVC_MD5 = "lineage/dvc_md5"
+MLFLOW_RUN = "lineage/mlflow_run_id"
+MLFLOW_MODEL = "lineage/mlflow_model_id"
+CONTRIBUTORS = "lineage/contributors"
+ROWS = "lineage/rows"
+
+
+def _common(kind: str, sha256: str, dvc_path: str | None, dvc_md5: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {KIND: kind, SHA256: sha256}
+    if dvc_path and dvc_md5:
+        meta[DVC_PATH] = dvc_path
+        meta[DVC_MD5] = dvc_md5
+    return meta
+
+
+def contributors_json(contributors: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
+    """Kept as JSON (not only a table) so the sensor reads it back exactly."""
+    return dg.MetadataValue.json({"contributors": [dict(c) for c in contributors]})
+
+
+def dataset_metadata(
+    sha256: str,
+    rows: int,
+    contributors: Sequence[Mapping[str, Any]],
+    dvc_path: str | None = None,
+    dvc_md5: str | None = None,
+) -> dict[str, Any]:
+    meta = _common("dataset", sha256, dvc_path, dvc_md5)
+    meta[ROWS] = dg.MetadataValue.int(rows)
+    meta[CONTRIBUTORS] = contributors_json(contributors)
+    return meta
+
+
+def model_metadata(
+    sha256: str,
+    mlflow_run_id: str,
+    mlflow_model_id: str,
+    mlflow_url: str | None = None,
+    dvc_path: str | None = None,
+    dvc_md5: str | None = None,
+) -> dict[str, Any]:
+    meta = _common("model", sha256, dvc_path, dvc_md5)
+    meta[MLFLOW_RUN] = mlflow_run_id
+    meta[MLFLOW_MODEL] = mlflow_model_id
+    if mlflow_url:
+        meta["MLflow run"] = dg.MetadataValue.url(mlflow_url)
+    return meta
+
+
+def read_text(value: Any) -> str | None:
+    """Metadata entries come back as MetadataValue objects; the sensor wants plain values."""
+    if value is None:
+        return None
+    raw = getattr(value, "value", value)
+    if isinstance(raw, (dict, list)):
+        return json.dumps(raw)
+    return str(raw)

@@ -1,0 +1,1 @@
+"""The only places DVC, MLflow and OpenLineage are imported; each translates their errors."""

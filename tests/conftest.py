@@ -1,0 +1,54 @@
+"""Shared fixtures: a real DVC project in a temp folder, reproduced once per session."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lineage_platform.config import Settings
+from lineage_platform.integrations import dvc
+
+REPO = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "workspace.yaml")
+
+
+def make_project(root: Path) -> Settings:
+    """A copy of the example project (no git, so `dvc init --no-scm`) with its own state folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "assets", root / "assets", ignore=shutil.ignore_patterns("__pycache__"))
+    state = root / ".lineage"
+    return Settings(root, state, f"sqlite:///{state / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """dvc repro has run; tests that change files must copy it first (see `project_copy`)."""
+    settings = make_project(tmp_path_factory.mktemp("project"))
+    settings.state_dir.mkdir(parents=True)
+    dvc.reproduce(settings.project_dir)
+    return settings
+
+
+@pytest.fixture
+def project_copy(reproduced_project: Settings, tmp_path: Path) -> Callable[[], Settings]:
+    def copy() -> Settings:
+        root = tmp_path / "project"
+        shutil.copytree(reproduced_project.project_dir, root, ignore=shutil.ignore_patterns(".lineage"))
+        state = root / ".lineage"
+        state.mkdir()
+        return Settings(root, state, f"sqlite:///{state / 'mlflow.db'}")
+
+    return copy
+
+
+def tree(root: Path, files: dict[str, str]) -> None:
+    """Build a file tree from a dict, as DVC's own tests do."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
