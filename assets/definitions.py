@@ -1,4 +1,4 @@
-"""The example code location: datanet -> model, plus the platform's sensor, checks and jobs."""
+"""The example code location: datanet -> model, plus the platform's sensor and checks."""
 
 from pathlib import Path
 
@@ -6,9 +6,14 @@ import dagster as dg
 
 from assets.datanet import contributions, datanet
 from assets.model import digits_classifier
-from lineage_platform.dagster import LineageSettingsResource
+from lineage_platform.dagster import attribution_checks, lineage_sensor, platform_resources
+
+PROJECT = Path(__file__).resolve().parent.parent
+ASSETS = [contributions, datanet, digits_classifier]
 
 defs = dg.Definitions(
-    assets=[contributions, datanet, digits_classifier],
-    resources={"lineage": LineageSettingsResource.from_env(Path(__file__).resolve().parent.parent)},
+    assets=ASSETS,
+    asset_checks=attribution_checks([a.key for a in ASSETS]),
+    sensors=[lineage_sensor],
+    resources=platform_resources(PROJECT),
 )

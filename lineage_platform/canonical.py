@@ -18,7 +18,7 @@ from typing import Any
 
 from lineage_platform.errors import RecordError
 
-__all__ = ["MAX_SAFE_INT", "canonical_json", "loads_strict"]
+__all__ = ["MAX_SAFE_INT", "canonical_json", "es6_number", "json_string", "loads_strict"]
 
 #: RFC 8785 numbers are IEEE 754 doubles; larger integers would silently lose precision.
 MAX_SAFE_INT = 2**53 - 1
@@ -133,6 +133,43 @@ def canonical_json(obj: object) -> bytes:
         return _dumps(obj).encode("utf-8")
     except UnicodeEncodeError:
         raise RecordError("$: string contains a lone surrogate (not valid UTF-8)") from None
+
+
+def json_string(s: str) -> str:
+    """A JSON string literal with RFC 8785 escaping (the C encoder's; lone surrogates pass)."""
+    return _encode_basestring(s)
+
+
+_encode_basestring = json.encoder.encode_basestring
+
+
+def es6_number(f: float) -> str:
+    """ECMAScript Number::toString of a finite float, as RFC 8785 §3.2.2.3 prescribes.
+
+    Python's repr already gives the shortest round-tripping digits; only the layout differs.
+    """
+    if not math.isfinite(f):
+        raise RecordError(f"$: {f} is not allowed in JSON")
+    if f == 0:
+        return "0"
+    if f < 0:
+        return "-" + es6_number(-f)
+    mantissa, _, exp = repr(f).partition("e")
+    int_part, _, frac = mantissa.partition(".")
+    all_digits = int_part + frac
+    digits = all_digits.lstrip("0")
+    n = len(int_part) + (int(exp) if exp else 0) - (len(all_digits) - len(digits))
+    digits = digits.rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    e = n - 1
+    head = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{head}e{'+' if e >= 0 else '-'}{abs(e)}"
 
 
 def _rfc8785_dumps(obj: object) -> bytes:

@@ -62,9 +62,9 @@ def demo() -> None:
 
     cfg = settings()
     with out.status("running the demo") as status:
-        summary = run_demo(cfg, on_step=lambda msg: status.update(msg))
+        summary = run_demo(cfg, passphrase(), on_step=lambda msg: status.update(msg))
     table = Table(title="Materialized assets", title_justify="left")
-    table.add_column("asset", no_wrap=True, min_width=22)
+    table.add_column("asset", no_wrap=True)
     for col in ("kind", "rows", "sha256", "dvc md5", "mlflow run"):
         table.add_column(col, no_wrap=True)
     for m in summary.materialized:
@@ -73,13 +73,165 @@ def demo() -> None:
             escape(m.asset),
             str(meta.get("lineage/kind", "")),
             str(meta.get("lineage/rows", "")),
-            str(meta.get("lineage/sha256", ""))[:12],
-            str(meta.get("lineage/dvc_md5", ""))[:12],
-            str(meta.get("lineage/mlflow_run_id", "")),
+            str(meta.get("lineage/sha256", ""))[:10],
+            str(meta.get("lineage/dvc_md5", ""))[:10],
+            str(meta.get("lineage/mlflow_run_id", ""))[:10],
         )
     out.print(table)
     for line in summary.lines:
-        out.print(line)
+        out.print(line, soft_wrap=True, highlight=False)
+
+
+@app.command()
+def sync(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Run the lineage sensor's logic once: sign every unrecorded materialization into the log.
+
+    Example: lineage sync && lineage verify
+    """
+    from lineage_platform.dagster.sync import sync_project
+
+    cfg = settings()
+    with out.status("reading materializations") as status:
+        result = sync_project(
+            cfg,
+            passphrase(),
+            on_batch=lambda r: status.update(f"appended {r.appended} of {r.read} in this batch"),
+        )
+    if as_json:
+        out.print_json(
+            data={"read": result.read, "appended": result.appended, "skipped": result.skipped}
+        )
+    else:
+        out.print(
+            f"sync: {result.appended} records appended, {result.skipped} already recorded, "
+            f"{result.read} materializations read"
+        )
+
+
+keys_app = typer.Typer(help="Signing keys: create, rotate, show.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def keyring(cfg: Settings) -> Any:
+    from lineage_platform.keys import KeyRing
+
+    return KeyRing(cfg.keys_dir)
+
+
+def passphrase() -> bytes | None:
+    from lineage_platform.signing import passphrase_from_env
+
+    return passphrase_from_env()
+
+
+def store(cfg: Settings) -> Any:
+    from lineage_platform.store import Store
+
+    return Store(cfg.duckdb_path, lock_timeout_s=cfg.lock_timeout_s)
+
+
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create the signing key (encrypted when LINEAGE_KEY_PASSPHRASE is set); re-runnable.
+
+    Example: LINEAGE_KEY_PASSPHRASE=… lineage keys init
+    """
+    keyid = keyring(settings()).init(passphrase())
+    out.print(f"signing key {keyid}")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Sign with a new key from now on; the old public key stays trusted for old records.
+
+    Example: lineage keys rotate
+    """
+    old, new = keyring(settings()).rotate(passphrase())
+    out.print(f"rotated: {old[:16]}… retired, {new} now signs")
+
+
+@keys_app.command("show")
+def keys_show(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """List trusted public keys; the current signer is marked.
+
+    Example: lineage keys show --json
+    """
+    ring = keyring(settings())
+    trust = ring.trust()
+    current = ring.signer(passphrase()).keyid if ring.exists() else None
+    rows = [
+        {"keyid": k, "public_key": trust.get(k, "keys").to_b64(), "current": k == current}
+        for k in sorted(trust.keyids())
+    ]
+    if as_json:
+        out.print_json(data=rows)
+        return
+    table = Table(title="Trusted keys", title_justify="left")
+    for col in ("keyid", "public key (base64)", "signs now"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(r["keyid"], r["public_key"], "yes" if r["current"] else "")
+    out.print(table)
+
+
+@app.command()
+def verify(
+    bundle: Path | None = typer.Option(None, help="verify an exported folder instead, offline"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Re-check every signature, parse, reference, checkpoint and the Merkle root (read-only).
+
+    Examples: lineage verify | lineage verify --bundle export/
+    """
+    from lineage_platform import audit
+
+    if bundle is not None:
+        report = audit.verify_bundle(bundle)
+    else:
+        cfg = settings()
+        report = audit.verify_store(store(cfg), keyring(cfg).trust())
+    if as_json:
+        out.print_json(
+            data={
+                "ok": True,
+                "records": report.records,
+                "checkpoints": report.checkpoints,
+                "root": report.root_hex,
+                "keyids": list(report.keyids),
+            }
+        )
+    else:
+        out.print(report.summary(), highlight=False)
+
+
+@app.command()
+def export(
+    out_dir: Path = typer.Option(..., "--out", help="folder to write the bundle to"),
+) -> None:
+    """Write envelopes.jsonl, checkpoint.json and keys.json for offline verification.
+
+    Example: lineage export --out bundle/ && lineage verify --bundle bundle/
+    """
+    from lineage_platform import audit
+
+    cfg = settings()
+    n = audit.export_bundle(store(cfg), keyring(cfg).trust(), out_dir)
+    out.print(f"exported {n} envelopes to {out_dir}")
+
+
+@app.command()
+def prove(index: int = typer.Argument(..., help="log index of the record")) -> None:
+    """Print an RFC 9162 inclusion proof of one record against the latest signed checkpoint.
+
+    Example: lineage prove 3
+    """
+    from lineage_platform import audit
+
+    cfg = settings()
+    proof = audit.prove_inclusion(store(cfg), keyring(cfg).trust(), index)
+    out.print_json(data=proof.to_json())
 
 
 def main() -> None:

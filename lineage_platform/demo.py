@@ -19,7 +19,11 @@ class DemoSummary:
     lines: list[str] = field(default_factory=list)
 
 
-def run_demo(settings: Settings, on_step: Callable[[str], None] | None = None) -> DemoSummary:
+def run_demo(
+    settings: Settings,
+    passphrase: bytes | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> DemoSummary:
     from lineage_platform.dagster.workspace import load_definitions, materialize_all, open_instance
 
     step = on_step or (lambda _msg: None)
@@ -31,4 +35,20 @@ def run_demo(settings: Settings, on_step: Callable[[str], None] | None = None) -
     with open_instance(settings) as instance:
         done = materialize_all(defs, instance, on_step=lambda label: step(f"materializing {label}"))
     lines.append(f"materialized {len(done)} asset events into {settings.dagster_home}")
+
+    from lineage_platform.audit import verify_store
+    from lineage_platform.dagster.sync import sync_project
+    from lineage_platform.keys import KeyRing
+    from lineage_platform.store import Store
+
+    step("lineage sync")
+    synced = sync_project(settings, passphrase)
+    lines.append(
+        f"lineage sync: {synced.appended} records signed and appended "
+        f"({synced.skipped} already in the log)"
+    )
+    step("lineage verify")
+    store = Store(settings.duckdb_path, lock_timeout_s=settings.lock_timeout_s)
+    report = verify_store(store, KeyRing(settings.keys_dir).trust())
+    lines.append(f"lineage verify: {report.summary()}")
     return DemoSummary(list(done), lines)

@@ -1,9 +1,24 @@
 """The thin Dagster layer: resources, the lineage sensor, settlement job and schedule, checks.
 
-    from lineage_platform.dagster import LineageSettingsResource, dataset_metadata
+    from lineage_platform.dagster import lineage_sensor, platform_resources, dataset_metadata
 """
 
 from lineage_platform.dagster.metadata import dataset_metadata, model_metadata
-from lineage_platform.dagster.resources import LineageSettingsResource
+from lineage_platform.dagster.resources import (
+    LineageSettingsResource,
+    LineageSignerResource,
+    LineageStoreResource,
+    platform_resources,
+)
+from lineage_platform.dagster.sensor import attribution_checks, lineage_sensor
 
-__all__ = ["LineageSettingsResource", "dataset_metadata", "model_metadata"]
+__all__ = [
+    "LineageSettingsResource",
+    "LineageSignerResource",
+    "LineageStoreResource",
+    "attribution_checks",
+    "dataset_metadata",
+    "lineage_sensor",
+    "model_metadata",
+    "platform_resources",
+]

@@ -12,6 +12,11 @@ import dagster as dg
 
 from lineage_platform.config import Settings
 from lineage_platform.integrations.mlflow import MlflowStore
+from lineage_platform.keys import KeyRing
+from lineage_platform.signing import SigningKey, TrustStore
+from lineage_platform.store import Store
+
+PASSPHRASE_ENV = "LINEAGE_KEY_PASSPHRASE"
 
 
 class LineageSettingsResource(dg.ConfigurableResource):  # type: ignore[misc]
@@ -46,3 +51,52 @@ class LineageSettingsResource(dg.ConfigurableResource):  # type: ignore[misc]
 
     def mlflow_store(self) -> MlflowStore:
         return MlflowStore(self.mlflow_tracking_uri, self.settings().mlflow_artifacts)
+
+
+class LineageStoreResource(dg.ConfigurableResource):  # type: ignore[misc]
+    """The DuckDB log; opened for one short transaction at a time, never held while idle."""
+
+    path: str
+    lock_timeout_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LineageStoreResource:
+        return cls(path=str(settings.duckdb_path), lock_timeout_s=settings.lock_timeout_s)
+
+    def store(self) -> Store:
+        return Store(Path(self.path), lock_timeout_s=self.lock_timeout_s)
+
+
+class LineageSignerResource(dg.ConfigurableResource):  # type: ignore[misc]
+    """The signing key; its passphrase comes from `dg.EnvVar`, read at launch, hidden in the UI."""
+
+    keys_dir: str
+    passphrase: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, passphrase: object = None) -> LineageSignerResource:
+        return cls(keys_dir=str(settings.keys_dir), passphrase=passphrase)
+
+    def ring(self) -> KeyRing:
+        return KeyRing(Path(self.keys_dir))
+
+    def signer(self) -> SigningKey:
+        ring = self.ring()
+        secret = self.passphrase.encode() if self.passphrase else None
+        if not ring.exists():
+            ring.init(secret)
+        return ring.signer(secret)
+
+    def trust(self) -> TrustStore:
+        return self.ring().trust()
+
+
+def platform_resources(project_dir: Path | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Everything the platform's sensor, checks and jobs need, from LINEAGE_* settings."""
+    settings = Settings.from_env(os.environ, cwd=project_dir or Path.cwd())
+    secret = dg.EnvVar(PASSPHRASE_ENV) if os.environ.get(PASSPHRASE_ENV) else None
+    return {
+        "lineage": LineageSettingsResource.from_settings(settings),
+        "lineage_store": LineageStoreResource.from_settings(settings),
+        "lineage_signer": LineageSignerResource.from_settings(settings, secret),
+    }

@@ -1,0 +1,512 @@
+"""Ed25519 keys, key files, trust stores and DSSE envelopes (any DSSE verifier can check ours).
+
+    env = sign_envelope(record.to_bytes(), SigningKey.load(path, passphrase_from_env()))
+    verify_envelope(Envelope.from_json(stored), TrustStore.load(trust_path), what="record 42")
+
+Verification returns None or raises SignatureError; nothing here returns a boolean to forget.
+A keyid is the lowercase hex SHA-256 of the raw 32-byte public key, so anyone can recompute it.
+Private key material never appears in a message, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from lineage_platform.canonical import loads_strict
+from lineage_platform.errors import KeyFileError, RecordError, SignatureError
+from lineage_platform.records import MAX_RECORD_BYTES, PAYLOAD_TYPE
+
+__all__ = [
+    "MAX_ENVELOPE_BYTES",
+    "Envelope",
+    "PublicKey",
+    "Signature",
+    "SigningKey",
+    "TrustStore",
+    "b64decode_strict",
+    "keyid_for",
+    "pae",
+    "passphrase_from_env",
+    "sign_envelope",
+    "verify_envelope",
+]
+
+#: A record payload base64-encoded, plus room for a few signatures.
+MAX_ENVELOPE_BYTES = MAX_RECORD_BYTES * 4 // 3 + 64 * 1024
+_SIG_LEN = 64
+_RAW_KEY_LEN = 32
+
+
+def keyid_for(raw_public: bytes) -> str:
+    """Lowercase hex SHA-256 of a raw 32-byte Ed25519 public key."""
+    return hashlib.sha256(raw_public).hexdigest()
+
+
+def passphrase_from_env(var: str = "LINEAGE_KEY_PASSPHRASE") -> bytes | None:
+    """The key passphrase from an environment variable, or None when unset or empty.
+
+    Called explicitly by the CLI and Dagster resources; nothing reads the environment on import.
+    """
+    value = os.environ.get(var)
+    # surrogateescape gives back the exact bytes of a non-UTF-8 environment value.
+    return value.encode("utf-8", "surrogateescape") if value else None
+
+
+def b64decode_strict(text: object, what: str, error: type[Exception] = RecordError) -> bytes:
+    """Strict base64 (standard alphabet, or URL-safe as DSSE also allows); no whitespace."""
+    if not isinstance(text, str):
+        raise error(f"{what}: expected a base64 string")
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+        text += "=" * (-len(text) % 4)
+    try:
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise error(f"{what}: not valid base64") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@functools.lru_cache(maxsize=64)
+def _crypto_public(raw: bytes) -> Ed25519PublicKey:
+    # Building the key object costs about as much as a verify; cache it per raw key.
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A raw 32-byte Ed25519 public key; identified by `keyid`."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.raw, bytes) or len(self.raw) != _RAW_KEY_LEN:
+            raise KeyFileError("public key: expected 32 raw Ed25519 bytes")
+        try:
+            _crypto_public(self.raw)
+        except ValueError:
+            raise KeyFileError("public key: not a valid Ed25519 public key") from None
+
+    @classmethod
+    def from_raw(cls, raw: bytes | bytearray) -> PublicKey:
+        return cls(bytes(raw))
+
+    @classmethod
+    def from_b64(cls, text: str) -> PublicKey:
+        return cls(b64decode_strict(text, "public key", KeyFileError))
+
+    def to_b64(self) -> str:
+        return _b64(self.raw)
+
+    @property
+    def keyid(self) -> str:
+        return keyid_for(self.raw)
+
+    def verify(self, signature: bytes, data: bytes, what: str) -> None:
+        """Return None if `signature` is this key's over `data`, else raise SignatureError."""
+        try:
+            _crypto_public(self.raw).verify(signature, data)
+        except (InvalidSignature, TypeError, ValueError):
+            raise SignatureError(
+                f"{what}: signature does not verify with key {self.keyid[:12]}…"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"PublicKey(keyid={self.keyid[:12]}…)"
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class SigningKey:
+    """An Ed25519 private key. Its repr shows only the keyid; it never prints key material."""
+
+    _key: Ed25519PrivateKey
+    _public: PublicKey = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self._key, Ed25519PrivateKey):
+            raise KeyFileError("private key: not an Ed25519 key")
+        raw = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        object.__setattr__(self, "_public", PublicKey(raw))
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, data: bytes, passphrase: bytes | None) -> SigningKey:
+        """Load a PKCS#8 PEM key; every failure is one KeyFileError line without key material."""
+        if passphrase is not None and not passphrase:
+            raise KeyFileError("private key: the passphrase is empty")
+        encrypted = b"ENCRYPTED" in data
+        if encrypted and passphrase is None:
+            raise KeyFileError(
+                "private key: the key is encrypted and no passphrase was given "
+                "(set LINEAGE_KEY_PASSPHRASE)"
+            )
+        if not encrypted and passphrase is not None:
+            raise KeyFileError("private key: a passphrase was given but the key is not encrypted")
+        try:
+            key = serialization.load_pem_private_key(data, password=passphrase)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            if encrypted:
+                raise KeyFileError(
+                    "private key: wrong passphrase, or the encrypted key is corrupt"
+                ) from None
+            raise KeyFileError("private key: not a readable PEM private key") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileError(
+                f"private key: expected an Ed25519 key, found {type(key).__name__.lstrip('_')}"
+            )
+        return cls(key)
+
+    def to_pem(self, passphrase: bytes | None) -> bytes:
+        """PKCS#8 PEM; encrypted with the best available scheme when a passphrase is given."""
+        encryption: serialization.KeySerializationEncryption
+        if passphrase is None:
+            encryption = serialization.NoEncryption()
+        elif not passphrase:
+            raise KeyFileError("private key: the passphrase is empty")
+        else:
+            encryption = serialization.BestAvailableEncryption(passphrase)
+        return self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+
+    def save(
+        self, path: str | os.PathLike[str], passphrase: bytes | None, *, overwrite: bool = False
+    ) -> None:
+        """Write the PEM atomically with mode 0600; refuse to replace a key unless asked."""
+        _write_atomic(Path(path), self.to_pem(passphrase), 0o600, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], passphrase: bytes | None) -> SigningKey:
+        """Read a key file, refusing one that group or others can access (like ssh does)."""
+        p = Path(path)
+        try:
+            st = p.stat()
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise KeyFileError(f"{p}: no such key file") from None
+        except OSError as e:
+            raise KeyFileError(f"{p}: cannot read key file ({e.strerror})") from None
+        if os.name == "posix" and st.st_mode & 0o077:
+            raise KeyFileError(
+                f"{p}: permissions {stat.S_IMODE(st.st_mode):04o} are too open; run `chmod 600 {p}`"
+            )
+        try:
+            return cls.from_pem(data, passphrase)
+        except KeyFileError as e:
+            raise KeyFileError(f"{p}: {str(e).removeprefix('private key: ')}") from None
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._public
+
+    @property
+    def keyid(self) -> str:
+        return self._public.keyid
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(keyid={self.keyid[:12]}…)"
+
+    def __reduce__(self) -> Any:
+        # Pickling would write the private key to wherever the pickle goes.
+        raise TypeError("SigningKey cannot be pickled; pass the key file path instead")
+
+    def __copy__(self) -> SigningKey:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SigningKey:
+        return self
+
+
+def _write_atomic(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
+    """Write via a temp file in the same directory; link (no overwrite) or rename into place."""
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot write in {directory} ({e.strerror})") from None
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic create-if-absent, unlike exists() + rename
+            except FileExistsError:
+                raise KeyFileError(f"{path}: already exists; refusing to overwrite it") from None
+            except OSError:  # no hard links on this filesystem: next best, check then rename
+                if path.exists():
+                    raise KeyFileError(
+                        f"{path}: already exists; refusing to overwrite it"
+                    ) from None
+                os.rename(tmp, path)
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot write ({e.strerror})") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    with contextlib.suppress(OSError):  # make the new name durable; not all systems allow it
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustStore:
+    """The public keys whose signatures are accepted, by keyid; several allow key rotation."""
+
+    public_keys: tuple[PublicKey, ...] = ()
+    _by_id: dict[str, PublicKey] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        by_id: dict[str, PublicKey] = {}
+        for k in self.public_keys:
+            if not isinstance(k, PublicKey):
+                raise KeyFileError("trust store: expected PublicKey values")
+            by_id[k.keyid] = k
+        ordered = tuple(by_id[i] for i in sorted(by_id))  # order-independent equality
+        object.__setattr__(self, "public_keys", ordered)
+        object.__setattr__(self, "_by_id", {k.keyid: k for k in ordered})
+
+    @classmethod
+    def of(cls, *keys: PublicKey | SigningKey) -> TrustStore:
+        return cls(tuple(k.public_key if isinstance(k, SigningKey) else k for k in keys))
+
+    def with_key(self, key: PublicKey | SigningKey) -> TrustStore:
+        return TrustStore.of(*self.public_keys, key)
+
+    def get(self, keyid: str, what: str = "signature") -> PublicKey:
+        """The trusted key with this id, or SignatureError naming `what`."""
+        try:
+            return self._by_id[keyid]
+        except (KeyError, TypeError):
+            raise SignatureError(f"{what}: key {str(keyid)[:12]}… is not trusted") from None
+
+    def keyids(self) -> tuple[str, ...]:
+        return tuple(self._by_id)
+
+    @property
+    def keys(self) -> Mapping[str, PublicKey]:
+        """Read-only view keyid -> PublicKey."""
+        return MappingProxyType(self._by_id)
+
+    def __contains__(self, keyid: object) -> bool:
+        return keyid in self._by_id
+
+    def __getitem__(self, keyid: str) -> PublicKey:
+        return self._by_id[keyid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def to_json(self) -> bytes:
+        """`{keyid: base64 raw public key}`, sorted, one key per line."""
+        body = {k.keyid: k.to_b64() for k in self.public_keys}
+        return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode("ascii")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> TrustStore:
+        """Parse a trust store, checking each keyid against its key (a mismatch is tampering)."""
+        try:
+            obj = loads_strict(data, "trust store")
+        except RecordError as e:
+            raise KeyFileError(str(e)) from None
+        if not isinstance(obj, dict) or not obj:
+            raise KeyFileError("trust store: expected a non-empty object {keyid: base64 key}")
+        keys = []
+        for keyid, b64 in obj.items():
+            try:
+                key = PublicKey.from_b64(b64)
+            except KeyFileError as e:
+                raise KeyFileError(f"trust store: key {keyid[:12]}…: {e}") from None
+            if key.keyid != keyid:
+                raise KeyFileError(
+                    f"trust store: keyid {keyid[:12]}… does not match its key "
+                    f"(which is {key.keyid[:12]}…)"
+                )
+            keys.append(key)
+        return cls(tuple(keys))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically (public keys: mode 0644), replacing the previous store."""
+        _write_atomic(Path(path), self.to_json(), 0o644, overwrite=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrustStore:
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise KeyFileError(f"{p}: cannot read trust store ({e.strerror})") from None
+        try:
+            return cls.from_json(data)
+        except KeyFileError as e:
+            raise KeyFileError(f"{p}: {e}") from None
+
+
+# --- DSSE v1 ------------------------------------------------------------------------------------
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: what is actually signed."""
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """One DSSE signature: the signer's keyid (a lookup hint) and 64 Ed25519 signature bytes."""
+
+    keyid: str
+    sig: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.keyid, str):
+            raise RecordError("signature.keyid: expected a string")
+        if not isinstance(self.sig, bytes) or len(self.sig) != _SIG_LEN:
+            raise RecordError(f"signature.sig: expected {_SIG_LEN} bytes")
+
+
+_ENVELOPE_KEYS = ("payload", "payloadType", "signatures")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A DSSE envelope. `to_json()` bytes are what the log stores and hashes into its leaf."""
+
+    payload: bytes
+    payload_type: str
+    signatures: tuple[Signature, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.payload, bytes):
+            raise RecordError("payload: expected bytes")
+        if not isinstance(self.payload_type, str) or not self.payload_type:
+            raise RecordError("payloadType: expected a non-empty string")
+        if isinstance(self.signatures, list):
+            object.__setattr__(self, "signatures", tuple(self.signatures))
+        if not isinstance(self.signatures, tuple) or not self.signatures:
+            raise RecordError("signatures: expected at least one signature")
+        for i, s in enumerate(self.signatures):
+            if not isinstance(s, Signature):
+                raise RecordError(f"signatures[{i}]: expected a Signature")
+
+    def pae(self) -> bytes:
+        return pae(self.payload_type, self.payload)
+
+    def keyids(self) -> tuple[str, ...]:
+        return tuple(s.keyid for s in self.signatures)
+
+    def to_json(self) -> bytes:
+        """Compact JSON with sorted keys and no whitespace (standard base64 with padding)."""
+        sigs = ",".join(
+            f'{{"keyid":{json.dumps(s.keyid)},"sig":"{_b64(s.sig)}"}}' for s in self.signatures
+        )
+        return (
+            f'{{"payload":"{_b64(self.payload)}","payloadType":{json.dumps(self.payload_type)},'
+            f'"signatures":[{sigs}]}}'
+        ).encode("ascii")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Envelope:
+        """Parse strictly: every malformed or missing or unknown field is a RecordError."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise RecordError(f"envelope: expected bytes, got {type(data).__name__}")
+        if len(data) > MAX_ENVELOPE_BYTES:
+            raise RecordError(f"envelope: {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+        obj = loads_strict(bytes(data), "envelope")
+        if not isinstance(obj, dict):
+            raise RecordError("envelope: expected a JSON object")
+        _exact_keys(obj, "", _ENVELOPE_KEYS)
+        payload = b64decode_strict(obj["payload"], "payload")
+        payload_type = obj["payloadType"]
+        if not isinstance(payload_type, str) or not payload_type:
+            raise RecordError("payloadType: expected a non-empty string")
+        raw_sigs = obj["signatures"]
+        if not isinstance(raw_sigs, list) or not raw_sigs:
+            raise RecordError("signatures: expected a non-empty array")
+        sigs = []
+        for i, s in enumerate(raw_sigs):
+            path = f"signatures[{i}]"
+            if not isinstance(s, dict):
+                raise RecordError(f"{path}: expected an object")
+            _exact_keys(s, path + ".", ("keyid", "sig"))
+            if not isinstance(s["keyid"], str):
+                raise RecordError(f"{path}.keyid: expected a string")
+            sig = b64decode_strict(s["sig"], f"{path}.sig")
+            if len(sig) != _SIG_LEN:
+                raise RecordError(f"{path}.sig: expected {_SIG_LEN} bytes, got {len(sig)}")
+            sigs.append(Signature(s["keyid"], sig))
+        return cls(payload, payload_type, tuple(sigs))
+
+
+def _exact_keys(obj: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> None:
+    for k in obj:
+        if k not in keys:
+            raise RecordError(f"{prefix}{k}: unknown key")
+    for k in keys:
+        if k not in obj:
+            raise RecordError(f"{prefix}{k}: missing")
+
+
+def sign_envelope(payload: bytes, key: SigningKey, payload_type: str = PAYLOAD_TYPE) -> Envelope:
+    """Sign PAE(payload_type, payload) with `key` into a one-signature envelope."""
+    return Envelope(
+        payload, payload_type, (Signature(key.keyid, key.sign(pae(payload_type, payload))),)
+    )
+
+
+def verify_envelope(env: Envelope, trust: TrustStore, what: str = "envelope") -> None:
+    """Return None if at least one signature is by a trusted key and verifies, else raise.
+
+    Signatures by unknown keys are skipped (DSSE allows extra signers); the error names the
+    first trusted key that failed, or the untrusted keyid when no trusted key signed.
+    """
+    message = env.pae()
+    failure: SignatureError | None = None
+    for s in env.signatures:
+        if s.keyid not in trust:
+            continue
+        try:
+            trust.get(s.keyid, what).verify(s.sig, message, what)
+            return
+        except SignatureError as e:
+            failure = failure or e
+    if failure is not None:
+        raise failure
+    raise SignatureError(f"{what}: key {env.signatures[0].keyid[:12]}… is not trusted")

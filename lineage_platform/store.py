@@ -1,0 +1,334 @@
+"""The only DuckDB user: schema and migrations, bulk appends, short transactions with lock retry.
+
+    store = Store(settings.duckdb_path, lock_timeout_s=30)
+    result = store.append_entries(entries, sign_checkpoint)   # one transaction, Arrow insert
+
+DuckDB allows one writing process per file, so no process keeps the file open while idle: every
+call opens, does one short transaction and closes; a lock conflict is retried with backoff until
+`lock_timeout_s`, then `StoreBusyError` (DESIGN §7).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from lineage_platform.errors import StoreBusyError, StoreError
+from lineage_platform.log import Checkpoint, CompactRange, SignedCheckpoint, leaf_hash
+
+HASH_LEN = 32
+
+# Each migration runs once, in order, inside the transaction that records its version.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE log_entries (
+            idx           BIGINT PRIMARY KEY,   -- leaf index = position in the Merkle log
+            envelope      BLOB NOT NULL,        -- the exact DSSE bytes the leaf hashes
+            leaf_hash     BLOB NOT NULL,        -- derived: SHA-256(0x00 || envelope)
+            record_digest VARCHAR NOT NULL,     -- derived: sha256 of the signed payload
+            idem_key      VARCHAR NOT NULL UNIQUE,  -- derived: dagster run+storage id, or digest
+            kind          VARCHAR NOT NULL,     -- derived query columns, re-checked by verify
+            asset         VARCHAR NOT NULL,
+            sha256        VARCHAR NOT NULL,
+            keyid         VARCHAR NOT NULL,
+            recorded_at   VARCHAR NOT NULL
+        );
+        CREATE INDEX log_entries_asset ON log_entries (asset, sha256);
+        CREATE TABLE checkpoints (
+            tree_size  BIGINT PRIMARY KEY,
+            checkpoint BLOB NOT NULL,           -- signed checkpoint JSON (covers size and root)
+            frontier   BLOB NOT NULL,           -- derived: compact-range hashes for appends
+            created_at TIMESTAMP NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One signed record ready to append; every column but `envelope` is derived from it."""
+
+    envelope: bytes
+    record_digest: str
+    idem_key: str
+    kind: str
+    asset: str
+    sha256: str
+    keyid: str
+    recorded_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    indices: tuple[int, ...]  # log index for each entry given, in order (existing ones too)
+    appended: int
+    skipped: int
+    checkpoint: SignedCheckpoint | None
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("conflict" in text or "could not set" in text)
+
+
+class Store:
+    """A DuckDB file opened only for one short transaction at a time."""
+
+    def __init__(
+        self,
+        path: Path,
+        lock_timeout_s: float = 30.0,
+        on_lock_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+        self.on_lock_wait = on_lock_wait
+        self.lock_waits = 0
+        self.lock_wait_s = 0.0
+
+    # -- connections -------------------------------------------------------------------------
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if read_only and not self.path.exists():
+            raise StoreError(
+                f"no log database at {self.path}: run `lineage demo` or `lineage sync`"
+            )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.005
+        started = time.monotonic()
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise StoreError(f"cannot open {self.path}: {exc}") from exc
+                now = time.monotonic()
+                if now >= deadline:
+                    raise StoreBusyError(
+                        f"{self.path} is locked by another process (waited "
+                        f"{self.lock_timeout_s:g}s); retry, or raise the lock timeout"
+                    ) from exc
+                time.sleep(min(delay * (0.5 + random.random()), deadline - now))
+                delay = min(delay * 2, 0.25)
+        waited = time.monotonic() - started
+        if waited > 0.01:
+            self.lock_waits += 1
+            self.lock_wait_s += waited
+            if self.on_lock_wait:
+                self.on_lock_wait(waited)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.connect() as con:
+            self._migrate(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.connect(read_only=True) as con:
+            version = self._version(con)
+            if version < len(MIGRATIONS):
+                raise StoreError(f"{self.path} has schema {version}; run any write command first")
+            yield con
+
+    @staticmethod
+    def _version(con: duckdb.DuckDBPyConnection) -> int:
+        found = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        ).fetchall()
+        if not found or not found[0][0]:
+            return 0
+        row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+        return int(row[0][0]) if row else 0
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self._version(con) >= MIGRATIONS[-1][0]:
+            return
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT now())"
+            )
+            current = self._version(con)
+            for version, sql in MIGRATIONS:
+                if version > current:
+                    con.execute(sql)
+                    con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def migrate(self) -> None:
+        with self.connect() as con:
+            self._migrate(con)
+
+    # -- the log -----------------------------------------------------------------------------
+    @staticmethod
+    def _frontier(con: duckdb.DuckDBPyConnection) -> CompactRange:
+        rows = con.execute(
+            "SELECT tree_size, frontier FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+        ).fetchall()
+        if not rows:
+            return CompactRange()
+        blob = bytes(rows[0][1])
+        hashes = [blob[i : i + HASH_LEN] for i in range(0, len(blob), HASH_LEN)]
+        return CompactRange.from_hashes(int(rows[0][0]), hashes)
+
+    def append_entries(
+        self,
+        entries: Sequence[Entry],
+        sign_checkpoint: Callable[[Checkpoint], SignedCheckpoint],
+        origin: str,
+    ) -> AppendResult:
+        """Append in one transaction; entries whose idempotency key is known are skipped."""
+        keys = [e.idem_key for e in entries]
+        with self.transaction() as con:
+            known = self._indices_for(con, keys)
+            frontier = self._frontier(con)
+            start = frontier.size
+            fresh: list[Entry] = []
+            seen: dict[str, int] = {}
+            indices: list[int] = []
+            for entry in entries:
+                if entry.idem_key in known:
+                    indices.append(known[entry.idem_key])
+                elif entry.idem_key in seen:
+                    indices.append(seen[entry.idem_key])
+                else:
+                    seen[entry.idem_key] = start + len(fresh)
+                    indices.append(start + len(fresh))
+                    fresh.append(entry)
+            if not fresh:
+                return AppendResult(tuple(indices), 0, len(entries), None)
+            leaves = [leaf_hash(e.envelope) for e in fresh]
+            frontier.extend(leaves)
+            table = pa.table(
+                {
+                    "idx": pa.array(range(start, start + len(fresh)), pa.int64()),
+                    "envelope": pa.array([e.envelope for e in fresh], pa.binary()),
+                    "leaf_hash": pa.array(leaves, pa.binary()),
+                    "record_digest": [e.record_digest for e in fresh],
+                    "idem_key": [e.idem_key for e in fresh],
+                    "kind": [e.kind for e in fresh],
+                    "asset": [e.asset for e in fresh],
+                    "sha256": [e.sha256 for e in fresh],
+                    "keyid": [e.keyid for e in fresh],
+                    "recorded_at": [e.recorded_at for e in fresh],
+                }
+            )
+            con.register("new_entries", table)
+            con.execute("INSERT INTO log_entries SELECT * FROM new_entries")
+            con.unregister("new_entries")
+            signed = sign_checkpoint(Checkpoint(origin, frontier.size, frontier.root()))
+            con.execute(
+                "INSERT INTO checkpoints (tree_size, checkpoint, frontier) VALUES (?, ?, ?)",
+                [frontier.size, signed.to_json(), b"".join(frontier.to_hashes())],
+            )
+        return AppendResult(tuple(indices), len(fresh), len(entries) - len(fresh), signed)
+
+    @staticmethod
+    def _indices_for(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        con.register("wanted", pa.table({"k": pa.array(list(keys), pa.string())}))
+        rows = con.execute(
+            "SELECT idem_key, idx FROM log_entries JOIN wanted ON idem_key = k"
+        ).fetchall()
+        con.unregister("wanted")
+        return {str(k): int(i) for k, i in rows}
+
+    def indices_for(self, keys: Sequence[str]) -> dict[str, int]:
+        """Which idempotency keys are already in the log, and where."""
+        if not self.path.exists():
+            return {}
+        with self.transaction() as con:
+            return self._indices_for(con, keys)
+
+    def latest_index(self, asset: str, sha256: str | None = None) -> int | None:
+        """The newest record for an asset (and content hash): what an input reference points at."""
+        if not self.path.exists():
+            return None
+        sql = "SELECT max(idx) FROM log_entries WHERE asset = ?"
+        args: list[Any] = [asset]
+        if sha256 is not None:
+            sql += " AND sha256 = ?"
+            args.append(sha256)
+        with self.transaction() as con:
+            rows = con.execute(sql, args).fetchall()
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def tree_size(self) -> int:
+        if not self.path.exists():
+            return 0
+        with self.reader() as con:
+            rows = con.execute("SELECT count(*) FROM log_entries").fetchall()
+        return int(rows[0][0])
+
+    def read_log(self) -> tuple[pa.Table, list[bytes]]:
+        """Every entry (Arrow, in index order) and every stored checkpoint, read-only."""
+        with self.reader() as con:
+            table = con.sql("SELECT * FROM log_entries ORDER BY idx").to_arrow_table()
+            rows = con.execute(
+                "SELECT tree_size, checkpoint, frontier FROM checkpoints ORDER BY tree_size"
+            ).fetchall()
+        return table, [bytes(r[1]) for r in rows]
+
+    def read_checkpoint_rows(self) -> list[tuple[int, bytes, bytes]]:
+        with self.reader() as con:
+            rows = con.execute(
+                "SELECT tree_size, checkpoint, frontier FROM checkpoints ORDER BY tree_size"
+            ).fetchall()
+        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+    def latest_checkpoint(self) -> bytes | None:
+        with self.reader() as con:
+            rows = con.execute(
+                "SELECT checkpoint FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+            ).fetchall()
+        return bytes(rows[0][0]) if rows else None
+
+    def entries(self, start: int = 0, stop: int | None = None) -> pa.Table:
+        with self.reader() as con:
+            sql = "SELECT * FROM log_entries WHERE idx >= ?"
+            args: list[Any] = [start]
+            if stop is not None:
+                sql += " AND idx < ?"
+                args.append(stop)
+            return con.sql(sql + " ORDER BY idx", params=args).to_arrow_table()
+
+    def dagster_cursor(self) -> dict[str, int]:
+        """Newest recorded Dagster storage id per asset: where a fresh sync may resume."""
+        if not self.path.exists():
+            return {}
+        with self.transaction() as con:
+            rows = con.execute(
+                "SELECT asset, max(CAST(split_part(idem_key, ':', 3) AS BIGINT)) "
+                "FROM log_entries WHERE idem_key LIKE 'dagster:%' GROUP BY asset"
+            ).fetchall()
+        return {str(a): int(s) for a, s in rows}

@@ -1,0 +1,62 @@
+"""Valuation: how much each contributor's data is worth to a model, with its uncertainty.
+
+    result = contributor_knn_values(parts, X_val, y_val, k=5)        # default, identity-free
+    result = permutation_shapley(game, seed=7, until=StderrBelow(0.01) | MaxSamples(5000))
+
+Pure core: NumPy, scikit-learn and joblib only. One algorithm per module.
+"""
+
+from lineage_platform.valuation.banzhaf import banzhaf
+from lineage_platform.valuation.dedup import Deduplicated, dedup_parts, row_hashes
+from lineage_platform.valuation.exact import DEFAULT_MAX_PLAYERS, exact_shapley
+from lineage_platform.valuation.game import Coalition, Game, Utility
+from lineage_platform.valuation.knn import knn_shapley
+from lineage_platform.valuation.permutation import RelativeTruncation, permutation_shapley
+from lineage_platform.valuation.result import Discount, ValuationResult
+from lineage_platform.valuation.rows import contributor_knn_values
+from lineage_platform.valuation.stopping import (
+    AllOf,
+    AnyOf,
+    MaxSamples,
+    MaxTime,
+    Progress,
+    RankStable,
+    StderrBelow,
+    StoppingRule,
+)
+from lineage_platform.valuation.utility import (
+    Classifier,
+    ModelUtility,
+    classifier_utility,
+    contributor_game,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PLAYERS",
+    "AllOf",
+    "AnyOf",
+    "Classifier",
+    "Coalition",
+    "Deduplicated",
+    "Discount",
+    "Game",
+    "MaxSamples",
+    "MaxTime",
+    "ModelUtility",
+    "Progress",
+    "RankStable",
+    "RelativeTruncation",
+    "StderrBelow",
+    "StoppingRule",
+    "Utility",
+    "ValuationResult",
+    "banzhaf",
+    "classifier_utility",
+    "contributor_game",
+    "contributor_knn_values",
+    "dedup_parts",
+    "exact_shapley",
+    "knn_shapley",
+    "permutation_shapley",
+    "row_hashes",
+]

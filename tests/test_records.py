@@ -1,0 +1,543 @@
+"""Canonical JSON against RFC 8785 and the `rfc8785` package; records built, parsed, refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import struct
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lineage_platform.canonical import es6_number, loads_strict
+from lineage_platform.errors import RecordError
+from lineage_platform.records import (
+    KINDS,
+    MAX_RECORD_BYTES,
+    PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    AttributionRecord,
+    Contributor,
+    DagsterRef,
+    DvcRef,
+    InputRef,
+    MlflowRef,
+    canonical_json,
+    details_json,
+    utc_timestamp,
+)
+
+H1 = hashlib.sha256(b"one").hexdigest()
+H2 = hashlib.sha256(b"two").hexdigest()
+MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+T = "2026-11-24T20:00:00.123456Z"
+
+
+def loose(value: object) -> Any:
+    """A value of the wrong type, for tests of runtime validation."""
+    return value
+
+
+def full_record(**overrides: Any) -> AttributionRecord:
+    fields: dict[str, Any] = dict(
+        kind="model",
+        asset="models/digits",
+        sha256=H1,
+        recorded_at=T,
+        data_version="v3",
+        code_version="git:abc123",
+        dagster=DagsterRef("run-1", 42),
+        dvc=DvcRef("data/datanet.parquet", MD5),
+        mlflow=MlflowRef("mlrun", "m-1"),
+        inputs=(InputRef("datanet", H2, 3),),
+        contributors=(
+            Contributor("alice", rows=10, sha256=H2),
+            Contributor("bob", weight=0.25, value=-1.5, stderr=0.0),
+        ),
+        details=details_json({"method": "exact", "seed": 7, "samples": 64}),
+        supersedes=1,
+        partition="alice",
+    )
+    fields.update(overrides)
+    return AttributionRecord(**fields)
+
+
+# --- canonical JSON -------------------------------------------------------------------------------
+
+
+def test_rfc8785_section_3_2_2_example() -> None:
+    text = (
+        '{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
+        ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
+        ' "literals": [null, true, false]}'
+    )
+    expected = (
+        '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+        '"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
+    )
+    assert canonical_json(json.loads(text)) == expected.encode("utf-8")
+
+
+def test_rfc8785_key_sorting_by_utf16_code_units() -> None:
+    obj = {
+        "\u20ac": "Euro Sign",
+        "\r": "Carriage Return",
+        "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One",
+        "\U0001f600": "Emoji: Grinning Face",
+        "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis",
+    }
+    keys = list(json.loads(canonical_json(obj)))
+    assert keys == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
+
+
+# RFC 8785 Appendix B: IEEE 754 bit patterns and their required serialization.
+APPENDIX_B = [
+    (0x0000000000000000, "0"),
+    (0x8000000000000000, "0"),
+    (0x0000000000000001, "5e-324"),
+    (0x8000000000000001, "-5e-324"),
+    (0x7FEFFFFFFFFFFFFF, "1.7976931348623157e+308"),
+    (0xFFEFFFFFFFFFFFFF, "-1.7976931348623157e+308"),
+    (0x4340000000000000, "9007199254740992"),
+    (0xC340000000000000, "-9007199254740992"),
+    (0x4430000000000000, "295147905179352830000"),
+    (0x44B52D02C7E14AF5, "9.999999999999997e+22"),
+    (0x44B52D02C7E14AF6, "1e+23"),
+    (0x44B52D02C7E14AF7, "1.0000000000000001e+23"),
+    (0x444B1AE4D6E2EF4E, "999999999999999700000"),
+    (0x444B1AE4D6E2EF4F, "999999999999999900000"),
+    (0x444B1AE4D6E2EF50, "1e+21"),
+    (0x3EB0C6F7A0B5ED8C, "9.999999999999997e-7"),
+    (0x3EB0C6F7A0B5ED8D, "0.000001"),
+    (0x41B3DE4355555553, "333333333.3333332"),
+    (0x41B3DE4355555554, "333333333.33333325"),
+    (0x41B3DE4355555555, "333333333.3333333"),
+    (0x41B3DE4355555556, "333333333.3333334"),
+    (0x41B3DE4355555557, "333333333.33333343"),
+    (0xBECBF647612F3696, "-0.0000033333333333333333"),
+    (0x43143FF3C1CB0959, "1424953923781206.2"),
+]
+
+
+@pytest.mark.parametrize(("bits", "expected"), APPENDIX_B)
+def test_rfc8785_appendix_b_numbers(bits: int, expected: str) -> None:
+    (f,) = struct.unpack(">d", bits.to_bytes(8, "big"))
+    assert es6_number(f) == expected
+    assert canonical_json([f]) == f"[{expected}]".encode()
+    assert canonical_json({"k": f}) == f'{{"k":{expected}}}'.encode()
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()  # includes control characters, quotes, backslashes, astral characters
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_canonical_json_matches_rfc8785_package(obj: object) -> None:
+    assert canonical_json(obj) == rfc8785.dumps(obj)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_es6_number_matches_rfc8785_package(f: float) -> None:
+    assert es6_number(f).encode() == rfc8785.dumps(f)
+
+
+@settings(max_examples=100, deadline=None)
+@given(json_values)
+def test_canonical_json_round_trips_through_strict_parser(obj: object) -> None:
+    data = canonical_json(obj)
+    assert canonical_json(loads_strict(data, "x")) == data
+
+
+def test_canonical_json_handles_tuples_and_subclasses() -> None:
+    from enum import IntEnum
+
+    class Color(IntEnum):
+        RED = 1
+
+    assert canonical_json({"a": (1, 2.0, Color.RED)}) == b'{"a":[1,2,1]}'
+
+
+@pytest.mark.parametrize(
+    ("obj", "fragment"),
+    [
+        ({"a": [1, float("nan")]}, "$.a[1]: nan"),
+        ({"a": {"b": float("inf")}}, "$.a.b: inf"),
+        ([float("-inf")], "$[0]: -inf"),
+        ({1: "x"}, "$: object key 1 is not a string"),
+        ({"n": 2**53}, "$.n: integer"),
+        ({"n": -(2**53)}, "$.n: integer"),
+        ({"s": {1, 2}}, "$.s: set cannot be encoded"),
+        ({"b": b"x"}, "$.b: bytes cannot be encoded"),
+        ({"bad key": [object()]}, "$['bad key'][0]: object cannot be encoded"),
+        ({"s": "\ud800"}, "lone surrogate"),
+    ],
+)
+def test_canonical_json_rejects(obj: object, fragment: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        canonical_json(obj)
+    assert fragment in str(exc.value)
+
+
+def test_canonical_json_rejects_deep_nesting() -> None:
+    obj: Any = []
+    for _ in range(100_000):
+        obj = [obj]
+    with pytest.raises(RecordError, match="nested too deeply"):
+        canonical_json(obj)
+
+
+def test_canonical_json_safe_integer_edges() -> None:
+    assert canonical_json([2**53 - 1, -(2**53) + 1]) == b"[9007199254740991,-9007199254740991]"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b'{"a":1,"a":2}', "duplicate key 'a'"),
+        (b'{"a":NaN}', "NaN is not valid JSON"),
+        (b'{"a":Infinity}', "Infinity"),
+        (b'{"a":"\xff"}', "not valid UTF-8"),
+        (b'{"a":', "malformed JSON"),
+        (b"\xef\xbb\xbf{}", "malformed JSON"),
+    ],
+)
+def test_loads_strict_rejects(data: bytes, fragment: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        loads_strict(data, "payload")
+    assert str(exc.value).startswith("payload: ")
+    assert fragment in str(exc.value)
+
+
+def test_loads_strict_reads_huge_integers_as_doubles() -> None:
+    assert loads_strict(b"[295147905179352830000, 5]", "x") == [2.9514790517935283e20, 5]
+
+
+# --- records: construction ------------------------------------------------------------------------
+
+
+def test_minimal_record_and_defaults() -> None:
+    r = AttributionRecord(kind="dataset", asset="datanet", sha256=H1, recorded_at=T)
+    assert r.inputs == () and r.contributors == () and r.details is None
+    assert r.details_obj() is None
+    assert r.idempotency_key() == f"sha256:{r.digest()}"
+    assert hash(r) == hash(AttributionRecord("dataset", "datanet", H1, T))
+
+
+def test_every_kind_is_accepted() -> None:
+    for kind in KINDS:
+        AttributionRecord(kind=kind, asset="a", sha256=H1, recorded_at=T)
+
+
+def test_statement_shape() -> None:
+    st_ = full_record().to_statement()
+    assert st_["_type"] == STATEMENT_TYPE
+    assert st_["predicateType"] == PREDICATE_TYPE
+    assert st_["subject"] == [{"name": "models/digits", "digest": {"sha256": H1}}]
+    p = st_["predicate"]
+    assert p["dagster"] == {"run_id": "run-1", "storage_id": 42}
+    assert p["dvc"] == {"path": "data/datanet.parquet", "md5": MD5}
+    assert p["mlflow"] == {"run_id": "mlrun", "model_id": "m-1"}
+    assert p["inputs"] == [{"asset": "datanet", "sha256": H2, "log_index": 3}]
+    assert p["contributors"][0] == {
+        "id": "alice",
+        "rows": 10,
+        "sha256": H2,
+        "weight": None,
+        "value": None,
+        "stderr": None,
+    }
+    assert p["details"] == {"method": "exact", "seed": 7, "samples": 64}
+    assert p["supersedes"] == 1
+    assert p["partition"] == "alice"
+    empty = AttributionRecord("dataset", "d", H1, T).to_statement()["predicate"]
+    assert empty["dagster"] is None and empty["dvc"] is None and empty["mlflow"] is None
+    assert empty["details"] is None and empty["inputs"] == [] and empty["contributors"] == []
+    assert empty["partition"] is None
+
+
+def test_to_bytes_is_canonical_and_digest_is_its_sha256() -> None:
+    r = full_record()
+    data = r.to_bytes()
+    assert data == rfc8785.dumps(r.to_statement())
+    assert r.digest() == hashlib.sha256(data).hexdigest()
+    assert r.idempotency_key() == "dagster:run-1:42"
+
+
+def test_details_are_normalized_to_canonical_text() -> None:
+    r = full_record(details='{ "seed": 7,\n "method": "exact", "w": 1.0 }')
+    assert r.details == '{"method":"exact","seed":7,"w":1}'
+    assert r == full_record(details=details_json({"w": 1, "seed": 7, "method": "exact"}))
+    assert r.details_obj() == {"method": "exact", "seed": 7, "w": 1}
+
+
+def test_lists_are_stored_as_tuples_and_ints_as_floats() -> None:
+    r = full_record(inputs=[InputRef("datanet", H2)])
+    assert isinstance(r.inputs, tuple)
+    c = Contributor("x", weight=1, value=0)
+    assert isinstance(c.weight, float) and isinstance(c.value, float)
+    assert c == Contributor("x", weight=1.0, value=0.0)
+
+
+def test_records_pickle_for_worker_processes() -> None:
+    r = full_record()
+    assert pickle.loads(pickle.dumps(r)) == r
+
+
+def test_utc_timestamp() -> None:
+    t = utc_timestamp(datetime(2026, 11, 24, 21, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1))))
+    assert t == "2026-11-24T20:00:00.123456Z"
+    assert utc_timestamp().endswith("Z")
+    AttributionRecord("dataset", "d", H1, utc_timestamp())
+    with pytest.raises(RecordError, match="naive"):
+        utc_timestamp(datetime(2026, 1, 1))
+    assert utc_timestamp(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000000Z"
+
+
+BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
+    ({"kind": "thing"}, "predicate.kind: expected one of"),
+    ({"asset": ""}, "predicate.asset: must not be empty"),
+    ({"asset": "a\nb"}, "predicate.asset: must not contain control characters"),
+    ({"asset": "a\x7fb"}, "predicate.asset: must not contain control characters"),
+    ({"asset": "a\x00"}, "predicate.asset: must not contain control characters"),
+    ({"asset": 5}, "predicate.asset: expected a string"),
+    ({"sha256": H1.upper()}, "subject[0].digest.sha256: expected 64 lowercase hex"),
+    ({"sha256": H1[:-1]}, "subject[0].digest.sha256: expected 64 lowercase hex"),
+    ({"recorded_at": "2026-11-24T20:00:00+00:00"}, "predicate.recorded_at: expected an RFC 3339"),
+    ({"recorded_at": "2026-11-24 20:00:00Z"}, "predicate.recorded_at: expected an RFC 3339"),
+    ({"recorded_at": "2026-02-30T20:00:00Z"}, "predicate.recorded_at: day is out of range"),
+    ({"recorded_at": "2026-11-24T24:00:00Z"}, "predicate.recorded_at: hour must be"),
+    ({"recorded_at": "２026-11-24T20:00:00Z"}, "predicate.recorded_at: expected"),
+    ({"data_version": ""}, "predicate.data_version: must not be empty"),
+    ({"code_version": "x\ty"}, "predicate.code_version: must not contain control"),
+    ({"dagster": ("r", 1)}, "predicate.dagster: expected DagsterRef or None"),
+    ({"inputs": (("a", H1),)}, "predicate.inputs[0]: expected InputRef"),
+    ({"inputs": "abc"}, "predicate.inputs: expected a tuple"),
+    ({"contributors": (Contributor("a"), "b")}, "predicate.contributors[1]: expected Contributor"),
+    ({"details": '["not", "an", "object"]'}, "predicate.details: expected an object"),
+    ({"details": '{"a": NaN}'}, "predicate.details: malformed JSON"),
+    ({"details": '{"a": 1, "a": 2}'}, "predicate.details: malformed JSON (duplicate key"),
+    ({"details": {"a": 1}}, "predicate.details: expected canonical JSON text"),
+    ({"supersedes": -1}, "predicate.supersedes: expected a non-negative integer"),
+    ({"supersedes": True}, "predicate.supersedes: expected a non-negative integer"),
+    ({"supersedes": 2**53}, "predicate.supersedes: expected a non-negative integer below"),
+    ({"partition": ""}, "predicate.partition: must not be empty"),
+    ({"partition": "a\x1b[31m"}, "predicate.partition: must not contain control characters"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_FIELDS)
+def test_invalid_record_fields_name_the_field(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        full_record(**overrides)
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: DagsterRef("", 1), "run_id: must not be empty"),
+        (lambda: DagsterRef("r", -1), "storage_id: expected a non-negative integer"),
+        (lambda: DagsterRef("r", True), "storage_id: expected a non-negative integer"),
+        (lambda: DagsterRef("r", loose(1.0)), "storage_id: expected a non-negative integer"),
+        (lambda: DvcRef("p", MD5.upper()), "md5: expected 32 lowercase hex"),
+        (lambda: DvcRef("p\r", MD5), "path: must not contain control characters"),
+        (lambda: MlflowRef("r", ""), "model_id: must not be empty"),
+        (lambda: InputRef("a", "xyz"), "sha256: expected 64 lowercase hex"),
+        (lambda: InputRef("a", H1, -2), "log_index: expected a non-negative integer"),
+        (lambda: Contributor(""), "id: must not be empty"),
+        (lambda: Contributor("a\x1f"), "id: must not contain control characters"),
+        (lambda: Contributor("a", rows=-1), "rows: expected a non-negative integer"),
+        (lambda: Contributor("a", sha256="0" * 63), "sha256: expected 64 lowercase hex"),
+        (lambda: Contributor("a", weight=float("nan")), "weight: must be finite"),
+        (lambda: Contributor("a", value=float("inf")), "value: must be finite"),
+        (lambda: Contributor("a", stderr=-0.1), "stderr: must not be negative"),
+        (lambda: Contributor("a", weight=loose("1")), "weight: expected a number"),
+        (lambda: Contributor("a", weight=True), "weight: expected a number"),
+    ],
+)
+def test_invalid_parts_name_the_field(build: Any, message: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        build()
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+# --- records: strict parsing ----------------------------------------------------------------------
+
+
+def test_from_bytes_round_trip_full_record() -> None:
+    r = full_record()
+    assert AttributionRecord.from_bytes(r.to_bytes()) == r
+    assert AttributionRecord.from_statement(r.to_statement()) == r
+
+
+def mutate(edit: Any) -> bytes:
+    """The canonical bytes of a full record's statement after `edit(statement)`."""
+    obj = full_record().to_statement()
+    edit(obj)
+    return rfc8785.dumps(obj)
+
+
+def _set(path: str, value: Any) -> Any:
+    def edit(obj: Any) -> None:
+        *head, last = path.split(".")
+        for part in head:
+            obj = obj[int(part)] if part.isdigit() else obj[part]
+        obj[int(last) if last.isdigit() else last] = value
+
+    return edit
+
+
+def _del(path: str) -> Any:
+    def edit(obj: Any) -> None:
+        *head, last = path.split(".")
+        for part in head:
+            obj = obj[int(part)] if part.isdigit() else obj[part]
+        del obj[last]
+
+    return edit
+
+
+PARSE_ERRORS: list[tuple[Any, str]] = [
+    (_set("_type", "https://in-toto.io/Statement/v0.1"), "_type: expected"),
+    (_set("predicateType", "https://slsa.dev/provenance/v1"), "predicateType: expected"),
+    (_set("extra", 1), "extra: unknown key"),
+    (_del("predicate"), "predicate: missing"),
+    (_set("predicate.extra", 1), "predicate.extra: unknown key"),
+    (_del("predicate.supersedes"), "predicate.supersedes: missing"),
+    (_del("predicate.partition"), "predicate.partition: missing"),
+    (_set("predicate.partition", 1), "predicate.partition: expected a string"),
+    (_set("predicate.dagster.extra", 1), "predicate.dagster.extra: unknown key"),
+    (_del("predicate.dagster.storage_id"), "predicate.dagster.storage_id: missing"),
+    (_set("predicate.dagster.storage_id", "42"), "predicate.dagster.storage_id: expected"),
+    (_set("predicate.dagster", []), "predicate.dagster: expected an object, got array"),
+    (_set("predicate.dvc.md5", "x"), "predicate.dvc.md5: expected 32 lowercase hex"),
+    (_set("predicate.mlflow.model_id", 3), "predicate.mlflow.model_id: expected a string"),
+    (_set("predicate.inputs.0.sha256", "ab"), "predicate.inputs[0].sha256: expected 64"),
+    (_set("predicate.inputs.0.log_index", -1), "predicate.inputs[0].log_index: expected"),
+    (_del("predicate.inputs.0.log_index"), "predicate.inputs[0].log_index: missing"),
+    (_set("predicate.inputs", {}), "predicate.inputs: expected an array, got object"),
+    (_set("predicate.contributors.1.weight", "x"), "predicate.contributors[1].weight: expected"),
+    (_set("predicate.contributors.0.x", None), "predicate.contributors[0].x: unknown key"),
+    (_set("predicate.contributors.0", "alice"), "predicate.contributors[0]: expected an object"),
+    (_set("predicate.details", [1]), "predicate.details: expected an object or null"),
+    (_set("predicate.kind", 3), "predicate.kind: expected one of"),
+    (_set("predicate.recorded_at", None), "predicate.recorded_at: expected an RFC 3339"),
+    (_set("predicate.asset", "other"), "subject[0].name: must equal predicate.asset"),
+    (_set("subject", []), "subject: expected an array with exactly one subject"),
+    (_set("subject.0.digest", {"sha512": "00"}), "subject[0].digest.sha512: unknown key"),
+    (_set("subject.0.digest.sha256", "AB"), "subject[0].digest.sha256: expected 64"),
+    (_del("subject.0.name"), "subject[0].name: missing"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), PARSE_ERRORS)
+def test_from_bytes_is_strict(edit: Any, message: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        AttributionRecord.from_bytes(mutate(edit))
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+def test_from_bytes_refuses_bad_bytes() -> None:
+    good = full_record().to_bytes()
+    with pytest.raises(RecordError, match=r"^payload: malformed JSON"):
+        AttributionRecord.from_bytes(good[:-1])
+    with pytest.raises(RecordError, match=r"^payload: not valid UTF-8"):
+        AttributionRecord.from_bytes(good[:-2] + b"\xc3}")
+    with pytest.raises(RecordError, match=r"^statement: expected an object, got array"):
+        AttributionRecord.from_bytes(b"[]")
+    dup = good.replace(b'{"_type":', b'{"_type":"x","_type":', 1)
+    with pytest.raises(RecordError, match="duplicate key '_type'"):
+        AttributionRecord.from_bytes(dup)
+    with pytest.raises(RecordError, match=r"^payload: expected bytes"):
+        AttributionRecord.from_bytes(good.decode())  # type: ignore[arg-type]
+
+
+def test_from_bytes_refuses_non_canonical_unless_asked() -> None:
+    r = full_record()
+    pretty = json.dumps(r.to_statement(), indent=2).encode()
+    with pytest.raises(RecordError, match=r"^payload: not RFC 8785 canonical"):
+        AttributionRecord.from_bytes(pretty)
+    assert AttributionRecord.from_bytes(pretty, require_canonical=False) == r
+
+
+def test_size_limit() -> None:
+    with pytest.raises(RecordError, match=r"^payload: .* exceeds"):
+        AttributionRecord.from_bytes(b" " * (MAX_RECORD_BYTES + 1))
+    big = full_record(details=details_json({"blob": "x" * MAX_RECORD_BYTES}))
+    with pytest.raises(RecordError, match=r"^statement: .* exceeds"):
+        big.to_bytes()
+
+
+# --- records: properties --------------------------------------------------------------------------
+
+names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
+hex64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
+counts = st.integers(min_value=0, max_value=2**53 - 1)
+numbers = st.none() | st.floats(allow_nan=False, allow_infinity=False)
+timestamps = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)
+).map(utc_timestamp)
+
+contributors = st.builds(
+    Contributor,
+    id=names,
+    rows=st.none() | counts,
+    sha256=st.none() | hex64,
+    weight=numbers,
+    value=numbers,
+    stderr=st.none() | st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+)
+records = st.builds(
+    AttributionRecord,
+    kind=st.sampled_from(KINDS),
+    asset=names,
+    sha256=hex64,
+    recorded_at=timestamps,
+    data_version=st.none() | names,
+    code_version=st.none() | names,
+    dagster=st.none() | st.builds(DagsterRef, run_id=names, storage_id=counts),
+    dvc=st.none()
+    | st.builds(DvcRef, path=names, md5=st.binary(min_size=16, max_size=16).map(bytes.hex)),
+    mlflow=st.none() | st.builds(MlflowRef, run_id=names, model_id=st.none() | names),
+    inputs=st.lists(
+        st.builds(InputRef, asset=names, sha256=hex64, log_index=st.none() | counts), max_size=3
+    ).map(tuple),
+    contributors=st.lists(contributors, max_size=4).map(tuple),
+    details=st.none()
+    | st.dictionaries(st.text(max_size=6), json_values, max_size=4).map(details_json),
+    supersedes=st.none() | counts,
+    partition=st.none() | names,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records)
+def test_record_bytes_round_trip(r: AttributionRecord) -> None:
+    data = r.to_bytes()
+    assert data == rfc8785.dumps(r.to_statement())
+    assert data == canonical_json(r.to_statement())
+    back = AttributionRecord.from_bytes(data)
+    assert back == r
+    assert back.to_bytes() == data
+    assert back.digest() == r.digest()
