@@ -2,7 +2,8 @@
 
 Runs in its own venv (pyDVL 0.10 needs numpy<2, the project needs numpy>=2):
 
-    python3 -m venv .venv-pydvl && .venv-pydvl/bin/pip install 'pydvl==0.10.0' 'numpy<2' scikit-learn
+    python3 -m venv .venv-pydvl
+    .venv-pydvl/bin/pip install 'pydvl==0.10.0' 'numpy<2' scikit-learn
     .venv-pydvl/bin/python benchmarks/pydvl_reference.py            # writes the test fixture
     .venv-pydvl/bin/python benchmarks/pydvl_reference.py --bench 50000 1000 [--data F --out F]
 
@@ -31,7 +32,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)  # pyDVL 0.10's own de
 from pydvl.valuation.dataset import Dataset  # noqa: E402
 from pydvl.valuation.methods.knn_shapley import KNNShapleyValuation  # noqa: E402
 
-FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "valuation" / "fixtures" / "knn_pydvl.npz"
+FIXTURE = Path(__file__).resolve().parents[1] / "tests/valuation/fixtures/knn_pydvl.npz"
 KS = (1, 3, 5, 10)
 
 

@@ -33,6 +33,7 @@ def entry_for(record: AttributionRecord, key: SigningKey) -> Entry:
         idem_key=record.idempotency_key(),
         kind=record.kind,
         asset=record.asset,
+        partition=record.partition,
         sha256=record.sha256,
         keyid=key.keyid,
         recorded_at=record.recorded_at,

@@ -31,13 +31,14 @@ def verify_store(
     table, _ = store.read_log()
     cols = table.to_pydict()
     derived = [
-        Derived(bytes(lh), rd, ik, k, a, s, kid, ra)
-        for lh, rd, ik, k, a, s, kid, ra in zip(
+        Derived(bytes(lh), rd, ik, k, a, p, s, kid, ra)
+        for lh, rd, ik, k, a, p, s, kid, ra in zip(
             cols["leaf_hash"],
             cols["record_digest"],
             cols["idem_key"],
             cols["kind"],
             cols["asset"],
+            cols["partition"],
             cols["sha256"],
             cols["keyid"],
             cols["recorded_at"],

@@ -39,11 +39,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             idem_key      VARCHAR NOT NULL UNIQUE,  -- derived: dagster run+storage id, or digest
             kind          VARCHAR NOT NULL,     -- derived query columns, re-checked by verify
             asset         VARCHAR NOT NULL,
+            partition     VARCHAR,
             sha256        VARCHAR NOT NULL,
             keyid         VARCHAR NOT NULL,
             recorded_at   VARCHAR NOT NULL
         );
-        CREATE INDEX log_entries_asset ON log_entries (asset, sha256);
+        CREATE INDEX log_entries_asset ON log_entries (asset, partition, sha256);
         CREATE TABLE checkpoints (
             tree_size  BIGINT PRIMARY KEY,
             checkpoint BLOB NOT NULL,           -- signed checkpoint JSON (covers size and root)
@@ -64,6 +65,7 @@ class Entry:
     idem_key: str
     kind: str
     asset: str
+    partition: str | None
     sha256: str
     keyid: str
     recorded_at: str
@@ -237,6 +239,7 @@ class Store:
                     "idem_key": [e.idem_key for e in fresh],
                     "kind": [e.kind for e in fresh],
                     "asset": [e.asset for e in fresh],
+                    "partition": pa.array([e.partition for e in fresh], pa.string()),
                     "sha256": [e.sha256 for e in fresh],
                     "keyid": [e.keyid for e in fresh],
                     "recorded_at": [e.recorded_at for e in fresh],
@@ -270,12 +273,17 @@ class Store:
         with self.transaction() as con:
             return self._indices_for(con, keys)
 
-    def latest_index(self, asset: str, sha256: str | None = None) -> int | None:
-        """The newest record for an asset (and content hash): what an input reference points at."""
+    def latest_index(
+        self, asset: str, sha256: str | None = None, partition: str | None = None
+    ) -> int | None:
+        """The newest record for an asset (partition, content hash): what an input points at."""
         if not self.path.exists():
             return None
         sql = "SELECT max(idx) FROM log_entries WHERE asset = ?"
         args: list[Any] = [asset]
+        if partition is not None:
+            sql += " AND partition = ?"
+            args.append(partition)
         if sha256 is not None:
             sql += " AND sha256 = ?"
             args.append(sha256)

@@ -33,6 +33,7 @@ class Derived:
     idem_key: str
     kind: str
     asset: str
+    partition: str | None
     sha256: str
     keyid: str
     recorded_at: str
@@ -95,6 +96,7 @@ def check_envelope(index: int, data: bytes, trust: TrustStore) -> Checked:
         idem_key=record.idempotency_key(),
         kind=record.kind,
         asset=record.asset,
+        partition=record.partition,
         sha256=record.sha256,
         keyid=keyid,
         recorded_at=record.recorded_at,

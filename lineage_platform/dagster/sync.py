@@ -139,10 +139,12 @@ def _timestamp(ts: float) -> str:
 @dataclass(frozen=True, slots=True)
 class _Pending:
     event: dg.EventLogRecord
-    inputs: list[tuple[str, str]]  # (asset, sha256) the record names as inputs
+    inputs: list[tuple[str, str | None, str]]  # (asset, partition, sha256) of each input
 
 
-def _inputs(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> list[tuple[str, str]]:
+def _inputs(
+    instance: dg.DagsterInstance, record: dg.EventLogRecord
+) -> list[tuple[str, str | None, str]]:
     """Each upstream asset's content hash at the time of the run, from Dagster's input tags.
 
     A partitioned upstream yields one input per partition: its latest materialization at or
@@ -151,7 +153,7 @@ def _inputs(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> list[tup
     mat = record.asset_materialization
     assert mat is not None
     tags = mat.tags or {}
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str | None, str]] = []
     for tag, version in sorted(tags.items()):
         if not tag.startswith(INPUT_VERSION):
             continue
@@ -164,14 +166,14 @@ def _inputs(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> list[tup
         ).records
         partitions = {e.asset_materialization.partition for e in events if e.asset_materialization}
         if partitions == {None}:
-            out.append((upstream, _sha_of(events[0]) if events else version))
+            out.append((upstream, None, _sha_of(events[0]) if events else version))
             continue
         latest: dict[str, dg.EventLogRecord] = {}
         for e in events:  # newest first
             part = e.asset_materialization.partition if e.asset_materialization else None
             if part is not None and part not in latest:
                 latest[part] = e
-        out.extend((upstream, _sha_of(latest[p])) for p in sorted(latest))
+        out.extend((upstream, p, _sha_of(latest[p])) for p in sorted(latest))
     return out
 
 
@@ -235,11 +237,11 @@ def sync_once(
     events, more = pending_events(instance, list(asset_keys), cursor, limit)
     pending = [_Pending(e, _inputs(instance, e)) for e in events]
     wanted = sorted({pair for p in pending for pair in p.inputs})
-    known: dict[tuple[str, str], int] = {}
-    for asset, sha in wanted:
-        idx = store.latest_index(asset, sha)
+    known: dict[tuple[str, str | None, str], int] = {}
+    for asset, part, sha in wanted:
+        idx = store.latest_index(asset, sha, part)
         if idx is not None:
-            known[(asset, sha)] = idx
+            known[(asset, part, sha)] = idx
 
     indices: dict[tuple[str, int], int] = {}
     appended = skipped = 0
@@ -253,21 +255,22 @@ def sync_once(
         appended += result.appended
         skipped += result.skipped
         for (p, rec), idx in zip(batch, result.indices, strict=True):
-            known[(rec.asset, rec.sha256)] = max(idx, known.get((rec.asset, rec.sha256), -1))
+            ref = (rec.asset, rec.partition, rec.sha256)
+            known[ref] = max(idx, known.get(ref, -1))
             indices[(p.event.run_id, p.event.storage_id)] = idx
         if on_append:
             on_append(len(batch))
         batch.clear()
 
-    in_batch: set[tuple[str, str]] = set()
+    in_batch: set[tuple[str, str | None, str]] = set()
     for p in pending:
-        if any(pair in in_batch for pair in p.inputs):
+        if any(ref in in_batch for ref in p.inputs):
             flush()  # an input attested in this batch needs its log index first
             in_batch.clear()
-        refs = [InputRef(a, s, known.get((a, s))) for a, s in p.inputs]
+        refs = [InputRef(a, s, known.get((a, part, s))) for a, part, s in p.inputs]
         rec = build_record(p.event, refs)
         batch.append((p, rec))
-        in_batch.add((rec.asset, rec.sha256))
+        in_batch.add((rec.asset, rec.partition, rec.sha256))
     flush()
 
     seen: dict[str, int] = {}

@@ -63,7 +63,7 @@ def test_values_are_cached_by_coalition() -> None:
     assert len(calls) == 4
 
 
-def _digits_parts() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
+def _blob_parts() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(3, 4)) * 3
     def block(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +79,7 @@ def make_knn() -> KNeighborsClassifier:
 
 
 def test_loky_backend_gives_the_same_values_as_sequential() -> None:
-    parts, x_val, y_val = _digits_parts()
+    parts, x_val, y_val = _blob_parts()
     utility = classifier_utility(parts, x_val, y_val, make_knn)
     sequential = Game(tuple(parts), utility)
     parallel = Game(tuple(parts), utility, n_jobs=2, backend="loky")
@@ -113,7 +113,7 @@ def test_model_failure_becomes_a_valuation_error_naming_the_coalition() -> None:
 
 
 def test_contributor_game_bad_inputs() -> None:
-    parts, x_val, y_val = _digits_parts()
+    parts, x_val, y_val = _blob_parts()
     with pytest.raises(ValuationError, match="player set is empty"):
         contributor_game({}, x_val, y_val, make_knn)
     with pytest.raises(ValuationError, match="40 feature rows but 39 labels"):

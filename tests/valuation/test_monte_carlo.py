@@ -124,7 +124,7 @@ def test_and_needs_both_rules() -> None:
     game = interaction_game(4)
     result = permutation_shapley(game, seed=2, until=MaxSamples(50) & RankStable(40))
     assert result.samples >= 50
-    assert "MaxSamples(50) & RankStable(40)" == result.stopped_by
+    assert result.stopped_by == "MaxSamples(50) & RankStable(40)"
 
 
 def test_rank_stable_and_max_time() -> None:

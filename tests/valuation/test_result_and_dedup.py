@@ -20,11 +20,11 @@ from lineage_platform.valuation import (
 )
 
 
-def result(values: tuple[float, ...], **kw: object) -> ValuationResult:
-    players = tuple("abcdefgh"[: len(values)])
+def result(vals: tuple[float, ...], **kw: object) -> ValuationResult:
+    players = tuple("abcdefgh"[: len(vals)])
     fields: dict[str, object] = dict(
-        players=players, values=values, stderr=(0.0,) * len(values),
-        counts=(1,) * len(values), method="exact-shapley", seed=None, utility="u", samples=1,
+        players=players, values=vals, stderr=(0.0,) * len(vals),
+        counts=(1,) * len(vals), method="exact-shapley", seed=None, utility="u", samples=1,
     )
     fields.update(kw)
     return ValuationResult(**fields)  # type: ignore[arg-type]
