@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ def verify_store(
     for size, cp_json, _ in rows:
         if SignedCheckpoint.from_json(cp_json).checkpoint.tree_size != size:
             raise VerificationError(f"checkpoint row {size}: tree size column was edited", None)
-    return report
+    from lineage_platform.settlement import verify_settlements
+
+    return dataclasses.replace(report, epochs=verify_settlements(store))
 
 
 def export_bundle(store: Store, trust: TrustStore, out: Path) -> int:

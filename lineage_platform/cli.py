@@ -78,6 +78,13 @@ def demo() -> None:
             str(meta.get("lineage/mlflow_run_id", ""))[:10],
         )
     out.print(table)
+    if summary.payouts:
+        pay = Table(title="Payouts of the settled epoch (minor units)", title_justify="left")
+        pay.add_column("account")
+        pay.add_column("amount", justify="right")
+        for account, amount in sorted(summary.payouts, key=lambda p: (-p[1], p[0])):
+            pay.add_row(account, str(amount))
+        out.print(pay)
     for line in summary.lines:
         out.print(line, soft_wrap=True, highlight=False)
 
@@ -106,6 +113,136 @@ def sync(as_json: bool = typer.Option(False, "--json", help="machine-readable ou
             f"sync: {result.appended} records appended, {result.skipped} already recorded, "
             f"{result.read} materializations read"
         )
+
+
+usage_app = typer.Typer(help="Usage events: metered model calls and their fees.", no_args_is_help=True)
+app.add_typer(usage_app, name="usage")
+
+
+@usage_app.command("record")
+def usage_record(
+    model: str = typer.Option(..., help="model asset key, e.g. digits_classifier"),
+    caller: str = typer.Option(..., help="who called the model"),
+    units: str = typer.Option("1", help="metered units (integer)"),
+    fee: str = typer.Option(..., help="fee in integer minor units (e.g. cents)"),
+    event_id: str | None = typer.Option(None, "--id", help="idempotency key; a replay counts once"),
+) -> None:
+    """Record one usage event.
+
+    Example: lineage usage record --model digits_classifier --caller acme --units 3 --fee 75 --id call-1
+    """
+    from datetime import UTC, datetime
+
+    from lineage_platform import usage
+
+    table = usage.one_event(
+        model, caller, usage.parse_amount(units, "units"), usage.parse_amount(fee, "fee"),
+        event_id, datetime.now(UTC),
+    )
+    inserted, replays = usage.ingest(store(settings()), usage.validate_events(table))
+    out.print("recorded" if inserted else "already recorded (replay ignored)")
+
+
+@usage_app.command("ingest")
+def usage_ingest(
+    files: list[Path] = typer.Argument(..., help="Parquet, CSV, JSON lines or Arrow files"),
+) -> None:
+    """Bulk-ingest usage events; each file is all-or-nothing.
+
+    Example: lineage usage ingest calls-2026-11-23.parquet
+    """
+    from lineage_platform import usage
+
+    inserted, replays = usage.ingest_files(store(settings()), files)
+    out.print(f"ingested {inserted} events ({replays} replays ignored)")
+
+
+@app.command()
+def settle(
+    epoch: str | None = typer.Option(None, help="settle up to this epoch (YYYY-MM-DD)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Settle every closed epoch's fees into the ledger, exactly once, with a signed statement.
+
+    Examples: lineage settle | lineage settle --epoch 2026-11-23 --json
+    """
+    from datetime import UTC, datetime
+
+    from lineage_platform.settlement import load_policy
+    from lineage_platform.settlement import settle as run_settle
+
+    cfg = settings()
+    with out.status("settling") as status:
+        statements = run_settle(
+            store(cfg), keyring(cfg).signer(passphrase()), load_policy(cfg.project_dir),
+            datetime.now(UTC), epoch, on_epoch=lambda e: status.update(f"settling {e}"),
+        )
+    if as_json:
+        out.print_json(data={"epochs": [s.to_json() for s in statements]})
+        return
+    if not statements:
+        out.print("nothing to settle: no closed epoch has unsettled usage")
+    for s in statements:
+        state = "already settled" if s.already_settled else "settled"
+        out.print(
+            f"epoch {s.epoch} {state}: fees {s.fees_total}, paid {s.paid_total} to "
+            f"{len(s.payouts)} accounts, root {s.root[:16]}…, log index {s.log_index}",
+            highlight=False,
+        )
+
+
+@app.command()
+def payouts(
+    epoch: str | None = typer.Option(None, help="only this epoch"),
+    account: str | None = typer.Option(None, help="only this account"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """List settled payouts per account and epoch.
+
+    Example: lineage payouts --epoch 2026-11-23
+    """
+    sql = "SELECT epoch, account, amount FROM payouts WHERE true"
+    args: list[Any] = []
+    if epoch:
+        sql += " AND epoch = ?"
+        args.append(epoch)
+    if account:
+        sql += " AND account = ?"
+        args.append(account)
+    rows = store(settings()).query(sql + " ORDER BY epoch, amount DESC, account", args)
+    if as_json:
+        out.print_json(data=[{"epoch": e, "account": a, "amount": int(n)} for e, a, n in rows])
+        return
+    table = Table(title="Payouts (minor units)", title_justify="left")
+    for col in ("epoch", "account", "amount"):
+        table.add_column(col, justify="right" if col == "amount" else "left")
+    for e, a, n in rows:
+        table.add_row(e, a, str(n))
+    out.print(table)
+
+
+@app.command()
+def statement(
+    account: str = typer.Argument(..., help="e.g. contributor:alice"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """An account's payout history, each with its inclusion proof against the signed root.
+
+    Example: lineage statement contributor:alice
+    """
+    from lineage_platform.settlement import account_statement
+
+    proofs = account_statement(store(settings()), account)
+    if as_json:
+        out.print_json(data=[p.to_json() for p in proofs])
+        return
+    table = Table(title=f"Statement for {account}", title_justify="left")
+    for col in ("epoch", "amount", "settlement record", "root", "proof"):
+        table.add_column(col)
+    for p in proofs:
+        table.add_row(p.epoch, str(p.amount), str(p.log_index), p.root[:16] + "…",
+                      f"{len(p.proof)} hashes, verified")
+    out.print(table)
 
 
 keys_app = typer.Typer(help="Signing keys: create, rotate, show.", no_args_is_help=True)

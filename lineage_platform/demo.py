@@ -8,15 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from lineage_platform.config import Settings
+from lineage_platform import usage
 from lineage_platform.integrations import dvc
+from lineage_platform.settlement import epoch_bounds, epoch_of, load_policy, settle
 
 
 @dataclass(frozen=True, slots=True)
 class DemoSummary:
-    materialized: list[object]
+    materialized: list[Any]
     lines: list[str] = field(default_factory=list)
+    payouts: list[tuple[str, int]] = field(default_factory=list)
 
 
 def run_demo(
@@ -27,6 +35,7 @@ def run_demo(
     from lineage_platform.dagster.workspace import load_definitions, materialize_all, open_instance
 
     step = on_step or (lambda _msg: None)
+    summary_payouts: list[tuple[str, int]] = []
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     step("dvc repro")
     ran = dvc.reproduce(settings.project_dir)
@@ -47,8 +56,51 @@ def run_demo(
         f"lineage sync: {synced.appended} records signed and appended "
         f"({synced.skipped} already in the log)"
     )
-    step("lineage verify")
     store = Store(settings.duckdb_path, lock_timeout_s=settings.lock_timeout_s)
-    report = verify_store(store, KeyRing(settings.keys_dir).trust())
+    ring = KeyRing(settings.keys_dir)
+    now = datetime.now(UTC)
+    step("simulating a day of model calls")
+    models = sorted(m.asset for m in done if m.metadata.get("lineage/kind") == "model")
+    epoch = epoch_of(now - timedelta(days=1))
+    inserted, replays = usage.ingest(store, simulated_usage(models, epoch, calls=DEMO_CALLS))
+    lines.append(
+        f"usage: {inserted} calls recorded for epoch {epoch}"
+        + (f" ({replays} replays of an earlier demo ignored)" if replays else "")
+    )
+    step("lineage settle")
+    for st in settle(store, ring.signer(passphrase), load_policy(settings.project_dir), now):
+        state = "already settled" if st.already_settled else "settled"
+        lines.append(
+            f"lineage settle: epoch {st.epoch} {state}: fees {st.fees_total} paid to "
+            f"{len(st.payouts)} accounts, statement root {st.root[:16]}… (log index {st.log_index})"
+        )
+        summary_payouts.extend(st.payouts)
+    step("lineage verify")
+    report = verify_store(store, ring.trust())
     lines.append(f"lineage verify: {report.summary()}")
-    return DemoSummary(list(done), lines)
+    return DemoSummary(list(done), lines, summary_payouts)
+
+
+DEMO_CALLS = 480
+
+
+def simulated_usage(models: list[str], epoch: str, calls: int, seed: int = 7) -> pa.Table:
+    """A day of calls spread over the epoch; ids are fixed per epoch, so a re-run replays them."""
+    start, _ = epoch_bounds(epoch)
+    rng = np.random.default_rng(seed)
+    units = rng.integers(1, 10, size=calls)
+    seconds = np.sort(rng.integers(0, 86_400, size=calls))
+    table = pa.table(
+        {
+            "event_id": [f"demo-{epoch}-{i:05d}" for i in range(calls)],
+            "model": [models[i % len(models)] for i in range(calls)],
+            "caller": [f"caller-{int(c):02d}" for c in rng.integers(1, 21, size=calls)],
+            "units": pa.array(units, pa.int64()),
+            "fee": pa.array(units * 25, pa.int64()),
+            "occurred_at": pa.array(
+                [start.replace(tzinfo=None) + timedelta(seconds=int(s)) for s in seconds],
+                pa.timestamp("us"),
+            ),
+        }
+    )
+    return usage.validate_events(table)

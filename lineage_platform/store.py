@@ -53,6 +53,46 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE usage_events (
+            event_id    VARCHAR NOT NULL,       -- idempotency key: a replayed event is dropped
+            model       VARCHAR NOT NULL,
+            caller      VARCHAR NOT NULL,
+            units       BIGINT NOT NULL,
+            fee         BIGINT NOT NULL,        -- integer minor units
+            occurred_at TIMESTAMP NOT NULL,     -- UTC
+            epoch       VARCHAR NOT NULL,       -- fixed at ingestion; never a settled epoch
+            ingested_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp()
+        );
+        CREATE TABLE epochs (
+            epoch       VARCHAR PRIMARY KEY,    -- one row per settled epoch; its presence = settled
+            starts_at   TIMESTAMP NOT NULL,     -- UTC, half-open [starts_at, ends_at)
+            ends_at     TIMESTAMP NOT NULL,
+            fees_total  BIGINT NOT NULL,
+            paid_total  BIGINT NOT NULL,
+            payouts     INTEGER NOT NULL,
+            root        VARCHAR NOT NULL,       -- Merkle root over payout leaves (signed record)
+            log_index   BIGINT NOT NULL,        -- the settlement record in the log
+            settled_at  TIMESTAMP NOT NULL DEFAULT current_localtimestamp()
+        );
+        CREATE TABLE ledger (
+            epoch   VARCHAR NOT NULL,
+            seq     INTEGER NOT NULL,
+            debit   VARCHAR NOT NULL,
+            credit  VARCHAR NOT NULL,
+            amount  BIGINT NOT NULL,
+            PRIMARY KEY (epoch, seq)
+        );
+        CREATE TABLE payouts (
+            epoch   VARCHAR NOT NULL,
+            account VARCHAR NOT NULL,
+            amount  BIGINT NOT NULL,
+            PRIMARY KEY (epoch, account)
+        );
+        """,
+    ),
 )
 
 
@@ -209,50 +249,60 @@ class Store:
         origin: str,
     ) -> AppendResult:
         """Append in one transaction; entries whose idempotency key is known are skipped."""
-        keys = [e.idem_key for e in entries]
         with self.transaction() as con:
-            known = self._indices_for(con, keys)
-            frontier = self._frontier(con)
-            start = frontier.size
-            fresh: list[Entry] = []
-            seen: dict[str, int] = {}
-            indices: list[int] = []
-            for entry in entries:
-                if entry.idem_key in known:
-                    indices.append(known[entry.idem_key])
-                elif entry.idem_key in seen:
-                    indices.append(seen[entry.idem_key])
-                else:
-                    seen[entry.idem_key] = start + len(fresh)
-                    indices.append(start + len(fresh))
-                    fresh.append(entry)
-            if not fresh:
-                return AppendResult(tuple(indices), 0, len(entries), None)
-            leaves = [leaf_hash(e.envelope) for e in fresh]
-            frontier.extend(leaves)
-            table = pa.table(
-                {
-                    "idx": pa.array(range(start, start + len(fresh)), pa.int64()),
-                    "envelope": pa.array([e.envelope for e in fresh], pa.binary()),
-                    "leaf_hash": pa.array(leaves, pa.binary()),
-                    "record_digest": [e.record_digest for e in fresh],
-                    "idem_key": [e.idem_key for e in fresh],
-                    "kind": [e.kind for e in fresh],
-                    "asset": [e.asset for e in fresh],
-                    "partition": pa.array([e.partition for e in fresh], pa.string()),
-                    "sha256": [e.sha256 for e in fresh],
-                    "keyid": [e.keyid for e in fresh],
-                    "recorded_at": [e.recorded_at for e in fresh],
-                }
-            )
-            con.register("new_entries", table)
-            con.execute("INSERT INTO log_entries SELECT * FROM new_entries")
-            con.unregister("new_entries")
-            signed = sign_checkpoint(Checkpoint(origin, frontier.size, frontier.root()))
-            con.execute(
-                "INSERT INTO checkpoints (tree_size, checkpoint, frontier) VALUES (?, ?, ?)",
-                [frontier.size, signed.to_json(), b"".join(frontier.to_hashes())],
-            )
+            return self._append(con, entries, sign_checkpoint, origin)
+
+    def _append(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        entries: Sequence[Entry],
+        sign_checkpoint: Callable[[Checkpoint], SignedCheckpoint],
+        origin: str,
+    ) -> AppendResult:
+        """The append itself, inside a transaction the caller holds (settlement joins it)."""
+        keys = [e.idem_key for e in entries]
+        known = self._indices_for(con, keys)
+        frontier = self._frontier(con)
+        start = frontier.size
+        fresh: list[Entry] = []
+        seen: dict[str, int] = {}
+        indices: list[int] = []
+        for entry in entries:
+            if entry.idem_key in known:
+                indices.append(known[entry.idem_key])
+            elif entry.idem_key in seen:
+                indices.append(seen[entry.idem_key])
+            else:
+                seen[entry.idem_key] = start + len(fresh)
+                indices.append(start + len(fresh))
+                fresh.append(entry)
+        if not fresh:
+            return AppendResult(tuple(indices), 0, len(entries), None)
+        leaves = [leaf_hash(e.envelope) for e in fresh]
+        frontier.extend(leaves)
+        table = pa.table(
+            {
+                "idx": pa.array(range(start, start + len(fresh)), pa.int64()),
+                "envelope": pa.array([e.envelope for e in fresh], pa.binary()),
+                "leaf_hash": pa.array(leaves, pa.binary()),
+                "record_digest": [e.record_digest for e in fresh],
+                "idem_key": [e.idem_key for e in fresh],
+                "kind": [e.kind for e in fresh],
+                "asset": [e.asset for e in fresh],
+                "partition": pa.array([e.partition for e in fresh], pa.string()),
+                "sha256": [e.sha256 for e in fresh],
+                "keyid": [e.keyid for e in fresh],
+                "recorded_at": [e.recorded_at for e in fresh],
+            }
+        )
+        con.register("new_entries", table)
+        con.execute("INSERT INTO log_entries SELECT * FROM new_entries")
+        con.unregister("new_entries")
+        signed = sign_checkpoint(Checkpoint(origin, frontier.size, frontier.root()))
+        con.execute(
+            "INSERT INTO checkpoints (tree_size, checkpoint, frontier) VALUES (?, ?, ?)",
+            [frontier.size, signed.to_json(), b"".join(frontier.to_hashes())],
+        )
         return AppendResult(tuple(indices), len(fresh), len(entries) - len(fresh), signed)
 
     @staticmethod
@@ -340,3 +390,138 @@ class Store:
                 "FROM log_entries WHERE idem_key LIKE 'dagster:%' GROUP BY asset"
             ).fetchall()
         return {str(a): int(s) for a, s in rows}
+
+    # -- usage and settlement ----------------------------------------------------------------
+    def known_models(self) -> set[str]:
+        if not self.path.exists():
+            return set()
+        with self.transaction() as con:
+            rows = con.execute("SELECT DISTINCT asset FROM log_entries WHERE kind = 'model'").fetchall()
+        return {str(r[0]) for r in rows}
+
+    def ingest_usage(self, events: pa.Table, epoch_of: str) -> tuple[int, int]:
+        """Insert validated events in bulk; returns (inserted, duplicates dropped).
+
+        `epoch_of` is a SQL expression over `occurred_at` giving the natural epoch id. An event
+        whose natural epoch is already settled goes to the next open one: settled epochs form a
+        prefix, so that is the day after the last settled epoch.
+        """
+        with self.transaction() as con:
+            con.register("incoming", events)
+            before = con.execute("SELECT count(*) FROM usage_events").fetchall()[0][0]
+            con.execute(
+                f"""
+                INSERT INTO usage_events (event_id, model, caller, units, fee, occurred_at, epoch)
+                WITH fresh AS (
+                    SELECT * FROM incoming
+                    QUALIFY event_id IS NULL
+                         OR row_number() OVER (PARTITION BY event_id ORDER BY occurred_at) = 1
+                ), last AS (SELECT max(epoch) AS settled FROM epochs)
+                SELECT coalesce(f.event_id, 'sha256:' || sha256(f.model || '|' || f.caller || '|'
+                           || f.units || '|' || f.fee || '|' || epoch_us(f.occurred_at))),
+                       f.model, f.caller, f.units, f.fee, f.occurred_at,
+                       CASE WHEN last.settled IS NOT NULL AND ({epoch_of}) <= last.settled
+                            THEN strftime(CAST(last.settled AS DATE) + INTERVAL 1 DAY, '%Y-%m-%d')
+                            ELSE ({epoch_of}) END
+                FROM fresh f CROSS JOIN last
+                WHERE NOT EXISTS (SELECT 1 FROM usage_events u WHERE u.event_id = f.event_id)
+                """
+            )
+            after = con.execute("SELECT count(*) FROM usage_events").fetchall()[0][0]
+            con.unregister("incoming")
+        inserted = int(after) - int(before)
+        return inserted, events.num_rows - inserted
+
+    def usage_count(self) -> int:
+        if not self.path.exists():
+            return 0
+        with self.transaction() as con:
+            return int(con.execute("SELECT count(*) FROM usage_events").fetchall()[0][0])
+
+    def open_epochs(self) -> list[tuple[str, int, int]]:
+        """(epoch, events, fees) for every epoch with events and no settlement, oldest first."""
+        if not self.path.exists():
+            return []
+        with self.transaction() as con:
+            rows = con.execute(
+                "SELECT u.epoch, count(*), sum(u.fee) FROM usage_events u "
+                "LEFT JOIN epochs e ON e.epoch = u.epoch WHERE e.epoch IS NULL "
+                "GROUP BY u.epoch ORDER BY u.epoch"
+            ).fetchall()
+        return [(str(e), int(n), int(f)) for e, n, f in rows]
+
+    @staticmethod
+    def epoch_inputs(con: duckdb.DuckDBPyConnection, epoch: str) -> tuple[dict[str, int], str, int]:
+        """Fees per model, the digest of the epoch's events and their count (verify recomputes)."""
+        fees = {
+            str(m): int(f)
+            for m, f in con.execute(
+                "SELECT model, sum(fee) FROM usage_events WHERE epoch = ? GROUP BY model",
+                [epoch],
+            ).fetchall()
+        }
+        digest, count = con.execute(
+            "SELECT sha256(coalesce(string_agg(event_id || '|' || model || '|' || caller || '|' "
+            "|| units || '|' || fee || '|' || epoch_us(occurred_at), chr(10) ORDER BY event_id), "
+            "'')), count(*) FROM usage_events WHERE epoch = ?",
+            [epoch],
+        ).fetchall()[0]
+        return fees, str(digest), int(count)
+
+    @staticmethod
+    def settled_epoch(con: duckdb.DuckDBPyConnection, epoch: str) -> dict[str, Any] | None:
+        rows = con.execute("SELECT * FROM epochs WHERE epoch = ?", [epoch]).fetchall()
+        if not rows:
+            return None
+        names = [d[0] for d in con.description or []]
+        return dict(zip(names, rows[0], strict=True))
+
+    @staticmethod
+    def log_envelopes(
+        con: duckdb.DuckDBPyConnection, kinds: Sequence[str], before: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        sql = "SELECT idx, envelope FROM log_entries WHERE list_contains(?, kind)"
+        args: list[Any] = [list(kinds)]
+        if before is not None:
+            sql += " AND idx < ?"
+            args.append(before)
+        return [(int(i), bytes(e)) for i, e in con.execute(sql + " ORDER BY idx", args).fetchall()]
+
+    def write_settlement(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        epoch_row: dict[str, Any],
+        ledger: Sequence[tuple[str, str, int]],
+        payouts: Sequence[tuple[str, int]],
+    ) -> None:
+        epoch = epoch_row["epoch"]
+        con.execute(
+            "INSERT INTO epochs (epoch, starts_at, ends_at, fees_total, paid_total, payouts, root, "
+            "log_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [epoch, epoch_row["starts_at"], epoch_row["ends_at"], epoch_row["fees_total"],
+             epoch_row["paid_total"], epoch_row["payouts"], epoch_row["root"],
+             epoch_row["log_index"]],
+        )
+        if ledger:
+            con.register("new_ledger", pa.table({
+                "epoch": [epoch] * len(ledger),
+                "seq": pa.array(range(len(ledger)), pa.int32()),
+                "debit": [d for d, _, _ in ledger],
+                "credit": [c for _, c, _ in ledger],
+                "amount": pa.array([a for _, _, a in ledger], pa.int64()),
+            }))
+            con.execute("INSERT INTO ledger SELECT * FROM new_ledger")
+            con.unregister("new_ledger")
+        if payouts:
+            con.register("new_payouts", pa.table({
+                "epoch": [epoch] * len(payouts),
+                "account": [a for a, _ in payouts],
+                "amount": pa.array([n for _, n in payouts], pa.int64()),
+            }))
+            con.execute("INSERT INTO payouts SELECT * FROM new_payouts")
+            con.unregister("new_payouts")
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only query for reports (payouts, statements, status)."""
+        with self.reader() as con:
+            return [tuple(r) for r in con.execute(sql, list(args)).fetchall()]

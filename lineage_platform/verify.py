@@ -64,11 +64,13 @@ class VerifyReport:
     root_hex: str
     keyids: tuple[str, ...]
     kinds: dict[str, int] = field(default_factory=dict)
+    epochs: int = 0  # settled epochs re-derived from events, records and the signed policy
 
     def summary(self) -> str:
         keys = ", ".join(k[:12] for k in self.keyids) or "none"
+        settled = f", {self.epochs} settled epochs re-derived" if self.epochs else ""
         return (
-            f"OK: {self.records} records, {self.checkpoints} checkpoints, "
+            f"OK: {self.records} records, {self.checkpoints} checkpoints{settled}, "
             f"root {self.root_hex[:16]}…, keys {keys}"
         )
 

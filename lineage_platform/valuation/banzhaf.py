@@ -51,12 +51,14 @@ def banzhaf(
             values = np.where((inside.count > 0) & (outside.count > 0),
                               inside.mean - outside.mean, 0.0)
             stderr = np.sqrt(inside.variance_of_mean() + outside.variance_of_mean())
-            if monitor.done(values, stderr, np.full(n, monitor.samples + 1, dtype=np.int64)):
+            # Every sample informs every player: once as "with i", or as "without i".
+            counts = inside.count + outside.count
+            if monitor.done(values, stderr, counts):
                 return ValuationResult.from_arrays(
                     players,
                     values,
                     stderr,
-                    np.full(n, monitor.samples),
+                    counts,
                     method="msr-banzhaf",
                     seed=seed,
                     utility=game.description,

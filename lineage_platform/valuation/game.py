@@ -10,8 +10,9 @@ for `n_jobs > 1`), "threading", or a cluster backend registered with joblib (Ray
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +70,11 @@ class Game:
     @property
     def grand(self) -> Coalition:
         return self._members
+
+    @property
+    def cache(self) -> Mapping[Coalition, float]:
+        """The utilities computed so far, by coalition (read-only)."""
+        return MappingProxyType(self._cache)
 
     @property
     def evaluations(self) -> int:

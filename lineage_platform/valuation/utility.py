@@ -34,6 +34,9 @@ class ModelUtility:
 
     u(∅) = `empty_score`; a coalition whose rows all share one label predicts that label.
     Parts are concatenated in `parts` order, so a coalition always trains on the same array.
+    Results are reproducible only if the model is: e.g. `KNeighborsClassifier(algorithm=
+    "brute")` breaks distance ties differently with different thread counts (so in a loky
+    worker and in the parent), a tree search does not.
     """
 
     parts: Mapping[str, Part]

@@ -51,9 +51,21 @@ def test_unknown_players_in_a_coalition_are_refused() -> None:
         game.value({"a", "z"})
 
 
+class CountingSize:
+    """u(S) = |S|, remembering every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[frozenset[str]] = []
+
+    def __call__(self, s: frozenset[str]) -> float:
+        self.calls.append(s)
+        return float(len(s))
+
+
 def test_values_are_cached_by_coalition() -> None:
-    calls = []
-    game = Game(("a", "b"), lambda s: calls.append(s) or float(len(s)))  # type: ignore[func-returns-value]
+    utility = CountingSize()
+    calls = utility.calls
+    game = Game(("a", "b"), utility)
     assert game.value(["a", "b"]) == 2.0
     assert game.value(("b", "a")) == 2.0
     assert list(game.values([frozenset(), frozenset({"a"}), frozenset()])) == [0.0, 1.0, 0.0]

@@ -1,0 +1,220 @@
+"""How fast valuation runs: KNN-Shapley against pyDVL and the sort floor, exact and Monte Carlo.
+
+    .venv/bin/python benchmarks/bench_valuation.py            # 50,000 x 1,000 x 20 (a few min)
+    .venv/bin/python benchmarks/bench_valuation.py --quick    # 10,000 x 200, no long pyDVL run
+
+Prints figures, asserts nothing. Targets (issue 5): knn_shapley at least 20x faster than pyDVL's
+KNNShapleyValuation with one job, within 2x of the time NumPy needs to argsort the test-by-train
+distance matrix's rows (the floor of the algorithm), peak memory under 1 GB; permutation
+Shapley adds under 10% to the bare model fit per utility evaluation. pyDVL runs in its own venv
+(.venv-pydvl, see benchmarks/pydvl_reference.py) when it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+from lineage_platform.valuation import (
+    Game,
+    MaxSamples,
+    classifier_utility,
+    exact_shapley,
+    knn_shapley,
+    permutation_shapley,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PYDVL_PYTHON = ROOT / ".venv-pydvl" / "bin" / "python"
+K = 5
+
+
+def make_data(n_train: int, n_test: int, n_features: int = 20, seed: int = 1) -> dict[
+        str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(10, n_features))
+    y_train = rng.integers(0, 10, n_train)
+    y_test = rng.integers(0, 10, n_test)
+    return {
+        "x_train": centres[y_train] + rng.normal(size=(n_train, n_features)),
+        "y_train": y_train,
+        "x_test": centres[y_test] + rng.normal(size=(n_test, n_features)),
+        "y_test": y_test,
+    }
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def sort_floor(data: dict[str, np.ndarray]) -> float:
+    x, t = data["x_train"], data["x_test"]
+    dist = (t**2).sum(1)[:, None] - 2.0 * (t @ x.T) + (x**2).sum(1)[None, :]
+    return best_of(3, lambda: np.argsort(dist, axis=1))
+
+
+def memory_probe(n_train: int, n_test: int, traced: int) -> None:
+    """Run in a child process: peak memory of one knn_shapley call, printed as JSON.
+
+    Either the process's max RSS (tracemalloc off: its own bookkeeping inflates RSS) or the
+    peak of memory traced by tracemalloc during the call (NumPy reports its buffers to it).
+    """
+    data = make_data(n_train, n_test)
+    args = (data["x_train"], data["y_train"], data["x_test"], data["y_test"], K)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if traced:
+        tracemalloc.start()
+        knn_shapley(*args)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        print(json.dumps({"traced_peak_mb": peak}))
+    else:
+        knn_shapley(*args)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"max_rss_mb": after, "rss_before_mb": before}))
+
+
+def probe(n_train: int, n_test: int, traced: int) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", str(n_train), str(n_test), str(traced)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def bench_knn(n_train: int, n_test: int, run_pydvl: bool) -> None:
+    print(f"## knn_shapley: {n_train:,} train x {n_test:,} test x 20 features, k={K}")
+    data = make_data(n_train, n_test)
+    args = (data["x_train"], data["y_train"], data["x_test"], data["y_test"], K)
+    floor = sort_floor(data)
+    ours = best_of(3, lambda: knn_shapley(*args))
+    two = best_of(2, lambda: knn_shapley(*args, n_jobs=2))
+    print(f"sort floor (np.argsort of the {n_test} x {n_train} distance rows): {floor:8.3f} s")
+    print(f"knn_shapley, one thread:                        {ours:8.3f} s   "
+          f"= {ours / floor:.2f}x the floor (target <= 2x)")
+    print(f"knn_shapley, n_jobs=2 (threads):                {two:8.3f} s   "
+          f"= {two / floor:.2f}x the floor")
+    rss, traced = probe(n_train, n_test, 0), probe(n_train, n_test, 1)
+    print(f"peak memory: process max RSS {rss['max_rss_mb']:.0f} MB (target < 1024 MB; "
+          f"{rss['rss_before_mb']:.0f} MB before the call: interpreter, libraries, data); "
+          f"{traced['traced_peak_mb']:.0f} MB allocated by the call at its peak (tracemalloc)")
+    if not PYDVL_PYTHON.exists():
+        print(f"pyDVL: skipped, {PYDVL_PYTHON.relative_to(ROOT)} does not exist (create it as "
+              "benchmarks/pydvl_reference.py describes)")
+        return
+    if not run_pydvl:
+        print("pyDVL: skipped in --quick mode")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file, out = Path(tmp) / "data.npz", Path(tmp) / "values.npy"
+        np.savez(data_file, **data)
+        done = subprocess.run(
+            [str(PYDVL_PYTHON), str(ROOT / "benchmarks" / "pydvl_reference.py"), "--bench",
+             str(n_train), str(n_test), "--data", str(data_file), "--out", str(out),
+             "--k", str(K)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )
+        seconds = json.loads(done.stdout.strip().splitlines()[-1])["pydvl_seconds"]
+        diff = float(np.max(np.abs(np.load(out) - knn_shapley(*args))))
+    print(f"pyDVL 0.10 KNNShapleyValuation, one job:        {seconds:8.3f} s   "
+          f"ours is {seconds / ours:.1f}x faster (target >= 20x); max |ours - pyDVL| = {diff:.1e}")
+
+
+def bench_exact(players: int) -> None:
+    names = tuple(f"p{i}" for i in range(players))
+    weight = {p: 1.0 / (i + 1) for i, p in enumerate(names)}
+
+    def cheap(s: frozenset[str]) -> float:
+        return sum(weight[p] for p in s) + (1.0 if len(s) > players // 2 else 0.0)
+
+    game = Game(names, cheap)
+    start = time.perf_counter()
+    exact_shapley(game)
+    seconds = time.perf_counter() - start
+    print(f"exact_shapley, {players} players (2^{players} = {2**players:,} coalitions): "
+          f"{seconds:7.3f} s, {seconds / 2**players * 1e6:.1f} us per coalition")
+
+
+def bench_overhead(samples: int) -> None:
+    """Permutation Shapley's wall time per utility evaluation against the bare fit + score."""
+    sys.path.insert(0, str(ROOT))
+    from assets.prepare import FEATURES, LABEL, load_params, make_split
+
+    frames, validation = make_split(load_params(ROOT / "params.yaml"))
+    parts = {n: (f[FEATURES].to_numpy() / 16.0, f[LABEL].to_numpy()) for n, f in frames.items()}
+    x_val, y_val = validation[FEATURES].to_numpy() / 16.0, validation[LABEL].to_numpy()
+
+    def logistic() -> LogisticRegression:
+        return LogisticRegression(max_iter=300)
+
+    def knn() -> KNeighborsClassifier:
+        return KNeighborsClassifier(n_neighbors=5, algorithm="ball_tree")
+
+    for label, make_model in (("LogisticRegression(max_iter=300)", logistic),
+                              ("KNeighborsClassifier(5, ball_tree)", knn)):
+        utility = classifier_utility(parts, x_val, y_val, make_model)
+        walls, bares = [], []
+        for _ in range(2):
+            game = Game(tuple(parts), utility)
+            start = time.perf_counter()
+            permutation_shapley(game, seed=1, until=MaxSamples(samples))
+            walls.append(time.perf_counter() - start)
+            coalitions = list(game.cache)  # the same coalitions, fitted and scored directly
+            start = time.perf_counter()
+            for coalition in coalitions:
+                members = [n for n in parts if n in coalition]
+                if not members:
+                    continue
+                x = np.concatenate([parts[n][0] for n in members])
+                y = np.concatenate([parts[n][1] for n in members])
+                if len(np.unique(y)) > 1:
+                    model = make_model().fit(x, y)
+                    float(np.mean(model.predict(x_val) == y_val))
+            bares.append(time.perf_counter() - start)
+        wall, bare, evaluations = min(walls), min(bares), len(coalitions)
+        print(f"permutation_shapley, {label}: {samples} permutations, {evaluations} utility "
+              f"evaluations: {wall / evaluations * 1e3:.2f} ms per evaluation vs "
+              f"{bare / evaluations * 1e3:.2f} ms bare fit + score "
+              f"= {100 * (wall - bare) / bare:+.1f}% overhead (target < 10%)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, skip pyDVL")
+    parser.add_argument("--memory-probe", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(*args.memory_probe)
+        return
+    # The example's logistic regression may stop at max_iter; that is the model, not the bench.
+    warnings.filterwarnings("ignore", message=".*(converge|max_iter).*")
+    n_train, n_test = (10_000, 200) if args.quick else (50_000, 1_000)
+    bench_knn(n_train, n_test, run_pydvl=not args.quick)
+    print("\n## exact Shapley, cheap utility")
+    for players in (12, 16):
+        bench_exact(players)
+    print("\n## Monte Carlo bookkeeping on the example datanet (6 contributors)")
+    bench_overhead(samples=10 if args.quick else 40)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""Settle an epoch: fees -> policy split -> valuation shares -> lineage -> ledger, exactly once.
+
+    statements = settle(store, key, policy=Policy.default(), now=datetime.now(UTC))
+    statements[0].root   # Merkle root over the epoch's payouts, in a signed `settlement` record
+
+One DuckDB transaction holds the whole settlement of an epoch: the signed record, the ledger,
+the payouts and the epoch row commit together or not at all. A second settlement (another
+process, a retried job) finds the epoch row and returns the same statement; a late event for a
+settled epoch was already moved to the next open epoch at ingestion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from lineage_platform.allocation import (
+    Allocation,
+    LineageGraph,
+    Policy,
+    allocate_epoch,
+    contributor_account,
+    owner_account,
+)
+from lineage_platform.attest import ORIGIN, entry_for
+from lineage_platform.canonical import canonical_json
+from lineage_platform.errors import LineageError, SettlementError, VerificationError
+from lineage_platform.log import (
+    SignedCheckpoint,
+    inclusion_proof,
+    leaf_hash,
+    root_from_leaves,
+    verify_inclusion,
+)
+from lineage_platform.records import AttributionRecord, InputRef, details_json, utc_timestamp
+from lineage_platform.signing import Envelope, SigningKey
+from lineage_platform.store import Store
+
+EPOCH = timedelta(days=1)
+POLICY_FILE = "settlement.toml"
+GRAPH_KINDS = ("model", "dataset", "valuation")
+
+
+def epoch_bounds(epoch: str) -> tuple[datetime, datetime]:
+    """Half-open UTC window [start, end) of a daily epoch id such as 2026-11-23."""
+    try:
+        start = datetime.strptime(epoch, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise SettlementError(f"epoch {epoch!r}: expected an id like 2026-11-23") from exc
+    return start, start + EPOCH
+
+
+def epoch_of(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def load_policy(project_dir: Path) -> Policy:
+    path = project_dir / POLICY_FILE
+    return Policy.from_file(path) if path.exists() else Policy.default()
+
+
+def payout_leaf(epoch: str, account: str, amount: int) -> bytes:
+    return canonical_json({"account": account, "amount": amount, "epoch": epoch})
+
+
+def payout_root(epoch: str, payouts: Sequence[tuple[str, int]]) -> bytes:
+    return root_from_leaves([leaf_hash(payout_leaf(epoch, a, n)) for a, n in payouts])
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    epoch: str
+    fees_total: int
+    paid_total: int
+    payouts: tuple[tuple[str, int], ...]
+    root: str
+    log_index: int
+    already_settled: bool
+    reserve_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "fees_total": self.fees_total,
+            "paid_total": self.paid_total,
+            "payouts": len(self.payouts),
+            "root": self.root,
+            "log_index": self.log_index,
+            "already_settled": self.already_settled,
+        }
+
+
+# -- the lineage graph money flows along (pure) --------------------------------------------------
+def _node(record: AttributionRecord) -> str:
+    return record.asset if record.partition is None else f"{record.asset}[{record.partition}]"
+
+
+def build_graph(
+    records: Sequence[tuple[int, AttributionRecord]], models: Iterable[str]
+) -> tuple[LineageGraph, tuple[InputRef, ...]]:
+    """Edges from each model down to contributor accounts, from signed records only.
+
+    A model with a signed valuation passes its data part by contributor value (negatives count
+    as zero); otherwise to its inputs equally. A dataset passes its part to its contributors by
+    their recorded weight (rows when no weight is given), or to its inputs equally.
+    """
+    by_index = dict(records)
+    latest: dict[str, tuple[int, AttributionRecord]] = {}
+    valuation_of: dict[str, tuple[int, AttributionRecord]] = {}
+    for idx, rec in records:
+        if rec.kind == "valuation":
+            for inp in rec.inputs:
+                valuation_of[inp.asset] = (idx, rec)
+        else:
+            latest[_node(rec)] = (idx, rec)
+    edges: dict[str, dict[str, float]] = {}
+    used: dict[int, InputRef] = {}
+    queue: list[tuple[int, AttributionRecord]] = []
+    for model in sorted(set(models)):
+        if model not in latest:
+            raise SettlementError(f"model {model}: no signed model record in the log")
+        idx, rec = latest[model]
+        used[idx] = InputRef(rec.asset, rec.sha256, idx)
+        if model in valuation_of:
+            vidx, val = valuation_of[model]
+            used[vidx] = InputRef(val.asset, val.sha256, vidx)
+            weights: dict[str, float] = {}
+            for c in val.contributors:
+                acct = contributor_account(c.id)
+                weights[acct] = weights.get(acct, 0.0) + max(c.value or 0.0, 0.0)
+            edges[model] = weights
+        else:
+            queue.append((idx, rec))
+    while queue:
+        idx, rec = queue.pop()
+        node = _node(rec)
+        if node in edges and rec.kind != "model":
+            continue
+        if rec.kind == "dataset" and rec.contributors:
+            weights = {}
+            for c in rec.contributors:
+                acct = contributor_account(c.id)
+                w = c.weight if c.weight is not None else float(c.rows or 0)
+                weights[acct] = weights.get(acct, 0.0) + max(w, 0.0)
+            edges[node] = weights
+            continue
+        children: dict[str, float] = {}
+        for inp in rec.inputs:
+            if inp.log_index is None or inp.log_index not in by_index:
+                continue
+            child = by_index[inp.log_index]
+            children[_node(child)] = children.get(_node(child), 0.0) + 1.0
+            queue.append((inp.log_index, child))
+        edges[node] = children
+    graph = LineageGraph.build(edges, clip_negative=True)
+    return graph, tuple(used[i] for i in sorted(used))
+
+
+def _records(envelopes: Sequence[tuple[int, bytes]]) -> list[tuple[int, AttributionRecord]]:
+    return [(i, AttributionRecord.from_bytes(Envelope.from_json(e).payload)) for i, e in envelopes]
+
+
+@dataclass(frozen=True, slots=True)
+class Derivation:
+    """Everything a settlement of one epoch computes; `lineage verify` recomputes it too."""
+
+    fees: dict[str, int]
+    events_digest: str
+    events: int
+    allocation: Allocation
+    root: bytes
+    inputs: tuple[InputRef, ...]
+    ledger: tuple[tuple[str, str, int], ...]
+
+
+def derive(
+    con: duckdb.DuckDBPyConnection, epoch: str, policy: Policy, before: int | None = None
+) -> Derivation:
+    fees, digest, count = Store.epoch_inputs(con, epoch)
+    records = _records(Store.log_envelopes(con, GRAPH_KINDS, before))
+    graph, inputs = build_graph(records, fees)
+    owners = {m: m for m in fees}
+    allocation = allocate_epoch(fees, policy, owners, graph)
+    payouts = allocation.payouts
+    ledger = tuple(
+        [(f"usage:{m}", f"clearing:{epoch}", f) for m, f in sorted(fees.items()) if f]
+        + [(f"clearing:{epoch}", acct, n) for acct, n in payouts]
+    )
+    return Derivation(
+        fees, digest, count, allocation, payout_root(epoch, payouts), inputs, ledger
+    )
+
+
+def _statement(store: Store, con: duckdb.DuckDBPyConnection, epoch: str) -> Statement:
+    row = store.settled_epoch(con, epoch)
+    if row is None:
+        raise SettlementError(f"epoch {epoch} is not settled")
+    payouts = con.execute(
+        "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY account", [epoch]
+    ).fetchall()
+    return Statement(
+        epoch, int(row["fees_total"]), int(row["paid_total"]),
+        tuple((str(a), int(n)) for a, n in payouts), str(row["root"]), int(row["log_index"]),
+        already_settled=True,
+    )
+
+
+def settle_epoch(
+    store: Store, key: SigningKey, epoch: str, policy: Policy, now: datetime
+) -> Statement:
+    start, end = epoch_bounds(epoch)
+    if end > now:
+        raise SettlementError(f"epoch {epoch} is still open until {end.isoformat()}")
+    with store.transaction() as con:
+        if store.settled_epoch(con, epoch) is not None:
+            return _statement(store, con, epoch)
+        d = derive(con, epoch, policy)
+        paid = sum(n for _, n in d.allocation.payouts)
+        fees_total = sum(d.fees.values())
+        if paid != fees_total:
+            raise SettlementError(f"epoch {epoch}: paid {paid} != fees {fees_total}")
+        details = {
+            "epoch": epoch,
+            "starts_at": utc_timestamp(start),
+            "ends_at": utc_timestamp(end),
+            "fees_total": fees_total,
+            "paid_total": paid,
+            "payout_count": len(d.allocation.payouts),
+            "root": d.root.hex(),
+            "policy": policy.to_mapping(),
+            "fees_by_model": d.fees,
+            "events": d.events,
+            "events_digest": d.events_digest,
+            "reserve_reason": d.allocation.reserve_reason,
+        }
+        record = AttributionRecord(
+            kind="settlement",
+            asset="settlement",
+            partition=epoch,
+            sha256=d.root.hex(),
+            recorded_at=utc_timestamp(now),
+            inputs=d.inputs,
+            details=details_json(details),
+        )
+        result = store._append(
+            con, [entry_for(record, key)], lambda cp: SignedCheckpoint.sign(cp, key), ORIGIN
+        )
+        log_index = result.indices[0]
+        epoch_row = {
+            "epoch": epoch, "starts_at": start.replace(tzinfo=None),
+            "ends_at": end.replace(tzinfo=None), "fees_total": fees_total, "paid_total": paid,
+            "payouts": len(d.allocation.payouts), "root": d.root.hex(), "log_index": log_index,
+        }
+        store.write_settlement(con, epoch_row, d.ledger, d.allocation.payouts)
+    return Statement(
+        epoch, fees_total, paid, d.allocation.payouts, d.root.hex(), log_index, False,
+        d.allocation.reserve_reason,
+    )
+
+
+def settle(
+    store: Store,
+    key: SigningKey,
+    policy: Policy,
+    now: datetime,
+    epoch: str | None = None,
+    on_epoch: Callable[[str], None] | None = None,
+) -> list[Statement]:
+    """Settle every closed epoch with unsettled fees, oldest first (up to `epoch` if given).
+
+    Settled epochs stay a prefix of time, which is what lets a late event move forward.
+    """
+    if epoch is not None:
+        epoch_bounds(epoch)
+        with store.transaction() as con:
+            if store.settled_epoch(con, epoch) is not None:
+                return [_statement(store, con, epoch)]
+    statements = []
+    for pending, _, _ in store.open_epochs():
+        if epoch is not None and pending > epoch:
+            break
+        if epoch_bounds(pending)[1] > now:
+            break
+        if on_epoch:
+            on_epoch(pending)
+        statements.append(settle_epoch(store, key, pending, policy, now))
+    if epoch is not None and not any(s.epoch == epoch for s in statements):
+        if epoch_bounds(epoch)[1] > now:
+            raise SettlementError(f"epoch {epoch} is still open")
+        raise SettlementError(f"epoch {epoch} has no usage to settle")
+    return statements
+
+
+# -- re-derivation for `lineage verify` ----------------------------------------------------------
+def verify_settlements(store: Store) -> int:
+    """Recompute every settled epoch from stored events, signed records and the signed policy."""
+    with store.reader() as con:
+        epochs = [
+            store.settled_epoch(con, str(e))
+            for (e,) in con.execute("SELECT epoch FROM epochs ORDER BY epoch").fetchall()
+        ]
+        for row in epochs:
+            assert row is not None
+            epoch, idx = str(row["epoch"]), int(row["log_index"])
+            env = con.execute("SELECT envelope FROM log_entries WHERE idx = ?", [idx]).fetchall()
+            if not env:
+                raise VerificationError(f"epoch {epoch}: settlement record {idx} missing", idx)
+            record = AttributionRecord.from_bytes(Envelope.from_json(bytes(env[0][0])).payload)
+            signed = record.details_obj() or {}
+            if record.kind != "settlement" or record.partition != epoch:
+                raise VerificationError(f"epoch {epoch}: log index {idx} is not its record", idx)
+            try:
+                policy = Policy.from_mapping(signed.get("policy"))
+                d = derive(con, epoch, policy, before=idx)
+            except LineageError as exc:
+                raise VerificationError(f"epoch {epoch}: cannot re-derive ({exc})", idx) from exc
+            payouts = con.execute(
+                "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY account", [epoch]
+            ).fetchall()
+            ledger = con.execute(
+                "SELECT debit, credit, amount FROM ledger WHERE epoch = ? ORDER BY seq", [epoch]
+            ).fetchall()
+            checks: Mapping[str, tuple[object, object]] = {
+                "events digest": (signed.get("events_digest"), d.events_digest),
+                "fees by model": (signed.get("fees_by_model"), d.fees),
+                "root (signed)": (signed.get("root"), d.root.hex()),
+                "root (record subject)": (record.sha256, d.root.hex()),
+                "root (epochs row)": (row["root"], d.root.hex()),
+                "fees total": (row["fees_total"], sum(d.fees.values())),
+                "paid total": (row["paid_total"], sum(n for _, n in d.allocation.payouts)),
+                "payout count": (row["payouts"], len(d.allocation.payouts)),
+                "payouts table": ([tuple(p) for p in payouts], list(d.allocation.payouts)),
+                "ledger": ([tuple(x) for x in ledger], list(d.ledger)),
+            }
+            for name, (stored, derived) in checks.items():
+                if json.dumps(stored, sort_keys=True, default=str) != json.dumps(
+                    derived, sort_keys=True, default=str
+                ):
+                    raise VerificationError(
+                        f"epoch {epoch}: {name} does not match the re-derived settlement", idx
+                    )
+            clearing = f"clearing:{epoch}"
+            into = sum(n for _, c, n in ledger if c == clearing)
+            out_of = sum(n for d_, _, n in ledger if d_ == clearing)
+            if into != out_of or any(n < 0 for _, _, n in ledger):
+                raise VerificationError(f"epoch {epoch}: ledger does not sum to zero", idx)
+    return len(epochs)
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutProof:
+    epoch: str
+    account: str
+    amount: int
+    log_index: int
+    root: str
+    leaf_index: int
+    proof: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "account": self.account, "amount": self.amount,
+            "settlement_log_index": self.log_index, "root": self.root,
+            "leaf_index": self.leaf_index, "proof": list(self.proof),
+        }
+
+
+def account_statement(store: Store, account: str) -> list[PayoutProof]:
+    """An account's payouts, each with its inclusion proof against the signed settlement root."""
+    out = []
+    with store.reader() as con:
+        epochs = con.execute(
+            "SELECT e.epoch, e.log_index FROM payouts p JOIN epochs e USING (epoch) "
+            "WHERE p.account = ? ORDER BY e.epoch",
+            [account],
+        ).fetchall()
+        for epoch, idx in epochs:
+            env = con.execute("SELECT envelope FROM log_entries WHERE idx = ?", [idx]).fetchall()
+            record = AttributionRecord.from_bytes(Envelope.from_json(bytes(env[0][0])).payload)
+            root = bytes.fromhex(str((record.details_obj() or {}).get("root", "")))
+            rows = con.execute(
+                "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY account", [epoch]
+            ).fetchall()
+            leaves = [leaf_hash(payout_leaf(str(epoch), str(a), int(n))) for a, n in rows]
+            pos = [str(a) for a, _ in rows].index(account)
+            path = inclusion_proof(leaves, pos, len(leaves))
+            verify_inclusion(leaves[pos], pos, len(leaves), path, root)
+            out.append(
+                PayoutProof(str(epoch), account, int(rows[pos][1]), int(idx), root.hex(), pos,
+                            tuple(p.hex() for p in path))
+            )
+    return out
