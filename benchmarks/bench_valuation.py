@@ -126,7 +126,7 @@ def bench_knn(n_train: int, n_test: int, run_pydvl: bool) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         data_file, out = Path(tmp) / "data.npz", Path(tmp) / "values.npy"
-        np.savez(data_file, **data)
+        np.savez(data_file, **data)  # type: ignore[arg-type]
         done = subprocess.run(
             [str(PYDVL_PYTHON), str(ROOT / "benchmarks" / "pydvl_reference.py"), "--bench",
              str(n_train), str(n_test), "--data", str(data_file), "--out", str(out),

@@ -68,7 +68,8 @@ def run_demo(
         + (f" ({replays} replays of an earlier demo ignored)" if replays else "")
     )
     step("lineage settle")
-    for st in settle(store, ring.signer(passphrase), load_policy(settings.project_dir), now):
+    policy = load_policy(settings.project_dir)
+    for st in settle(store, ring.signer(passphrase), policy, now, epoch):
         state = "already settled" if st.already_settled else "settled"
         lines.append(
             f"lineage settle: epoch {st.epoch} {state}: fees {st.fees_total} paid to "

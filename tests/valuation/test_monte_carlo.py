@@ -29,13 +29,13 @@ PLAYERS = tuple(f"p{i}" for i in range(10))
 def interaction_game(seed: int) -> Game:
     """A 10-player game with additive terms, pairwise synergies and a threshold bonus."""
     rng = np.random.default_rng(seed)
-    weight = dict(zip(PLAYERS, rng.uniform(0, 1, 10), strict=True))
+    weight = dict(zip(PLAYERS, rng.uniform(0, 1, 10).tolist(), strict=True))
     pairs = {frozenset(p): float(rng.normal(scale=0.5))
              for p in itertools.combinations(PLAYERS, 2) if rng.random() < 0.3}
 
     def u(s: frozenset[str]) -> float:
         total = sum(weight[p] for p in s) + sum(v for pair, v in pairs.items() if pair <= s)
-        return total + (2.0 if len(s) >= 6 else 0.0)
+        return float(total) + (2.0 if len(s) >= 6 else 0.0)
 
     return Game(PLAYERS, u)
 
@@ -55,7 +55,8 @@ def brute_banzhaf(game: Game) -> list[float]:
 
 
 def z_scores(result: ValuationResult, truth: list[float]) -> np.ndarray:
-    return (np.array(result.values) - np.array(truth)) / np.array(result.stderr)
+    z: np.ndarray = (np.array(result.values) - np.array(truth)) / np.array(result.stderr)
+    return z
 
 
 @pytest.mark.parametrize("seed", [11, 12])
