@@ -6,7 +6,13 @@ import dagster as dg
 
 from assets.datanet import contributions, datanet
 from assets.model import digits_classifier
-from lineage_platform.dagster import attribution_checks, lineage_sensor, platform_resources
+from lineage_platform.dagster import (
+    attribution_checks,
+    lineage_sensor,
+    platform_resources,
+    settlement_job,
+    settlement_schedule,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 ASSETS = [contributions, datanet, digits_classifier]
@@ -15,5 +21,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=attribution_checks([a.key for a in ASSETS]),
     sensors=[lineage_sensor],
+    jobs=[settlement_job],
+    schedules=[settlement_schedule],
     resources=platform_resources(PROJECT),
 )

@@ -8,8 +8,8 @@ import dagster as dg
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from assets.prepare import FEATURES, LABEL, load_params
 from assets.datanet import PARAMS, datanet
+from assets.prepare import FEATURES, LABEL, load_params
 from lineage_platform.dagster import LineageSettingsResource, model_metadata
 from lineage_platform.hashing import sha256_bytes
 from lineage_platform.integrations.dvc import output_md5

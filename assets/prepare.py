@@ -37,7 +37,7 @@ def make_split(params: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], pd.Data
     x = digits.data.astype(np.int64)
     y = digits.target.astype(np.int64)
     order = rng.permutation(len(y))
-    n_val = int(round(len(y) * float(cfg["validation_fraction"])))
+    n_val = round(len(y) * float(cfg["validation_fraction"]))
     frame = pd.DataFrame(x, columns=FEATURES)
     frame[LABEL] = y
     validation = frame.iloc[order[:n_val]].reset_index(drop=True)
@@ -54,7 +54,7 @@ def make_split(params: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], pd.Data
     noisy = cfg.get("noisy")
     if noisy:
         part = parts[noisy["contributor"]].copy()
-        n_flip = int(round(len(part) * float(noisy["label_flip_fraction"])))
+        n_flip = round(len(part) * float(noisy["label_flip_fraction"]))
         flip = rng.choice(len(part), size=n_flip, replace=False)
         # A flipped label is always wrong: shift by 1..9 modulo 10.
         part.loc[flip, LABEL] = (part.loc[flip, LABEL] + rng.integers(1, 10, size=n_flip)) % 10
@@ -63,7 +63,7 @@ def make_split(params: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], pd.Data
     dup = cfg.get("duplicate")
     if dup:
         source = parts[dup["copies"]]
-        n_copy = int(round(len(source) * float(dup["fraction"])))
+        n_copy = round(len(source) * float(dup["fraction"]))
         parts[dup["contributor"]] = source.iloc[:n_copy].reset_index(drop=True)
     return parts, validation
 

@@ -1,7 +1,7 @@
 """What an auditor runs: verify the stored log or an exported bundle, export it, prove inclusion.
 
     report = verify_store(Store(path), ring.trust())      # raises VerificationError
-    export_bundle(Store(path), ring.trust(), Path("out")) # envelopes.jsonl, checkpoint.json, keys.json
+    export_bundle(Store(path), ring.trust(), Path("out")) # envelopes, checkpoint, keys
     verify_bundle(Path("out"))                            # no database, no project code needed
 """
 
@@ -75,7 +75,7 @@ def export_bundle(store: Store, trust: TrustStore, out: Path) -> int:
             fh.write(bytes(env) + b"\n")
     (out / CHECKPOINT).write_bytes(latest + b"\n")
     (out / KEYS).write_bytes(trust.to_json() + b"\n")
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def read_bundle(folder: Path) -> tuple[LogView, TrustStore]:

@@ -115,7 +115,7 @@ def sync(as_json: bool = typer.Option(False, "--json", help="machine-readable ou
         )
 
 
-usage_app = typer.Typer(help="Usage events: metered model calls and their fees.", no_args_is_help=True)
+usage_app = typer.Typer(help="Usage events: metered model calls, fees.", no_args_is_help=True)
 app.add_typer(usage_app, name="usage")
 
 
@@ -129,7 +129,7 @@ def usage_record(
 ) -> None:
     """Record one usage event.
 
-    Example: lineage usage record --model digits_classifier --caller acme --units 3 --fee 75 --id call-1
+    Example: lineage usage record --model digits_classifier --caller acme --fee 75 --id call-1
     """
     from datetime import UTC, datetime
 
@@ -139,7 +139,7 @@ def usage_record(
         model, caller, usage.parse_amount(units, "units"), usage.parse_amount(fee, "fee"),
         event_id, datetime.now(UTC),
     )
-    inserted, replays = usage.ingest(store(settings()), usage.validate_events(table))
+    inserted, _ = usage.ingest(store(settings()), usage.validate_events(table))
     out.print("recorded" if inserted else "already recorded (replay ignored)")
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lineage_platform.config import Settings
 from lineage_platform import usage
+from lineage_platform.config import Settings
 from lineage_platform.integrations import dvc
 from lineage_platform.settlement import epoch_bounds, epoch_of, load_policy, settle
 

@@ -26,7 +26,6 @@ from lineage_platform.allocation import (
     Policy,
     allocate_epoch,
     contributor_account,
-    owner_account,
 )
 from lineage_platform.attest import ORIGIN, entry_for
 from lineage_platform.canonical import canonical_json

@@ -396,7 +396,9 @@ class Store:
         if not self.path.exists():
             return set()
         with self.transaction() as con:
-            rows = con.execute("SELECT DISTINCT asset FROM log_entries WHERE kind = 'model'").fetchall()
+            rows = con.execute(
+                "SELECT DISTINCT asset FROM log_entries WHERE kind = 'model'"
+            ).fetchall()
         return {str(r[0]) for r in rows}
 
     def ingest_usage(self, events: pa.Table, epoch_of: str) -> tuple[int, int]:

@@ -131,7 +131,7 @@ def _check_all(
     jobs = [(s, envelopes[s : s + size], trust.to_json()) for s in range(0, n, size)]
     out = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for (start, chunk, _), done in zip(jobs, pool.map(_check_chunk, jobs), strict=True):
+        for (_, chunk, _), done in zip(jobs, pool.map(_check_chunk, jobs), strict=True):
             out.extend(done)
             if progress:
                 progress(len(chunk))
@@ -191,13 +191,13 @@ def verify_log(
     signed = []
     for c, data in enumerate(view.checkpoints):
         try:
-            cp = SignedCheckpoint.from_json(data)
-            cp.verify(trust)
+            parsed = SignedCheckpoint.from_json(data)
+            parsed.verify(trust)
         except LineageError as exc:
             raise VerificationError(f"checkpoint {c}: {exc}", None) from exc
-        signed.append(cp)
+        signed.append(parsed)
     frontiers = dict(view.frontiers or [])
-    sizes = [cp.checkpoint.tree_size for cp in signed]
+    sizes = [s.checkpoint.tree_size for s in signed]
     if sizes != sorted(set(sizes)):
         raise VerificationError("checkpoints are not in strictly increasing tree size", None)
     if sizes[-1] != n:
@@ -207,7 +207,7 @@ def verify_log(
         )
     rng = CompactRange()
     pending = iter(signed)
-    cp = next(pending)
+    cp: SignedCheckpoint | None = next(pending)
     for i in range(n + 1):
         while cp is not None and cp.checkpoint.tree_size == i:
             if rng.root() != cp.checkpoint.root_hash:

@@ -38,7 +38,8 @@ def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def project_copy(reproduced_project: Settings, tmp_path: Path) -> Callable[[], Settings]:
     def copy() -> Settings:
         root = tmp_path / "project"
-        shutil.copytree(reproduced_project.project_dir, root, ignore=shutil.ignore_patterns(".lineage"))
+        skip = shutil.ignore_patterns(".lineage")
+        shutil.copytree(reproduced_project.project_dir, root, ignore=skip)
         state = root / ".lineage"
         state.mkdir()
         return Settings(root, state, f"sqlite:///{state / 'mlflow.db'}")

@@ -36,9 +36,8 @@ def test_definitions_load_with_expected_graph() -> None:
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("datanet")).parent_keys} == {
         "contributions"
     }
-    assert {k.to_user_string() for k in graph.get(dg.AssetKey("digits_classifier")).parent_keys} == {
-        "datanet"
-    }
+    model_parents = graph.get(dg.AssetKey("digits_classifier")).parent_keys
+    assert {k.to_user_string() for k in model_parents} == {"datanet"}
     partitions = graph.get(dg.AssetKey("contributions")).partitions_def
     assert partitions is not None and len(partitions.get_partition_keys()) >= 6
 
@@ -93,13 +92,14 @@ def test_materialize_every_asset_into_real_instance(project_copy) -> None:  # ty
         # Dagster's own record of the data version equals the content hash.
         event = instance.get_latest_materialization_event(dg.AssetKey("datanet"))
         assert event is not None
-        assert event.asset_materialization.tags["dagster/data_version"] == by_asset["datanet"][SHA256]
+        tags = event.asset_materialization.tags
+        assert tags["dagster/data_version"] == by_asset["datanet"][SHA256]
 
 
 def test_corrupt_dvc_lock_is_one_clear_error(project_copy) -> None:  # type: ignore[no-untyped-def]
     settings = project_copy()
     tree(settings.project_dir, {"dvc.lock": "stages: [not, a, mapping"})
-    with pytest.raises(IntegrationError, match="dvc.lock is corrupt"):
+    with pytest.raises(IntegrationError, match=r"dvc\.lock is corrupt"):
         dvc.read_lock(settings.project_dir)
     tree(settings.project_dir, {"dvc.lock": "schema: '2.0'\nstages:\n  prepare:\n    outs:\n"
                                             "    - path: data/x\n      md5: nothex\n"})

@@ -11,6 +11,7 @@ from lineage_platform.dagster.resources import (
     platform_resources,
 )
 from lineage_platform.dagster.sensor import attribution_checks, lineage_sensor
+from lineage_platform.dagster.settlement import settlement_job, settlement_schedule
 
 __all__ = [
     "LineageSettingsResource",
@@ -21,4 +22,6 @@ __all__ = [
     "lineage_sensor",
     "model_metadata",
     "platform_resources",
+    "settlement_job",
+    "settlement_schedule",
 ]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from pathlib import Path
 
 import dagster as dg
@@ -74,7 +75,7 @@ class LineageSignerResource(dg.ConfigurableResource):  # type: ignore[misc]
     passphrase: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, passphrase: object = None) -> LineageSignerResource:
+    def from_settings(cls, settings: Settings, passphrase: Any = None) -> LineageSignerResource:
         return cls(keys_dir=str(settings.keys_dir), passphrase=passphrase)
 
     def ring(self) -> KeyRing:

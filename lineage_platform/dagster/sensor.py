@@ -18,8 +18,16 @@ CHECK_NAME = "attribution_recorded"
 TICK_LIMIT = 1000
 
 
+def latest_record(instance: dg.DagsterInstance, key: dg.AssetKey) -> dg.EventLogRecord | None:
+    """The newest materialization with its storage id (the idempotency key needs both ids)."""
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0] if records else None
+
+
 def _asset_keys(context: dg.SensorEvaluationContext) -> list[dg.AssetKey]:
     """Every materializable asset in the code location at this tick (new assets included)."""
+    if context.repository_def is None:
+        raise LineageError("lineage_sensor needs its code location's definitions")
     graph = context.repository_def.asset_graph
     return sorted(
         (k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable),
@@ -33,7 +41,7 @@ def _check_events(
     """One passing evaluation per asset whose newest event this tick recorded."""
     evaluations = []
     for key in checked:
-        latest = context.instance.get_latest_materialization_event(key)
+        latest = latest_record(context.instance, key)
         if latest is None:
             continue
         idx = result.indices.get((latest.run_id, latest.storage_id))
@@ -85,7 +93,7 @@ def lineage_sensor(
 
 
 def attribution_checks(asset_keys: Sequence[dg.AssetKey | str]) -> list[dg.AssetChecksDefinition]:
-    """`attribution_recorded` on each asset: its newest materialization is in the log and verifies."""
+    """`attribution_recorded` per asset: its newest materialization is in the log and verifies."""
     return [_recorded_check(dg.AssetKey.from_coercible(raw)) for raw in asset_keys]
 
 
@@ -111,7 +119,7 @@ def evaluate_recorded(
     lineage_store: LineageStoreResource,
     lineage_signer: LineageSignerResource,
 ) -> dg.AssetCheckResult:
-    latest = instance.get_latest_materialization_event(key)
+    latest = latest_record(instance, key)
     if latest is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "never materialized"})
     idem = f"dagster:{latest.run_id}:{latest.storage_id}"

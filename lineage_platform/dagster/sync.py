@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import dagster as dg
 
@@ -275,7 +274,10 @@ def sync_once(
 
     seen: dict[str, int] = {}
     for e in events:
-        name = e.asset_key.to_user_string()
+        mat = e.asset_materialization
+        if mat is None:
+            continue
+        name = mat.asset_key.to_user_string()
         seen[name] = max(e.storage_id, seen.get(name, 0))
     return SyncResult(cursor.advanced(seen), len(events), appended, skipped, more, indices, seen)
 

@@ -10,8 +10,8 @@ import logging
 import os
 import re
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 

@@ -60,9 +60,9 @@ def log_training_run(
     dvc_md5: str,
     tags: Mapping[str, str] | None = None,
 ) -> TrainingRef:
-    """One run: params, metrics, `log_input` of the training frame, and the model as a LoggedModel."""
+    """One run: params, metrics, `log_input` of the training data, the model as a LoggedModel."""
     import mlflow
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
     import mlflow.sklearn
 
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -73,7 +73,7 @@ def log_training_run(
         with mlflow.start_run(experiment_id=experiment_id, tags=dict(tags or {})) as run:
             mlflow.log_params(dict(params))
             mlflow.log_metrics(dict(metrics))
-            data = mlflow.data.from_pandas(
+            data = from_pandas(
                 dataset, source=dvc_path, name=dataset_name, targets="label", digest=dvc_md5[:8]
             )
             mlflow.log_input(
@@ -97,7 +97,9 @@ def get_run(store: MlflowStore, run_id: str) -> Any:
     try:
         return store.client().get_run(run_id)
     except Exception as exc:
-        raise IntegrationError(f"MLflow run {run_id} not found in {store.tracking_uri}: {exc}") from exc
+        raise IntegrationError(
+            f"MLflow run {run_id} not found in {store.tracking_uri}: {exc}"
+        ) from exc
 
 
 def get_logged_model(store: MlflowStore, model_id: str) -> Any:
