@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.datanet import contributions, datanet
 from assets.model import digits_classifier
+from assets.valuation import digits_classifier_valuation
 from lineage_platform.dagster import (
     attribution_checks,
     lineage_sensor,
@@ -15,7 +16,7 @@ from lineage_platform.dagster import (
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
-ASSETS = [contributions, datanet, digits_classifier]
+ASSETS = [contributions, datanet, digits_classifier, digits_classifier_valuation]
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -16,6 +16,7 @@ STATE_ENV = "LINEAGE_HOME"
 PROJECT_ENV = "LINEAGE_PROJECT"
 MLFLOW_ENV = "LINEAGE_MLFLOW_URI"
 MLFLOW_UI_ENV = "LINEAGE_MLFLOW_UI"
+LOCK_TIMEOUT_ENV = "LINEAGE_LOCK_TIMEOUT"
 
 
 def find_project_root(start: Path) -> Path:
@@ -24,6 +25,19 @@ def find_project_root(start: Path) -> Path:
         if (folder / "workspace.yaml").is_file():
             return folder
     raise ConfigError(f"no workspace.yaml in {start} or any parent; run from the project folder")
+
+
+def _lock_timeout(text: str | None) -> float:
+    """Seconds to retry a locked DuckDB file before StoreBusyError (DESIGN §7); default 30."""
+    if not text:
+        return 30.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{LOCK_TIMEOUT_ENV}={text!r}: expected a non-negative number of seconds")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +56,13 @@ class Settings:
         project_dir = (project or find_project_root(cwd)).resolve()
         state = Path(environ.get(STATE_ENV) or project_dir / ".lineage").resolve()
         mlflow_uri = environ.get(MLFLOW_ENV) or f"sqlite:///{state / 'mlflow.db'}"
-        return cls(project_dir, state, mlflow_uri, environ.get(MLFLOW_UI_ENV) or None)
+        return cls(
+            project_dir,
+            state,
+            mlflow_uri,
+            environ.get(MLFLOW_UI_ENV) or None,
+            _lock_timeout(environ.get(LOCK_TIMEOUT_ENV)),
+        )
 
     @property
     def duckdb_path(self) -> Path:

@@ -25,6 +25,10 @@ from lineage_platform.errors import StoreBusyError, StoreError
 from lineage_platform.log import Checkpoint, CompactRange, SignedCheckpoint, leaf_hash
 
 HASH_LEN = 32
+LOG_COLUMNS = (
+    "idx, envelope, leaf_hash, record_digest, idem_key, kind, asset, partition, sha256, keyid, "
+    "recorded_at"
+)
 
 # Each migration runs once, in order, inside the transaction that records its version.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -93,6 +97,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    # Every log value must be signed or re-derivable by verify; a local clock reading is neither.
+    (3, "ALTER TABLE checkpoints DROP COLUMN created_at"),
 )
 
 
@@ -147,7 +153,10 @@ class Store:
                 f"no log database at {self.path}: run `lineage demo` or `lineage sync`"
             )
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.005
         started = time.monotonic()
@@ -179,7 +188,7 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.connect() as con:
+        with self.connect() as con, self._translated():
             self._migrate(con)
             con.execute("BEGIN TRANSACTION")
             try:
@@ -190,12 +199,22 @@ class Store:
                 raise
 
     @contextmanager
-    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.connect(read_only=True) as con:
+    def reader(self, min_version: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Read-only; `min_version` is the oldest schema the caller's queries work on."""
+        with self.connect(read_only=True) as con, self._translated():
             version = self._version(con)
-            if version < len(MIGRATIONS):
+            if version < (MIGRATIONS[-1][0] if min_version is None else min_version):
                 raise StoreError(f"{self.path} has schema {version}; run any write command first")
             yield con
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """DuckDB's own errors (a damaged file, an altered schema) become one StoreError line."""
+        try:
+            yield
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"{self.path}: {first}") from exc
 
     @staticmethod
     def _version(con: duckdb.DuckDBPyConnection) -> int:
@@ -296,7 +315,7 @@ class Store:
             }
         )
         con.register("new_entries", table)
-        con.execute("INSERT INTO log_entries SELECT * FROM new_entries")
+        con.execute(f"INSERT INTO log_entries ({LOG_COLUMNS}) SELECT * FROM new_entries")
         con.unregister("new_entries")
         signed = sign_checkpoint(Checkpoint(origin, frontier.size, frontier.root()))
         con.execute(
@@ -350,12 +369,18 @@ class Store:
 
     def read_log(self) -> tuple[pa.Table, list[bytes]]:
         """Every entry (Arrow, in index order) and every stored checkpoint, read-only."""
-        with self.reader() as con:
-            table = con.sql("SELECT * FROM log_entries ORDER BY idx").to_arrow_table()
+        table, rows = self.read_snapshot()
+        return table, [cp for _, cp, _ in rows]
+
+    def read_snapshot(self) -> tuple[pa.Table, list[tuple[int, bytes, bytes]]]:
+        """Every entry and every checkpoint row (size, signed JSON, frontier) in one read-only
+        connection, so that no append can land between the two reads."""
+        with self.reader(min_version=1) as con:  # verify needs only the log tables
+            table = con.sql(f"SELECT {LOG_COLUMNS} FROM log_entries ORDER BY idx").to_arrow_table()
             rows = con.execute(
                 "SELECT tree_size, checkpoint, frontier FROM checkpoints ORDER BY tree_size"
             ).fetchall()
-        return table, [bytes(r[1]) for r in rows]
+        return table, [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
 
     def read_checkpoint_rows(self) -> list[tuple[int, bytes, bytes]]:
         with self.reader() as con:

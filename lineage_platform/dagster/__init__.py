@@ -3,7 +3,7 @@
     from lineage_platform.dagster import lineage_sensor, platform_resources, dataset_metadata
 """
 
-from lineage_platform.dagster.metadata import dataset_metadata, model_metadata
+from lineage_platform.dagster.metadata import dataset_metadata, model_metadata, valuation_metadata
 from lineage_platform.dagster.resources import (
     LineageSettingsResource,
     LineageSignerResource,
@@ -24,4 +24,5 @@ __all__ = [
     "platform_resources",
     "settlement_job",
     "settlement_schedule",
+    "valuation_metadata",
 ]

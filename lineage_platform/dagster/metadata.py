@@ -22,6 +22,7 @@ MLFLOW_RUN = "lineage/mlflow_run_id"
 MLFLOW_MODEL = "lineage/mlflow_model_id"
 CONTRIBUTORS = "lineage/contributors"
 ROWS = "lineage/rows"
+DETAILS = "lineage/details"
 
 
 def _common(kind: str, sha256: str, dvc_path: str | None, dvc_md5: str | None) -> dict[str, Any]:
@@ -63,6 +64,16 @@ def model_metadata(
     meta[MLFLOW_MODEL] = mlflow_model_id
     if mlflow_url:
         meta["MLflow run"] = dg.MetadataValue.url(mlflow_url)
+    return meta
+
+
+def valuation_metadata(
+    sha256: str, contributors: Sequence[Mapping[str, Any]], details: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Contributors carry value, stderr and weight (share); details: method, seed, samples."""
+    meta = _common("valuation", sha256, None, None)
+    meta[CONTRIBUTORS] = contributors_json(contributors)
+    meta[DETAILS] = dg.MetadataValue.json(dict(details))
     return meta
 
 

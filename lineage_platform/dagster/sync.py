@@ -33,6 +33,7 @@ from lineage_platform.records import (
     InputRef,
     MlflowRef,
     canonical_json,
+    details_json,
 )
 from lineage_platform.signing import SigningKey
 from lineage_platform.store import Store
@@ -131,6 +132,12 @@ def _contributors(mat: dg.AssetMaterialization) -> tuple[Contributor, ...]:
     return tuple(out)
 
 
+def _details(mat: dg.AssetMaterialization) -> str | None:
+    raw = mat.metadata.get(M.DETAILS)
+    value = getattr(raw, "value", None) if raw is not None else None
+    return details_json(value) if isinstance(value, dict) else None
+
+
 def _timestamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -197,6 +204,7 @@ def build_record(
         mlflow=MlflowRef(run_id, model_id) if run_id else None,
         inputs=tuple(inputs),
         contributors=_contributors(mat),
+        details=_details(mat),
     )
 
 
