@@ -116,6 +116,68 @@ def sync(as_json: bool = typer.Option(False, "--json", help="machine-readable ou
         )
 
 
+@app.command()
+def value(
+    model: str = typer.Argument(..., help="model asset key, e.g. digits_classifier"),
+    method: str | None = typer.Option(
+        None, help="recompute with knn|exact|permutation|banzhaf (materializes MODEL_valuation)"
+    ),
+    seed: int = typer.Option(7, help="seed for the sampling methods"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Contributor values of a model, from its latest signed valuation record.
+
+    Examples: lineage value digits_classifier | lineage value digits_classifier --method exact
+    """
+    from lineage_platform.settlement import latest_valuation
+
+    cfg = settings()
+    if method is not None:
+        import dagster as dg
+
+        from lineage_platform.dagster.sync import sync_project
+        from lineage_platform.dagster.workspace import (
+            load_definitions,
+            materialize_asset,
+            open_instance,
+        )
+
+        with out.status(f"valuing {model} with {method}"):
+            defs = load_definitions(cfg.project_dir)
+            with open_instance(cfg) as instance:
+                materialize_asset(
+                    defs, instance, dg.AssetKey(f"{model}_valuation"),
+                    {"method": method, "seed": seed},
+                )
+            sync_project(cfg, passphrase())
+    found = latest_valuation(store(cfg), model)
+    if found is None:
+        raise LineageError(f"no signed valuation of {model} in the log: materialize {model}_valuation")
+    idx, record = found
+    details = record.details_obj() or {}
+    total = sum(max(c.value or 0.0, 0.0) for c in record.contributors)
+    rows = [
+        {"contributor": c.id, "value": c.value, "share": (max(c.value or 0.0, 0.0) / total)
+         if total else 0.0, "stderr": c.stderr, "rows": c.rows}
+        for c in sorted(record.contributors, key=lambda c: -(c.value or 0.0))
+    ]
+    if as_json:
+        out.print_json(data={"model": model, "log_index": idx, "method": details.get("method"),
+                             "seed": details.get("seed"), "contributors": rows})
+        return
+    table = Table(
+        title=f"{model}: {details.get('method')} (seed {details.get('seed')}), record {idx}",
+        title_justify="left",
+    )
+    for col in ("contributor", "value", "share", "stderr", "rows or samples"):
+        table.add_column(col, justify="left" if col == "contributor" else "right")
+    for r in rows:
+        stderr = "" if r["stderr"] is None else f"{r['stderr']:.4f}"
+        table.add_row(r["contributor"], f"{r['value']:.4f}", f"{r['share']:.1%}", stderr,
+                      str(r["rows"]))
+    out.print(table)
+
+
 usage_app = typer.Typer(help="Usage events: metered model calls, fees.", no_args_is_help=True)
 app.add_typer(usage_app, name="usage")
 

@@ -395,3 +395,14 @@ def account_statement(store: Store, account: str) -> list[PayoutProof]:
                             tuple(p.hex() for p in path))
             )
     return out
+
+
+def latest_valuation(store: Store, model: str) -> tuple[int, AttributionRecord] | None:
+    """The newest signed valuation record naming `model` among its inputs."""
+    with store.reader() as con:
+        envelopes = Store.log_envelopes(con, ("valuation",))
+    found = None
+    for idx, rec in _records(envelopes):
+        if any(i.asset == model for i in rec.inputs):
+            found = (idx, rec)
+    return found

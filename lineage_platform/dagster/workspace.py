@@ -127,3 +127,27 @@ def materialize_all(
                 meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
                 done.append(Materialized(label, partition, result.run_id, meta))
     return done
+
+
+def materialize_asset(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    config: dict[str, Any] | None = None,
+) -> Materialized:
+    """One asset, with per-run `dg.Config` values (e.g. `lineage value --method exact`)."""
+    assets = [a for a in (defs.assets or []) if isinstance(a, dg.AssetsDefinition)]
+    op_name = next((a.node_def.name for a in assets if key in a.keys), None)
+    if op_name is None:
+        raise ConfigError(f"no asset {key.to_user_string()} in the code location")
+    run_config: dict[str, Any] = dict(QUIET)
+    if config:
+        run_config["ops"] = {op_name: {"config": config}}
+    result = dg.materialize(
+        assets, instance=instance, resources=dict(defs.resources or {}), selection=[key],
+        run_config=run_config, tags={"lineage/source": "lineage-value"},
+    )
+    event = result.get_asset_materialization_events()[0]
+    mat = event.step_materialization_data.materialization
+    meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return Materialized(key.to_user_string(), None, result.run_id, meta)

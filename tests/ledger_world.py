@@ -1,0 +1,160 @@
+"""A small signed lineage for usage and settlement tests, built without Dagster.
+
+    world = make_world(tmp_path)     # project folder, key ring, store with records
+    usage.ingest(world.store, usage.validate_events(events(world.EPOCH, [("m_lineage", 100)])))
+
+The graph (default policy: protocol 5 %, owner 15 %, data 80 %):
+
+    m_lineage -> mix2 -> mix -> raw_a (alice rows 30, bob rows 10)
+                             -> raw_b (carol weight 2, dave weight 6; weight beats rows)
+    m_valued  -> valuation: alice 3.0, bob -1.0, erin 1.0
+    m_zero    -> valuation: alice -2.0, bob 0.0   (nothing positive: data part to reserve)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from lineage_platform import attest
+from lineage_platform.config import Settings
+from lineage_platform.keys import KeyRing
+from lineage_platform.records import AttributionRecord, Contributor, InputRef, utc_timestamp
+from lineage_platform.signing import SigningKey
+from lineage_platform.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+EPOCH = "2026-01-05"  # a closed epoch for API tests, which pass `now` explicitly
+NOW = datetime(2026, 1, 7, 12, tzinfo=UTC)
+RECORDED = utc_timestamp(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    settings: Settings
+    store: Store
+    key: SigningKey
+    index: dict[str, int]
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `lineage` subprocess pointed at this world's project."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LINEAGE_")}
+        env["LINEAGE_PROJECT"] = str(self.settings.project_dir)
+        env["LINEAGE_HOME"] = str(self.settings.state_dir)
+        return env
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "lineage_platform.cli", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and done.returncode:
+            raise AssertionError(f"lineage {' '.join(args)} failed:\n{done.stderr}")
+        return done
+
+
+def _append(world_index: dict[str, int], store: Store, key: SigningKey, rec: Any) -> None:
+    result = attest.append_records(store, key, [rec])
+    world_index[rec.asset] = result.indices[0]
+
+
+def make_world(root: Path) -> World:
+    """Project folder (workspace.yaml), key ring, and the signed lineage in the module doc."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "workspace.yaml", root / "workspace.yaml")
+    state = root / ".lineage"
+    settings = Settings(root, state, f"sqlite:///{state / 'mlflow.db'}")
+    ring = KeyRing(settings.keys_dir)
+    ring.init(None)
+    key = ring.signer(None)
+    store = Store(settings.duckdb_path)
+    idx: dict[str, int] = {}
+
+    def ref(asset: str) -> InputRef:
+        return InputRef(asset, sha(asset), idx[asset])
+
+    def dataset(asset: str, contributors: tuple[Contributor, ...] = (), inputs: tuple[str, ...] = ()) -> None:
+        rec = AttributionRecord(
+            kind="dataset", asset=asset, sha256=sha(asset), recorded_at=RECORDED,
+            contributors=contributors, inputs=tuple(ref(i) for i in inputs),
+        )
+        _append(idx, store, key, rec)
+
+    def model(asset: str, inputs: tuple[str, ...]) -> None:
+        rec = AttributionRecord(
+            kind="model", asset=asset, sha256=sha(asset), recorded_at=RECORDED,
+            inputs=tuple(ref(i) for i in inputs),
+        )
+        _append(idx, store, key, rec)
+
+    def valuation(model_asset: str, values: dict[str, float]) -> None:
+        rec = AttributionRecord(
+            kind="valuation", asset=f"{model_asset}.valuation", sha256=sha(f"v:{model_asset}"),
+            recorded_at=RECORDED, inputs=(ref(model_asset), ref("raw_a")),
+            contributors=tuple(Contributor(c, value=v) for c, v in values.items()),
+        )
+        _append(idx, store, key, rec)
+
+    dataset("raw_a", (Contributor("alice", rows=30, sha256=sha("a")),
+                      Contributor("bob", rows=10, sha256=sha("b"))))
+    dataset("raw_b", (Contributor("carol", rows=100, weight=2.0),
+                      Contributor("dave", rows=1, weight=6.0)))
+    dataset("mix", inputs=("raw_a", "raw_b"))
+    dataset("mix2", inputs=("mix",))
+    model("m_lineage", ("mix2",))
+    model("m_valued", ("raw_a",))
+    valuation("m_valued", {"alice": 3.0, "bob": -1.0, "erin": 1.0})
+    model("m_zero", ("raw_a",))
+    valuation("m_zero", {"alice": -2.0, "bob": 0.0})
+    return World(settings, store, key, idx)
+
+
+def events(
+    epoch: str, calls: list[tuple[str, int]], prefix: str = "e", hour: int = 12
+) -> pa.Table:
+    """One event per (model, fee), ids `prefix-0`, `prefix-1`, … at `hour` o'clock of `epoch`."""
+    start = datetime.strptime(epoch, "%Y-%m-%d") + timedelta(hours=hour)
+    return pa.table(
+        {
+            "event_id": [f"{prefix}-{i}" for i in range(len(calls))],
+            "model": [m for m, _ in calls],
+            "caller": ["acme"] * len(calls),
+            "units": pa.array([1] * len(calls), pa.int64()),
+            "fee": pa.array([f for _, f in calls], pa.int64()),
+            "occurred_at": pa.array(
+                [start + timedelta(seconds=i) for i in range(len(calls))], pa.timestamp("us")
+            ),
+        }
+    )
+
+
+def dump(store: Store, tables: tuple[str, ...] = ("usage_events", "ledger", "payouts")) -> str:
+    """Every row of the settlement tables, in key order, as text (for byte-for-byte compares)."""
+    order = {
+        "usage_events": "event_id",
+        "ledger": "epoch, seq",
+        "payouts": "epoch, account",
+        "epochs": "epoch",
+    }
+    cols = {"usage_events": "* EXCLUDE (ingested_at)", "epochs": "* EXCLUDE (settled_at)"}
+    parts = []
+    for t in tables:
+        rows = store.query(f"SELECT {cols.get(t, '*')} FROM {t} ORDER BY {order[t]}")
+        parts.append(f"-- {t}\n" + "\n".join(repr(r) for r in rows))
+    return "\n".join(parts)
