@@ -10,8 +10,11 @@ from sklearn.linear_model import LogisticRegression
 from assets.datanet import CONTRIBUTOR_IDS, contributions
 from assets.model import digits_classifier
 from assets.prepare import FEATURES, LABEL
-from lineage_platform.dagster import LineageSettingsResource, LineageStoreResource
-from lineage_platform.dagster import valuation_metadata
+from lineage_platform.dagster import (
+    LineageSettingsResource,
+    LineageStoreResource,
+    valuation_metadata,
+)
 from lineage_platform.errors import LineageError
 from lineage_platform.hashing import sha256_file
 from lineage_platform.valuation.choose import METHODS, value_contributors
@@ -57,7 +60,7 @@ def signing_order(project: Path, store: LineageStoreResource) -> list[str]:
 def digits_classifier_valuation(
     config: ValuationConfig, lineage: LineageSettingsResource, lineage_store: LineageStoreResource
 ) -> dg.MaterializeResult:
-    """Shapley value of each contributor's data for digits_classifier (rows, then per contributor)."""
+    """Shapley value of each contributor's data to digits_classifier (rows, summed)."""
     if config.method not in METHODS:
         raise dg.Failure(f"method must be one of {', '.join(METHODS)}")
     project = Path(lineage.project_dir)
@@ -72,8 +75,8 @@ def digits_classifier_valuation(
     stderr = result.stderr_dict()
     rows = dict(zip(result.players, result.counts, strict=True))
     contributors = [
-        {"id": p, "rows": rows[p], "value": v, "stderr": stderr[p] if np.isfinite(stderr[p]) else None,
-         "weight": shares[p]}
+        {"id": p, "rows": rows[p], "value": v, "weight": shares[p],
+         "stderr": stderr[p] if np.isfinite(stderr[p]) else None}
         for p, v in result.as_dict().items()
     ]
     table = dg.MetadataValue.table(

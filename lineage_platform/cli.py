@@ -152,7 +152,9 @@ def value(
             sync_project(cfg, passphrase())
     found = latest_valuation(store(cfg), model)
     if found is None:
-        raise LineageError(f"no signed valuation of {model} in the log: materialize {model}_valuation")
+        raise LineageError(
+            f"no signed valuation of {model} in the log: materialize {model}_valuation"
+        )
     idx, record = found
     details = record.details_obj() or {}
     total = sum(max(c.value or 0.0, 0.0) for c in record.contributors)
@@ -173,7 +175,7 @@ def value(
         table.add_column(col, justify="left" if col == "contributor" else "right")
     for r in rows:
         stderr = "" if r["stderr"] is None else f"{r['stderr']:.4f}"
-        table.add_row(r["contributor"], f"{r['value']:.4f}", f"{r['share']:.1%}", stderr,
+        table.add_row(str(r["contributor"]), f"{r['value']:.4f}", f"{r['share']:.1%}", stderr,
                       str(r["rows"]))
     out.print(table)
 

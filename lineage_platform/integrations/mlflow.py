@@ -62,8 +62,8 @@ def log_training_run(
 ) -> TrainingRef:
     """One run: params, metrics, `log_input` of the training data, the model as a LoggedModel."""
     import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
     import mlflow.sklearn
+    from mlflow.data.pandas_dataset import from_pandas
 
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     try:
