@@ -1,0 +1,174 @@
+"""Append and verify throughput of the signed log, next to raw Ed25519 rates from the same run.
+
+    .venv/bin/python benchmarks/bench_log.py            # 100,000 records
+    .venv/bin/python benchmarks/bench_log.py --quick    # 10,000 records
+
+Issue 3's targets: append (signing included) >= 60% of the raw single-core signing rate;
+`verify_store` (both cores) >= 1.4x the raw single-core verify rate. Prints, asserts nothing.
+`--profile` adds a cProfile of the verify worker's per-record work and of one append batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import os
+import pstats
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lineage_platform.attest import append_records, sign_records
+from lineage_platform.audit import verify_store
+from lineage_platform.records import (
+    PAYLOAD_TYPE,
+    AttributionRecord,
+    Contributor,
+    DagsterRef,
+    InputRef,
+)
+from lineage_platform.signing import SigningKey, TrustStore, pae
+from lineage_platform.store import Store
+from lineage_platform.verify import check_envelope
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def make_records(n: int, start: int = 0) -> list[AttributionRecord]:
+    """Dataset records shaped like the sensor's: a Dagster ref, two contributors, one input."""
+    base = sha("upstream")
+    return [
+        AttributionRecord(
+            kind="dataset",
+            asset="datanet/part",
+            sha256=sha(f"content {i}"),
+            recorded_at=f"2026-11-24T20:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1_000_000:06d}Z",
+            dagster=DagsterRef("bench-run-0a1b2c3d", i),
+            partition=f"p{i % 7}",
+            inputs=(InputRef("contributions/raw", base, None),),
+            contributors=(
+                Contributor("contributor:alice", rows=120, sha256=sha(f"alice {i}")),
+                Contributor("contributor:bob", rows=80, sha256=sha(f"bob {i}")),
+            ),
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def raw_rates(messages: list[bytes]) -> tuple[float, float]:
+    """Single-core `cryptography` Ed25519 sign and verify over the records' real PAE bytes."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    sign = key.sign
+    sigs: list[bytes] = []
+    t_sign = timed(lambda: sigs.extend(sign(m) for m in messages))
+    verify = public.verify
+    t_verify = timed(lambda: [verify(s, m) for s, m in zip(sigs, messages, strict=True)])
+    return rate(len(messages), t_sign), rate(len(messages), t_verify)
+
+
+def bench_append(
+    path: Path, key: SigningKey, records: list[AttributionRecord], batch: int, workers: int
+) -> float:
+    store = Store(path)
+    store.migrate()
+
+    def run() -> None:
+        for s in range(0, len(records), batch):
+            append_records(store, key, records[s : s + batch], workers=workers)
+
+    return rate(len(records), timed(run))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="records (default 100,000)")
+    parser.add_argument("--quick", action="store_true", help="10,000 records")
+    parser.add_argument("--batch", type=int, default=10_000, help="records per append batch")
+    parser.add_argument("--raw-n", type=int, default=10_000, help="signatures for the raw rates")
+    parser.add_argument("--profile", action="store_true", help="cProfile the hot paths")
+    args = parser.parse_args()
+    n = 10_000 if args.quick else args.n
+    cores = os.cpu_count() or 1
+
+    key = SigningKey.generate()
+    trust = TrustStore.of(key)
+    records = make_records(n)
+    sample = [pae(PAYLOAD_TYPE, r.to_bytes()) for r in records[: min(n, args.raw_n)]]
+    print(f"{n:,} records, payload ~{len(records[0].to_bytes())} bytes, {cores} cores")
+
+    raw_sign, raw_verify = raw_rates(sample)
+    print(f"raw Ed25519 sign   (cryptography, 1 core): {raw_sign:10,.0f} /s")
+    print(f"raw Ed25519 verify (cryptography, 1 core): {raw_verify:10,.0f} /s")
+
+    with tempfile.TemporaryDirectory(prefix="bench_log_") as tmp:
+        folder = Path(tmp)
+        results: dict[int, float] = {}
+        for workers in (1, 2):
+            path = folder / f"append_w{workers}.duckdb"
+            results[workers] = bench_append(path, key, records, args.batch, workers)
+            print(
+                f"append, workers={workers} (batches of {args.batch:,}): "
+                f"{results[workers]:10,.0f} records/s  "
+                f"= {results[workers] / raw_sign:.2f}x raw sign"
+            )
+        best = max(results, key=lambda w: results[w])
+        path = folder / f"append_w{best}.duckdb"
+        store = Store(path)
+        report = None
+
+        def verify() -> None:
+            nonlocal report
+            report = verify_store(store, trust)
+
+        t_verify = timed(verify)
+        assert report is not None and report.records == n
+        v_rate = rate(n, t_verify)
+        print(f"verify_store ({cores} processes):        {v_rate:10,.0f} records/s")
+        append_ratio = results[best] / raw_sign
+        verify_ratio = v_rate / raw_verify
+        print(
+            f"append ratio  {append_ratio:.2f} (target >= 0.60, workers={best}): "
+            f"{'met' if append_ratio >= 0.6 else 'MISSED'}"
+        )
+        print(
+            f"verify ratio  {verify_ratio:.2f} (target >= 1.40): "
+            f"{'met' if verify_ratio >= 1.4 else 'MISSED'}"
+        )
+
+        if args.profile:
+            envelopes = [e.envelope for e in sign_records(records[:5000], key)]
+            prof = cProfile.Profile()
+            prof.enable()
+            for i, data in enumerate(envelopes):
+                check_envelope(i, data, trust)
+            prof.disable()
+            print("\n-- verify worker, per record (check_envelope) --")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+            prof = cProfile.Profile()
+            extra = make_records(5000, start=n)
+            prof.enable()
+            append_records(store, key, extra)
+            prof.disable()
+            print("\n-- one append batch of 5,000 (workers=1) --")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()
