@@ -180,6 +180,50 @@ def value(
     out.print(table)
 
 
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Pressure gauges: sensor backlog and lag, last checkpoint, unsettled fees, lock waits.
+
+    Example: lineage status --json
+    """
+    import time
+    from datetime import UTC, datetime
+
+    from lineage_platform.dagster.sync import project_backlog
+    from lineage_platform.status import store_gauges
+
+    cfg = settings()
+    gauges = store_gauges(store(cfg), cfg.spool_dir, datetime.now(UTC))
+    pending, oldest = project_backlog(cfg)
+    lag = round(time.time() - oldest, 1) if oldest is not None else 0.0
+    data = {"sensor_backlog": pending, "sensor_lag_s": lag, **gauges.to_json()}
+    if as_json:
+        out.print_json(data=data)
+        return
+    table = Table(title="lineage status", title_justify="left", show_header=False)
+    table.add_column("gauge")
+    table.add_column("value")
+    warn = "[yellow]"
+    rows = [
+        ("sensor backlog", f"{warn if pending else ''}{pending} materializations not yet recorded"),
+        ("sensor lag", f"{lag:.0f}s (oldest unrecorded event)" if pending else "none"),
+        ("log", f"{gauges.log_size} records"),
+        ("last checkpoint", f"size {gauges.checkpoint_size}, root "
+         f"{(gauges.checkpoint_root or '')[:16]}…, key {(gauges.checkpoint_keyid or '')[:12]}…"
+         if gauges.checkpoint_size is not None else "none"),
+        ("unsettled closed epochs", (f"{warn}{', '.join(gauges.closed_unsettled_epochs)} "
+         f"({gauges.unsettled_fees} pending fees)") if gauges.closed_unsettled_epochs else "none"),
+        ("open epoch fees", str(gauges.open_epoch_fees)),
+        ("usage events", f"{gauges.usage_events} ingested, {gauges.spooled_files} spooled files "
+         "waiting"),
+        ("store lock waits (1 h)", f"{gauges.lock_waits_last_hour} "
+         f"({gauges.lock_wait_seconds_last_hour:.2f}s)"),
+    ]
+    for name, val in rows:
+        table.add_row(name, val)
+    out.print(table)
+
+
 usage_app = typer.Typer(help="Usage events: metered model calls, fees.", no_args_is_help=True)
 app.add_typer(usage_app, name="usage")
 

@@ -12,6 +12,7 @@ Every error is a RecordError whose message starts with the JSON path of the offe
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -69,7 +70,8 @@ def _text(value: object, field: str) -> str:
         raise RecordError(f"{field}: expected a string, got {type(value).__name__}")
     if not value:
         raise RecordError(f"{field}: must not be empty")
-    if _FORBIDDEN.search(value):
+    # For ASCII text, "printable" is exactly "none of _FORBIDDEN" and much cheaper to ask.
+    if not (value.isascii() and value.isprintable()) and _FORBIDDEN.search(value):
         raise RecordError(f"{field}: must not contain control characters")
     return value
 
@@ -112,7 +114,9 @@ def _timestamp(value: object, field: str) -> str:
         raise RecordError(
             f"{field}: expected an RFC 3339 UTC time like 2026-11-24T20:00:00.123456Z"
         )
-    y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+    y, mo, d, h, mi, sec = map(int, m.group(1, 2, 3, 4, 5, 6))
+    if y and 0 < mo < 13 and 0 < d < 29 and h < 24 and mi < 60 and sec < 60:
+        return value  # valid in every month: skip building a datetime (the parse hot path)
     try:
         datetime(y, mo, d, h, mi, sec)
     except ValueError as e:
@@ -124,7 +128,16 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)  # normalizing a frozen instance inside __post_init__
 
 
+_KEYSETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
 def _strict_object(obj: object, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    if type(obj) is dict:  # fast accept: exactly the expected keys
+        keyset = _KEYSETS.get(keys)
+        if keyset is None:
+            keyset = _KEYSETS[keys] = frozenset(keys)
+        if obj.keys() == keyset:
+            return obj
     if not isinstance(obj, dict):
         raise RecordError(f"{path}: expected an object, got {_json_type(obj)}")
     for k in obj:
@@ -526,6 +539,16 @@ class AttributionRecord:
             raise RecordError(
                 f"payload: {len(data)} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
             )
+        # Fast path for canonical bytes (what every stored envelope carries): the C decoder
+        # without hooks, then the re-encoding must equal the input. Canonical bytes hold no
+        # duplicate keys, NaN, unsafe integers or bad UTF-8, so the strict parser would build
+        # the same record; anything else goes the strict way, which also names the problem.
+        try:
+            fast = cls.from_statement(json.loads(data))
+            if fast.to_bytes() == data:
+                return fast
+        except Exception:  # the strict path below decides, with its own message
+            pass
         record = cls.from_statement(loads_strict(data, "payload"))
         if require_canonical and record.to_bytes() != data:
             raise RecordError("payload: not RFC 8785 canonical JSON (re-encoding differs)")

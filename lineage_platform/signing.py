@@ -10,13 +10,13 @@ Private key material never appears in a message, a repr or a log line.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import functools
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -83,7 +83,11 @@ def b64decode_strict(text: object, what: str, error: type[Exception] = RecordErr
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+# What json.dumps does for a str with its default ensure_ascii=True, minus the Python overhead.
+_json_ascii = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 @functools.lru_cache(maxsize=64)
@@ -403,6 +407,11 @@ class Signature:
 
 
 _ENVELOPE_KEYS = ("payload", "payloadType", "signatures")
+# The usual stored form: one signature, no escapes in the strings (see Envelope.from_stored).
+_ONE_SIGNATURE = re.compile(
+    rb'\{"payload":"([^"]*)","payloadType":"([^"\\]*)",'
+    rb'"signatures":\[\{"keyid":"([^"\\]*)","sig":"([^"]*)"\}\]\}'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,10 +444,10 @@ class Envelope:
     def to_json(self) -> bytes:
         """Compact JSON with sorted keys and no whitespace (standard base64 with padding)."""
         sigs = ",".join(
-            f'{{"keyid":{json.dumps(s.keyid)},"sig":"{_b64(s.sig)}"}}' for s in self.signatures
+            [f'{{"keyid":{_json_ascii(s.keyid)},"sig":"{_b64(s.sig)}"}}' for s in self.signatures]
         )
         return (
-            f'{{"payload":"{_b64(self.payload)}","payloadType":{json.dumps(self.payload_type)},'
+            f'{{"payload":"{_b64(self.payload)}","payloadType":{_json_ascii(self.payload_type)},'
             f'"signatures":[{sigs}]}}'
         ).encode("ascii")
 
@@ -449,7 +458,42 @@ class Envelope:
             raise RecordError(f"envelope: expected bytes, got {type(data).__name__}")
         if len(data) > MAX_ENVELOPE_BYTES:
             raise RecordError(f"envelope: {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
-        obj = loads_strict(bytes(data), "envelope")
+        data = bytes(data)
+        env = cls.from_stored(data)
+        if env is not None:
+            return env
+        return cls._from_obj(loads_strict(data, "envelope"))
+
+    @classmethod
+    def from_stored(cls, data: bytes) -> Envelope | None:
+        """The envelope whose `to_json()` is exactly `data` (what the log stores), else None.
+
+        The hot path of verification: the C decoder without hooks, then the re-encoding must
+        equal the input. Canonical bytes hold no duplicate keys, NaN or bad UTF-8, so whenever
+        this returns an envelope, `from_json` would have parsed the same one.
+        """
+        if not isinstance(data, bytes) or len(data) > MAX_ENVELOPE_BYTES:
+            return None
+        # Lenient extraction and base64 are fine: the re-encoding must reproduce every byte.
+        try:
+            if m := _ONE_SIGNATURE.fullmatch(data):
+                payload, payload_type, keyid, sig = m.groups()
+                sigs: tuple[Signature, ...] = (
+                    Signature(keyid.decode("ascii"), binascii.a2b_base64(sig)),
+                )
+                env = cls(binascii.a2b_base64(payload), payload_type.decode("ascii"), sigs)
+            else:
+                obj = json.loads(data)
+                sigs = tuple(
+                    [Signature(s["keyid"], binascii.a2b_base64(s["sig"])) for s in obj["signatures"]]
+                )
+                env = cls(binascii.a2b_base64(obj["payload"]), obj["payloadType"], sigs)
+            return env if env.to_json() == data else None
+        except Exception:  # anything unexpected: let the strict parser judge (and name) it
+            return None
+
+    @classmethod
+    def _from_obj(cls, obj: object) -> Envelope:
         if not isinstance(obj, dict):
             raise RecordError("envelope: expected a JSON object")
         _exact_keys(obj, "", _ENVELOPE_KEYS)

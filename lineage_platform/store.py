@@ -10,6 +10,7 @@ call opens, does one short transaction and closes; a lock conflict is retried wi
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -179,12 +180,39 @@ class Store:
         if waited > 0.01:
             self.lock_waits += 1
             self.lock_wait_s += waited
+            self._note_lock_wait(waited)
             if self.on_lock_wait:
                 self.on_lock_wait(waited)
         try:
             yield con
         finally:
             con.close()
+
+    @property
+    def lock_wait_log(self) -> Path:
+        return self.path.with_name(self.path.name + ".lockwaits")
+
+    def _note_lock_wait(self, waited: float) -> None:
+        """One line per wait, so `lineage status` shows contention across all processes."""
+        try:
+            with open(self.lock_wait_log, "a", encoding="utf-8") as fh:
+                fh.write(f"{time.time():.3f} {waited:.4f} {os.getpid()}\n")
+        except OSError:
+            pass  # a full disk must not turn a slow write into a failed one
+
+    def recent_lock_waits(self, window_s: float = 3600.0) -> tuple[int, float]:
+        """(count, total seconds) of lock waits recorded in the last `window_s` seconds."""
+        try:
+            lines = self.lock_wait_log.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return 0, 0.0
+        since = time.time() - window_s
+        waits = []
+        for line in lines[-10_000:]:
+            parts = line.split()
+            if len(parts) >= 2 and float(parts[0]) >= since:
+                waits.append(float(parts[1]))
+        return len(waits), sum(waits)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -429,34 +457,50 @@ class Store:
     def ingest_usage(self, events: pa.Table, epoch_of: str) -> tuple[int, int]:
         """Insert validated events in bulk; returns (inserted, duplicates dropped).
 
-        `epoch_of` is a SQL expression over `occurred_at` giving the natural epoch id. An event
-        whose natural epoch is already settled goes to the next open one: settled epochs form a
-        prefix, so that is the day after the last settled epoch.
+        An event without an id is keyed by the sha256 of its content, so replaying it is a
+        no-op too. Within one batch the first of several events sharing a key wins (ordered by
+        time, then content, so the choice never depends on row order); a key already stored wins
+        over any new event. `epoch_of` is a SQL expression over `f.occurred_at` giving the
+        natural epoch id. An event whose natural epoch is already settled goes to the next open
+        one: settled epochs form a prefix, so that is the day after the last settled epoch.
         """
+        keyed = (
+            "SELECT coalesce(event_id, 'sha256:' || sha256(model || '|' || caller || '|' "
+            "|| units || '|' || fee || '|' || epoch_us(occurred_at))) AS event_id, "
+            "model, caller, units, fee, occurred_at FROM incoming"
+        )
         with self.transaction() as con:
             con.register("incoming", events)
-            before = con.execute("SELECT count(*) FROM usage_events").fetchall()[0][0]
-            con.execute(
-                f"""
-                INSERT INTO usage_events (event_id, model, caller, units, fee, occurred_at, epoch)
-                WITH fresh AS (
-                    SELECT * FROM incoming
-                    QUALIFY event_id IS NULL
-                         OR row_number() OVER (PARTITION BY event_id ORDER BY occurred_at) = 1
-                ), last AS (SELECT max(epoch) AS settled FROM epochs)
-                SELECT coalesce(f.event_id, 'sha256:' || sha256(f.model || '|' || f.caller || '|'
-                           || f.units || '|' || f.fee || '|' || epoch_us(f.occurred_at))),
-                       f.model, f.caller, f.units, f.fee, f.occurred_at,
-                       CASE WHEN last.settled IS NOT NULL AND ({epoch_of}) <= last.settled
-                            THEN strftime(CAST(last.settled AS DATE) + INTERVAL 1 DAY, '%Y-%m-%d')
-                            ELSE ({epoch_of}) END
-                FROM fresh f CROSS JOIN last
-                WHERE NOT EXISTS (SELECT 1 FROM usage_events u WHERE u.event_id = f.event_id)
-                """
-            )
-            after = con.execute("SELECT count(*) FROM usage_events").fetchall()[0][0]
-            con.unregister("incoming")
-        inserted = int(after) - int(before)
+            try:
+                # The window that drops in-batch repeats costs as much as the insert itself;
+                # a distinct count (a tenth of that) tells when it is needed.
+                (repeats,) = con.execute(
+                    f"SELECT count(*) - count(DISTINCT event_id) FROM ({keyed})"
+                ).fetchall()[0]
+                once = (
+                    " QUALIFY row_number() OVER (PARTITION BY event_id "
+                    "ORDER BY occurred_at, model, caller, units, fee) = 1"
+                    if repeats
+                    else ""
+                )
+                rows = con.execute(
+                    f"""
+                    INSERT INTO usage_events
+                        (event_id, model, caller, units, fee, occurred_at, epoch)
+                    WITH fresh AS (SELECT * FROM ({keyed}){once}),
+                    last AS (SELECT max(epoch) AS settled FROM epochs)
+                    SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at,
+                           CASE WHEN last.settled IS NOT NULL AND ({epoch_of}) <= last.settled
+                                THEN strftime(CAST(last.settled AS DATE) + INTERVAL 1 DAY,
+                                              '%Y-%m-%d')
+                                ELSE ({epoch_of}) END
+                    FROM fresh f CROSS JOIN last
+                    WHERE NOT EXISTS (SELECT 1 FROM usage_events u WHERE u.event_id = f.event_id)
+                    """
+                ).fetchall()
+            finally:
+                con.unregister("incoming")
+        inserted = int(rows[0][0]) if rows else 0
         return inserted, events.num_rows - inserted
 
     def usage_count(self) -> int:

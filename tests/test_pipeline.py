@@ -16,6 +16,7 @@ from assets.prepare import load_params, make_split
 from lineage_platform.config import Settings
 from lineage_platform.dagster import LineageSettingsResource
 from lineage_platform.dagster.metadata import DVC_MD5, MLFLOW_MODEL, MLFLOW_RUN, SHA256
+from lineage_platform.dagster.resources import resources_for
 from lineage_platform.dagster.workspace import materialize_all
 from lineage_platform.errors import IntegrationError
 from lineage_platform.hashing import sha256_file
@@ -25,14 +26,13 @@ from tests.conftest import REPO, tree
 
 
 def _defs_for(settings: Settings) -> dg.Definitions:
-    resource = LineageSettingsResource.from_settings(settings)
-    return dg.Definitions(assets=list(defs.assets or []), resources={"lineage": resource})
+    return dg.Definitions(assets=list(defs.assets or []), resources=resources_for(settings))
 
 
 def test_definitions_load_with_expected_graph() -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"contributions", "datanet", "digits_classifier"}
+    assert keys == {"contributions", "datanet", "digits_classifier", "digits_classifier_valuation"}
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("datanet")).parent_keys} == {
         "contributions"
     }
@@ -71,7 +71,7 @@ def test_materialize_every_asset_into_real_instance(project_copy) -> None:  # ty
     with dg.instance_for_test() as instance:
         done = materialize_all(_defs_for(settings), instance)
         by_asset = {m.asset: m.metadata for m in done}
-        assert len(done) == 8
+        assert len(done) == 9  # six partitions, datanet, model, valuation
         alice = by_asset["contributions[alice]"]
         assert alice[DVC_MD5] == lock["data/parts/alice.parquet"]
         assert alice[SHA256] == sha256_file(settings.project_dir / "data/parts/alice.parquet")

@@ -96,8 +96,13 @@ def platform_resources(project_dir: Path | None = None) -> dict[str, dg.Configur
     """Everything the platform's sensor, checks and jobs need, from LINEAGE_* settings."""
     settings = Settings.from_env(os.environ, cwd=project_dir or Path.cwd())
     secret = dg.EnvVar(PASSPHRASE_ENV) if os.environ.get(PASSPHRASE_ENV) else None
+    return resources_for(settings, secret)
+
+
+def resources_for(settings: Settings, passphrase: Any = None) -> dict[str, dg.ConfigurableResource]:
+    """The same resources for explicit settings (tests, a second state folder)."""
     return {
         "lineage": LineageSettingsResource.from_settings(settings),
         "lineage_store": LineageStoreResource.from_settings(settings),
-        "lineage_signer": LineageSignerResource.from_settings(settings, secret),
+        "lineage_signer": LineageSignerResource.from_settings(settings, passphrase),
     }

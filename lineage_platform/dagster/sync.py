@@ -349,3 +349,21 @@ def sync_project(
             workers=workers,
             on_batch=on_batch,
         )
+
+
+def backlog(
+    instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey], store: Store, cap: int = 10_000
+) -> tuple[int, float | None]:
+    """(materializations not yet in the log, timestamp of the oldest), counting up to `cap`."""
+    cursor = Cursor(store.dagster_cursor())
+    events, _ = pending_events(instance, asset_keys, cursor, cap)
+    return len(events), (min(e.timestamp for e in events) if events else None)
+
+
+def project_backlog(settings: Settings) -> tuple[int, float | None]:
+    from lineage_platform.dagster.workspace import load_definitions, open_instance
+
+    defs = load_definitions(settings.project_dir)
+    store = Store(settings.duckdb_path, lock_timeout_s=settings.lock_timeout_s)
+    with open_instance(settings) as instance:
+        return backlog(instance, materializable_keys(defs), store)

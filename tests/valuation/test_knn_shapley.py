@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lineage_platform.errors import ValuationError
 from lineage_platform.valuation import knn_shapley
@@ -138,3 +140,24 @@ def test_bad_input(args: dict[str, object], message: str) -> None:
     call.update(args)
     with pytest.raises(ValuationError, match=message):
         knn_shapley(**call)  # type: ignore[arg-type]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    n_test=st.integers(1, 6),
+    k=st.integers(1, 8),
+    chunk=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_efficiency_and_chunking_hold_for_any_data(n: int, n_test: int, k: int, chunk: int,
+                                                   seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, size=(n, 2)).astype(float)
+    y = rng.integers(0, 3, size=n)
+    x_test = rng.integers(0, 3, size=(n_test, 2)).astype(float)
+    y_test = rng.integers(0, 3, size=n_test)
+    values = knn_shapley(x, y, x_test, y_test, k)
+    grand = knn_utility(tuple(range(n)), x, y, x_test, y_test, k)
+    assert values.sum() == pytest.approx(grand, abs=1e-12)
+    np.testing.assert_array_equal(knn_shapley(x, y, x_test, y_test, k, chunk_size=chunk), values)
