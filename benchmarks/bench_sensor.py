@@ -131,7 +131,8 @@ def contribution(partition: str, version: int) -> tuple[dg.AssetMaterialization,
         dvc_md5=md5(content),
     )
     tags = {"dagster/data_version": content, "dagster/code_version": "1"}
-    return dg.AssetMaterialization(CONTRIBUTIONS, partition=partition, metadata=meta, tags=tags), content
+    mat = dg.AssetMaterialization(CONTRIBUTIONS, partition=partition, metadata=meta, tags=tags)
+    return mat, content
 
 
 def write_backlog(
@@ -144,7 +145,7 @@ def write_backlog(
     latest: dict[str, tuple[int, str]] = {}
     written = rounds = 0
     with writer.transaction():
-        for i, name in enumerate(names):  # every partition exists before the first datanet
+        for name in names:  # every partition exists before the first datanet
             mat, content = contribution(name, 0)
             latest[name] = (writer.write(mat), content)
             written += 1
@@ -156,7 +157,7 @@ def write_backlog(
                 latest[name] = (writer.write(mat), content)
                 written += 1
             pointer = max(sid for sid, _ in latest.values())
-            combined = sha("".join(c for _, c in sorted(latest.items())))
+            combined = sha("".join(c for _, (_, c) in sorted(latest.items())))
             data = sha(f"datanet r{rounds}")
             parts = [{"id": n, "rows": 100, "sha256": c} for n, (_, c) in sorted(latest.items())]
             meta = dataset_metadata(
@@ -171,7 +172,7 @@ def write_backlog(
             }
             datanet_sid = writer.write(dg.AssetMaterialization(DATANET, metadata=meta, tags=tags))
             model = sha(f"model r{rounds}")
-            meta = model_metadata(model, mlflow_run_id=md5(f"run {rounds}"), mlflow_model_id=f"m-{md5(model)}")
+            meta = model_metadata(model, md5(f"run {rounds}"), f"m-{md5(model)}")
             tags = {
                 "dagster/data_version": model,
                 "dagster/code_version": "1",

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lineage_platform.errors import RecordError, VerificationError
-from lineage_platform.log import SignedCheckpoint, inclusion_proof, verify_inclusion
+from lineage_platform.errors import ConfigError, KeyFileError, RecordError, VerificationError
+from lineage_platform.log import SignedCheckpoint, inclusion_proof, leaf_hash, verify_inclusion
 from lineage_platform.signing import TrustStore
 from lineage_platform.store import Store
-from lineage_platform.verify import Derived, LogView, VerifyReport, verify_log
+from lineage_platform.verify import DERIVED_FIELDS, LogView, VerifyReport, verify_log
 
 ENVELOPES = "envelopes.jsonl"
 CHECKPOINT = "checkpoint.json"
@@ -29,30 +29,14 @@ def verify_store(
     store: Store, trust: TrustStore, progress: Callable[[int], None] | None = None
 ) -> VerifyReport:
     """Read-only: every envelope, every derived column, every checkpoint and its frontier."""
-    table, _ = store.read_log()
-    cols = table.to_pydict()
-    derived = [
-        Derived(bytes(lh), rd, ik, k, a, p, s, kid, ra)
-        for lh, rd, ik, k, a, p, s, kid, ra in zip(
-            cols["leaf_hash"],
-            cols["record_digest"],
-            cols["idem_key"],
-            cols["kind"],
-            cols["asset"],
-            cols["partition"],
-            cols["sha256"],
-            cols["keyid"],
-            cols["recorded_at"],
-            strict=True,
-        )
-    ]
-    rows = store.read_checkpoint_rows()
+    table, rows = store.read_snapshot()  # one connection: no append can fall in between
+    columns = [table.column(name).to_pylist() for name in DERIVED_FIELDS]
     view = LogView(
-        envelopes=[bytes(e) for e in cols["envelope"]],
+        envelopes=table.column("envelope").to_pylist(),
         checkpoints=[cp for _, cp, _ in rows],
-        derived=derived,
+        derived=list(zip(*columns, strict=True)),
         frontiers=[(size, frontier) for size, _, frontier in rows],
-        indices=cols["idx"],
+        indices=table.column("idx").to_pylist(),
     )
     report = verify_log(view, trust, progress=progress)
     for size, cp_json, _ in rows:
@@ -65,16 +49,19 @@ def verify_store(
 
 def export_bundle(store: Store, trust: TrustStore, out: Path) -> int:
     """Exactly the stored bytes, so the exported leaves hash to the signed root."""
-    table, _ = store.read_log()
-    latest = store.latest_checkpoint()
-    if latest is None:
+    table, rows = store.read_snapshot()  # the envelopes and the checkpoint of one moment
+    if not rows:
         raise VerificationError("the log is empty: nothing to export", None)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ENVELOPES, "wb") as fh:
-        for env in table.column("envelope").to_pylist():
-            fh.write(bytes(env) + b"\n")
-    (out / CHECKPOINT).write_bytes(latest + b"\n")
-    (out / KEYS).write_bytes(trust.to_json() + b"\n")
+    latest = rows[-1][1]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / ENVELOPES, "wb") as fh:
+            for env in table.column("envelope").to_pylist():
+                fh.write(bytes(env) + b"\n")
+        (out / CHECKPOINT).write_bytes(latest + b"\n")
+        (out / KEYS).write_bytes(trust.to_json() + b"\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the bundle to {out}: {exc.strerror or exc}") from exc
     return int(table.num_rows)
 
 
@@ -82,9 +69,15 @@ def read_bundle(folder: Path) -> tuple[LogView, TrustStore]:
     try:
         lines = (folder / ENVELOPES).read_bytes().split(b"\n")
         checkpoint = (folder / CHECKPOINT).read_bytes().strip()
-        trust = TrustStore.from_json((folder / KEYS).read_bytes().strip())
+        keys = (folder / KEYS).read_bytes().strip()
     except FileNotFoundError as exc:
         raise RecordError(f"bundle {folder}: missing {Path(exc.filename).name}") from exc
+    except OSError as exc:
+        raise RecordError(f"bundle {folder}: cannot read {exc.filename} ({exc.strerror})") from exc
+    try:
+        trust = TrustStore.from_json(keys)
+    except KeyFileError as exc:
+        raise KeyFileError(f"bundle {folder}: {KEYS}: {exc}") from exc
     if lines and lines[-1] == b"":
         lines.pop()
     return LogView(envelopes=lines, checkpoints=[checkpoint]), trust
@@ -117,15 +110,22 @@ class InclusionProof:
 
 
 def prove_inclusion(store: Store, trust: TrustStore, index: int) -> InclusionProof:
-    """An RFC 9162 inclusion proof against the latest signed checkpoint, checked before return."""
-    table, _ = store.read_log()
-    latest = store.latest_checkpoint()
-    if latest is None or not 0 <= index < table.num_rows:
+    """An RFC 9162 inclusion proof against the latest signed checkpoint, checked before return.
+
+    Leaves are hashed from the stored envelopes, not read from the leaf_hash column, so the
+    proof is about the bytes an auditor would export.
+    """
+    table, rows = store.read_snapshot()
+    if not rows or not 0 <= index < table.num_rows:
         raise VerificationError(f"no record {index} in a log of {table.num_rows}", index)
-    checkpoint = SignedCheckpoint.from_json(latest)
+    checkpoint = SignedCheckpoint.from_json(rows[-1][1])
     checkpoint.verify(trust)
-    leaves = [bytes(h) for h in table.column("leaf_hash").to_pylist()]
+    leaves = [leaf_hash(e) for e in table.column("envelope").to_pylist()]
     size = checkpoint.checkpoint.tree_size
+    if index >= size:
+        raise VerificationError(
+            f"record {index}: not covered by the latest signed checkpoint (size {size})", index
+        )
     path = inclusion_proof(leaves[:size], index, size)
     verify_inclusion(leaves[index], index, size, path, checkpoint.checkpoint.root_hash)
     return InclusionProof(index, size, leaves[index], tuple(path), checkpoint)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -452,19 +453,64 @@ def verify(
         out.print(report.summary(), highlight=False)
 
 
+class ExportFormat(StrEnum):
+    bundle = "bundle"
+    openlineage = "openlineage"
+
+
 @app.command()
 def export(
-    out_dir: Path = typer.Option(..., "--out", help="folder to write the bundle to"),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="bundle: folder to write to; openlineage: the .jsonl file"
+    ),
+    fmt: ExportFormat = typer.Option(
+        ExportFormat.bundle, "--format", help="bundle (offline verification) or openlineage"
+    ),
 ) -> None:
-    """Write envelopes.jsonl, checkpoint.json and keys.json for offline verification.
+    """Write envelopes.jsonl, checkpoint.json and keys.json for offline verification, or every
+    recorded materialization as OpenLineage RunEvents (JSON lines) for Marquez or DataHub.
 
-    Example: lineage export --out bundle/ && lineage verify --bundle bundle/
+    Examples: lineage export --out bundle/ && lineage verify --bundle bundle/ |
+    lineage export --format openlineage --out events.jsonl
     """
+    cfg = settings()
+    if fmt is ExportFormat.openlineage:
+        from lineage_platform.integrations.openlineage import export_openlineage
+
+        n = export_openlineage(store(cfg), out_dir)
+        out.print(f"exported {n} OpenLineage run events to {out_dir}")
+        return
     from lineage_platform import audit
 
-    cfg = settings()
     n = audit.export_bundle(store(cfg), keyring(cfg).trust(), out_dir)
     out.print(f"exported {n} envelopes to {out_dir}")
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    pdf = "pdf"
+
+
+@app.command()
+def report(
+    out_file: Path = typer.Option(..., "--out", help="file to write, e.g. report.html"),
+    epoch: str | None = typer.Option(None, help="settled epoch (YYYY-MM-DD); default the latest"),
+    fmt: ReportFormat = typer.Option(
+        ReportFormat.html, "--format", help="html (self-contained) or pdf"
+    ),
+) -> None:
+    """An epoch's report: lineage graph, contributor values, payouts, verification, key ids.
+
+    Examples: lineage report --out report.html | lineage report --format pdf --out report.pdf
+    """
+    from lineage_platform import report as reports
+
+    cfg = settings()
+    with out.status("verifying the log and drawing the report"):
+        built = reports.build_report(store(cfg), keyring(cfg).trust, epoch)
+        reports.write_report(built, out_file, fmt.value)
+    verdict = "verified" if built.verdict.ok else "NOT verified"
+    out.print(f"report of epoch {built.epoch} ({verdict}) written to {out_file}", highlight=False)
 
 
 @app.command()

@@ -114,9 +114,18 @@ def _timestamp(value: object, field: str) -> str:
         raise RecordError(
             f"{field}: expected an RFC 3339 UTC time like 2026-11-24T20:00:00.123456Z"
         )
+    # The regex fixed two ASCII digits per field, so comparing text compares numbers: a date
+    # valid in every month needs no datetime (this is on the parse hot path).
+    if (
+        "01" <= value[5:7] <= "12"
+        and "01" <= value[8:10] <= "28"
+        and value[11:13] <= "23"
+        and value[14:16] <= "59"
+        and value[17:19] <= "59"
+        and value[:4] != "0000"
+    ):
+        return value
     y, mo, d, h, mi, sec = map(int, m.group(1, 2, 3, 4, 5, 6))
-    if y and 0 < mo < 13 and 0 < d < 29 and h < 24 and mi < 60 and sec < 60:
-        return value  # valid in every month: skip building a datetime (the parse hot path)
     try:
         datetime(y, mo, d, h, mi, sec)
     except ValueError as e:
@@ -261,12 +270,15 @@ class Contributor:
         if self.sha256 is not None:
             _hex(self.sha256, "sha256", _HEX64, 64)
         # Stored as float so 1 and 1.0 (which canonical JSON writes identically) are one value.
-        _set(self, "weight", _opt_float(self.weight, "weight"))
-        _set(self, "value", _opt_float(self.value, "value"))
+        for name in ("weight", "value"):
+            given = getattr(self, name)
+            if given is not None and (normal := _opt_float(given, name)) is not given:
+                _set(self, name, normal)
         stderr = _opt_float(self.stderr, "stderr")
         if stderr is not None and stderr < 0:
             raise RecordError(f"stderr: must not be negative, got {stderr}")
-        _set(self, "stderr", stderr)
+        if stderr is not self.stderr:
+            _set(self, "stderr", stderr)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -279,7 +291,10 @@ class Contributor:
         }
 
 
+_REFS: tuple[tuple[str, type], ...] = (("dagster", DagsterRef), ("dvc", DvcRef), ("mlflow", MlflowRef))
+_LISTS: tuple[tuple[str, type], ...] = (("inputs", InputRef), ("contributors", Contributor))
 _TOP_KEYS = ("_type", "subject", "predicateType", "predicate")
+_TOP_KEYSET = frozenset(_TOP_KEYS)
 _SUBJECT_KEYS = ("name", "digest")
 _PREDICATE_KEYS = (
     "kind",
@@ -333,17 +348,11 @@ class AttributionRecord:
         _timestamp(self.recorded_at, "predicate.recorded_at")
         _opt_text(self.data_version, "predicate.data_version")
         _opt_text(self.code_version, "predicate.code_version")
-        refs: tuple[tuple[str, type], ...] = (
-            ("dagster", DagsterRef),
-            ("dvc", DvcRef),
-            ("mlflow", MlflowRef),
-        )
-        for name, cls in refs:
+        for name, cls in _REFS:
             ref = getattr(self, name)
             if ref is not None and not isinstance(ref, cls):
                 raise RecordError(f"predicate.{name}: expected {cls.__name__} or None")
-        lists: tuple[tuple[str, type], ...] = (("inputs", InputRef), ("contributors", Contributor))
-        for name, cls in lists:
+        for name, cls in _LISTS:
             items = getattr(self, name)
             if not isinstance(items, list | tuple):
                 raise RecordError(f"predicate.{name}: expected a tuple of {cls.__name__}")
@@ -464,12 +473,13 @@ class AttributionRecord:
         """Parse a statement strictly; any deviation is a RecordError naming the field."""
         if not isinstance(obj, dict):
             raise RecordError(f"statement: expected an object, got {_json_type(obj)}")
-        for k in obj:
-            if k not in _TOP_KEYS:
-                raise RecordError(f"{k}: unknown key")
-        for k in _TOP_KEYS:
-            if k not in obj:
-                raise RecordError(f"{k}: missing")
+        if obj.keys() != _TOP_KEYSET:
+            for k in obj:
+                if k not in _TOP_KEYS:
+                    raise RecordError(f"{k}: unknown key")
+            for k in _TOP_KEYS:
+                if k not in obj:
+                    raise RecordError(f"{k}: missing")
         if obj["_type"] != STATEMENT_TYPE:
             raise RecordError(f"_type: expected {STATEMENT_TYPE!r}, got {obj['_type']!r}")
         if obj["predicateType"] != PREDICATE_TYPE:

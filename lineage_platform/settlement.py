@@ -325,8 +325,18 @@ def verify_settlements(store: Store) -> int:
             ledger = con.execute(
                 "SELECT debit, credit, amount FROM ledger WHERE epoch = ? ORDER BY seq", [epoch]
             ).fetchall()
+            start, end = epoch_bounds(epoch)
             checks: Mapping[str, tuple[object, object]] = {
+                "window": (
+                    (row["starts_at"], row["ends_at"]),
+                    (start.replace(tzinfo=None), end.replace(tzinfo=None)),
+                ),
+                "window (signed)": (
+                    (signed.get("starts_at"), signed.get("ends_at")),
+                    (utc_timestamp(start), utc_timestamp(end)),
+                ),
                 "events digest": (signed.get("events_digest"), d.events_digest),
+                "event count": (signed.get("events"), d.events),
                 "fees by model": (signed.get("fees_by_model"), d.fees),
                 "root (signed)": (signed.get("root"), d.root.hex()),
                 "root (record subject)": (record.sha256, d.root.hex()),
@@ -349,7 +359,26 @@ def verify_settlements(store: Store) -> int:
             out_of = sum(n for d_, _, n in ledger if d_ == clearing)
             if into != out_of or any(n < 0 for _, _, n in ledger):
                 raise VerificationError(f"epoch {epoch}: ledger does not sum to zero", idx)
+        _verify_no_strays(con)
     return len(epochs)
+
+
+def _verify_no_strays(con: duckdb.DuckDBPyConnection) -> None:
+    """Every signed settlement has its epoch row, and no payout or posting lacks one."""
+    for idx, epoch in con.execute(
+        "SELECT l.idx, l.partition FROM log_entries l LEFT JOIN epochs e ON e.log_index = l.idx "
+        "WHERE l.kind = 'settlement' AND (e.epoch IS NULL OR e.epoch IS DISTINCT FROM l.partition) "
+        "ORDER BY l.idx"
+    ).fetchall():
+        raise VerificationError(
+            f"epoch {epoch}: signed settlement record {idx} has no matching epochs row", int(idx)
+        )
+    for table in ("payouts", "ledger"):
+        for (epoch,) in con.execute(
+            f"SELECT DISTINCT epoch FROM {table} WHERE epoch NOT IN (SELECT epoch FROM epochs) "
+            "ORDER BY epoch"
+        ).fetchall():
+            raise VerificationError(f"epoch {epoch}: {table} rows but no settled epoch row")
 
 
 @dataclass(frozen=True, slots=True)

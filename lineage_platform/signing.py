@@ -87,7 +87,7 @@ def _b64(data: bytes) -> str:
 
 
 # What json.dumps does for a str with its default ensure_ascii=True, minus the Python overhead.
-_json_ascii = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_json_ascii = json.encoder.encode_basestring_ascii
 
 
 @functools.lru_cache(maxsize=64)
@@ -484,9 +484,8 @@ class Envelope:
                 env = cls(binascii.a2b_base64(payload), payload_type.decode("ascii"), sigs)
             else:
                 obj = json.loads(data)
-                sigs = tuple(
-                    [Signature(s["keyid"], binascii.a2b_base64(s["sig"])) for s in obj["signatures"]]
-                )
+                a2b = binascii.a2b_base64
+                sigs = tuple([Signature(s["keyid"], a2b(s["sig"])) for s in obj["signatures"]])
                 env = cls(binascii.a2b_base64(obj["payload"]), obj["payloadType"], sigs)
             return env if env.to_json() == data else None
         except Exception:  # anything unexpected: let the strict parser judge (and name) it

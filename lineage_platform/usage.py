@@ -46,6 +46,9 @@ def _amount(table: pa.Table, name: str) -> pa.Array:
     col = table.column(name)
     if col.null_count:
         raise UsageError(f"{name}: row {_first_row(col.is_null())} is empty")
+    if pa.types.is_floating(col.type) and len(col) and pc.max(col).as_py() >= 2.0**63:
+        # CSV and JSON readers fall back to float64 for integers beyond 64 bits.
+        raise UsageError(f"{name}: row {_first_row(pc.greater_equal(col, 2.0**63))} exceeds 2^63-1")
     if pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
         raise UsageError(f"{name}: {col.type} values are refused; amounts are integer minor units")
     if not pa.types.is_integer(col.type):
@@ -86,7 +89,10 @@ def validate_events(table: pa.Table, now: datetime | None = None) -> pa.Table:
         bad = pc.match_substring_regex(ids, _CONTROL)
         if n and pc.any(bad).as_py():
             raise UsageError(f"event_id: row {_first_row(bad)} has control characters")
-        event_id = ids.combine_chunks()
+        # An empty CSV cell means "no id", as null does; as a key, "" would make every such
+        # event a replay of the first.
+        empty = pc.equal(pc.utf8_length(ids), 0)
+        event_id = pc.if_else(empty, pa.scalar(None, pa.string()), ids).combine_chunks()
     else:
         event_id = pa.nulls(n, pa.string())
     if "occurred_at" in names:
@@ -177,9 +183,24 @@ def ingest(store: Store, events: pa.Table) -> tuple[int, int]:
 
 
 def ingest_files(store: Store, paths: Iterable[Path]) -> tuple[int, int]:
-    inserted = replays = 0
+    """All files or none: every file is read and validated before one transaction stores them.
+
+    A file needs an `event_id` or an `occurred_at` column: without either, replaying it could
+    not be told from new calls made now.
+    """
+    tables = []
     for path in paths:
-        i, r = ingest(store, validate_events(read_events(path)))
-        inserted += i
-        replays += r
-    return inserted, replays
+        try:
+            table = read_events(path)
+            if not {"event_id", "occurred_at"} & set(table.column_names):
+                raise UsageError(
+                    "needs an event_id or occurred_at column (else a replay counts twice)"
+                )
+            tables.append(validate_events(table))
+        except UsageError as exc:
+            message = str(exc)
+            named = message if message.startswith(f"{path}:") else f"{path}: {message}"
+            raise UsageError(named) from exc
+    if not tables:
+        return 0, 0
+    return ingest(store, pa.concat_tables(tables))

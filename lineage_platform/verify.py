@@ -10,10 +10,12 @@ index. The CLI feeds it from DuckDB (`lineage verify`) or from an export (`--bun
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from lineage_platform.errors import LineageError, VerificationError
 from lineage_platform.log import CompactRange, SignedCheckpoint, leaf_hash
@@ -52,7 +54,8 @@ class Checked:
 class LogView:
     envelopes: Sequence[bytes]
     checkpoints: Sequence[bytes]  # signed checkpoint JSON, ascending tree size
-    derived: Sequence[Derived] | None = None  # a store's denormalized columns, if any
+    # A store's denormalized columns, one tuple per record in DERIVED_FIELDS order, if any.
+    derived: Sequence[Sequence[object]] | None = None
     frontiers: Sequence[tuple[int, bytes]] | None = None  # a store's (tree size, frontier blob)
     indices: Sequence[int] | None = None  # a store's idx column
 
@@ -77,10 +80,25 @@ class VerifyReport:
 
 def check_envelope(index: int, data: bytes, trust: TrustStore) -> Checked:
     """Signature, canonical storage and record parse of one stored envelope."""
+    row, inputs, supersedes = _derive(index, data, trust)
+    return Checked(Derived(*row), inputs, supersedes)
+
+
+DERIVED_FIELDS = tuple(f.name for f in fields(Derived))
+# One record's Derived values as a plain tuple (in DERIVED_FIELDS order): cheap to build,
+# compare and pickle, which matters at 100,000 records.
+_Row = tuple[bytes, str, str, str, str, str | None, str, str, str]
+_Inputs = tuple[tuple[str, str, int | None], ...]
+
+
+def _derive(index: int, data: bytes, trust: TrustStore) -> tuple[_Row, _Inputs, int | None]:
     what = f"record {index}"
+    if not isinstance(data, bytes):
+        data = bytes(data)
     try:
-        env = Envelope.from_json(data)
-        if env.to_json() != data:
+        env = Envelope.from_stored(data)  # fast: only the exact canonical bytes parse here
+        if env is None:
+            Envelope.from_json(data)  # malformed: raises with the field named
             raise VerificationError(f"{what}: stored bytes are not the canonical envelope", index)
         if env.payload_type != PAYLOAD_TYPE:
             raise VerificationError(f"{what}: payloadType {env.payload_type!r}", index)
@@ -91,51 +109,171 @@ def check_envelope(index: int, data: bytes, trust: TrustStore) -> Checked:
     except LineageError as exc:
         msg = str(exc)
         raise VerificationError(msg if msg.startswith(what) else f"{what}: {msg}", index) from exc
-    keyid = next(s.keyid for s in env.signatures if s.keyid in trust.keys)
-    derived = Derived(
-        leaf_hash=leaf_hash(data),
-        record_digest=hashlib.sha256(env.payload).hexdigest(),
-        idem_key=record.idempotency_key(),
-        kind=record.kind,
-        asset=record.asset,
-        partition=record.partition,
-        sha256=record.sha256,
-        keyid=keyid,
-        recorded_at=record.recorded_at,
+    digest = hashlib.sha256(env.payload).hexdigest()
+    row: _Row = (
+        leaf_hash(data),
+        digest,
+        # The payload is canonical, so its hash is the record's digest: no second encoding.
+        record.idempotency_key() if record.dagster is not None else f"sha256:{digest}",
+        record.kind,
+        record.asset,
+        record.partition,
+        record.sha256,
+        _signer(env, trust),
+        record.recorded_at,
     )
-    inputs = tuple((i.asset, i.sha256, i.log_index) for i in record.inputs)
-    return Checked(derived, inputs, record.supersedes)
+    inputs = tuple([(i.asset, i.sha256, i.log_index) for i in record.inputs])
+    return row, inputs, record.supersedes
 
 
-def _check_chunk(args: tuple[int, Sequence[bytes], bytes]) -> list[Checked]:
-    start, chunk, trust_json = args
-    trust = TrustStore.from_json(trust_json)
-    return [check_envelope(start + i, data, trust) for i, data in enumerate(chunk)]
+def _signer(env: Envelope, trust: TrustStore) -> str:
+    """The keyid whose signature verified (verify_envelope accepted the first one that does)."""
+    sigs = env.signatures
+    if len(sigs) == 1:
+        return sigs[0].keyid
+    message = env.pae()
+    for s in sigs:
+        if s.keyid in trust:
+            try:
+                trust.get(s.keyid).verify(s.sig, message, "signature")
+                return s.keyid
+            except LineageError:
+                continue
+    raise VerificationError("no trusted signature verifies", None)  # verify_envelope ran first
 
 
-def _check_all(
+# --- the work, in chunks that run in this process or in a pool --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A worker's first failure, returned rather than raised so its index survives pickling."""
+
+    message: str
+    index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Records:
+    """A chunk's results, column by column; `extras` only for records with inputs/supersedes."""
+
+    leaves: list[bytes]
+    idem_keys: list[str]
+    kinds: list[str]
+    assets: list[str]
+    sha256s: list[str]
+    keyids: list[str]
+    extras: list[tuple[int, _Inputs, int | None]]
+
+
+# (envelopes, stored derived rows or None, checkpoints, trust): what forked workers read
+# instead of unpickling their chunk of it.
+_Shared = tuple[Sequence[bytes], Sequence[Sequence[object]] | None, Sequence[bytes], TrustStore]
+_shared: _Shared | None = None
+# ("records" | "checkpoints", start, stop, the chunk itself or None when shared by fork)
+_Job = tuple[str, int, int, _Shared | None]
+
+
+def _run(job: _Job) -> _Records | list[SignedCheckpoint] | _Failure:
+    kind, start, stop, data = job
+    if data is None:
+        assert _shared is not None
+        envelopes, stored, checkpoints, trust = _shared
+        if kind == "records":
+            envelopes = envelopes[start:stop]
+            stored = None if stored is None else stored[start:stop]
+        else:
+            checkpoints = checkpoints[start:stop]
+    else:
+        envelopes, stored, checkpoints, trust = data
+    if kind == "records":
+        return _check_records(start, envelopes, stored, trust)
+    return _check_checkpoints(start, checkpoints, trust)
+
+
+def _check_records(
+    start: int,
     envelopes: Sequence[bytes],
+    stored: Sequence[Sequence[object]] | None,
     trust: TrustStore,
-    workers: int,
-    progress: Callable[[int], None] | None,
-) -> list[Checked]:
-    n = len(envelopes)
-    if workers <= 1 or n < PARALLEL_MIN:
-        out = []
-        for i, data in enumerate(envelopes):
-            out.append(check_envelope(i, data, trust))
-            if progress and i % 1000 == 999:
-                progress(1000)
-        return out
-    size = max(500, n // (workers * 8))
-    jobs = [(s, envelopes[s : s + size], trust.to_json()) for s in range(0, n, size)]
-    out = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for (_, chunk, _), done in zip(jobs, pool.map(_check_chunk, jobs), strict=True):
-            out.extend(done)
-            if progress:
-                progress(len(chunk))
+) -> _Records | _Failure:
+    out = _Records([], [], [], [], [], [], [])
+    for j, data in enumerate(envelopes):
+        i = start + j
+        try:
+            row, inputs, supersedes = _derive(i, data, trust)
+        except VerificationError as exc:
+            return _Failure(str(exc), exc.index)
+        if stored is not None and tuple(stored[j]) != row:
+            name = next(n for n, a, b in zip(DERIVED_FIELDS, stored[j], row, strict=True) if a != b)
+            return _Failure(f"record {i}: stored column {name} does not match the signed record", i)
+        out.leaves.append(row[0])
+        out.idem_keys.append(row[2])
+        out.kinds.append(row[3])
+        out.assets.append(row[4])
+        out.sha256s.append(row[6])
+        out.keyids.append(row[7])
+        if inputs or supersedes is not None:
+            out.extras.append((i, inputs, supersedes))
     return out
+
+
+def _check_checkpoints(
+    start: int, checkpoints: Sequence[bytes], trust: TrustStore
+) -> list[SignedCheckpoint] | _Failure:
+    out = []
+    for c, data in enumerate(checkpoints, start):
+        try:
+            parsed = SignedCheckpoint.from_json(data)
+            parsed.verify(trust)
+        except LineageError as exc:
+            return _Failure(f"checkpoint {c}: {exc}", None)
+        out.append(parsed)
+    return out
+
+
+def _results(
+    view: LogView, trust: TrustStore, workers: int
+) -> Iterator[_Records | list[SignedCheckpoint] | _Failure]:
+    """Every records chunk in log order, then every checkpoints chunk; lazily, so the caller
+    checks chunk k while the pool works on the chunks after it."""
+    global _shared
+    n, m = len(view.envelopes), len(view.checkpoints)
+    stored = view.derived
+    if workers <= 1 or n + m < PARALLEL_MIN:
+        everything: _Shared = (view.envelopes, stored, view.checkpoints, trust)
+        yield from map(_run, [("records", 0, n, everything), ("checkpoints", 0, m, everything)])
+        return
+    spans = [("records", a, b) for a, b in _chunks(n, workers)]
+    spans += [("checkpoints", a, b) for a, b in _chunks(m, workers)]
+    context = multiprocessing.get_context()
+    jobs: list[_Job]
+    if context.get_start_method() == "fork":
+        _shared = (view.envelopes, stored, view.checkpoints, trust)
+        jobs = [(kind, a, b, None) for kind, a, b in spans]
+    else:  # spawn / forkserver: each job carries its own slice
+        jobs = [
+            (
+                kind,
+                a,
+                b,
+                (view.envelopes[a:b], None if stored is None else stored[a:b], (), trust)
+                if kind == "records"
+                else ((), None, view.checkpoints[a:b], trust),
+            )
+            for kind, a, b in spans
+        ]
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            yield from pool.map(_run, jobs)
+    finally:
+        _shared = None
+
+
+def _chunks(count: int, workers: int) -> list[tuple[int, int]]:
+    """About eight chunks per worker: the last one to finish holds the others up less."""
+    size = max(250, -(-count // (workers * 8)))
+    return [(a, min(a + size, count)) for a in range(0, count, size)]
 
 
 def verify_log(
@@ -150,76 +288,131 @@ def verify_log(
         for pos, idx in enumerate(view.indices):
             if idx != pos:
                 raise VerificationError(f"record {pos}: stored index {idx}, expected {pos}", pos)
-    checked = _check_all(view.envelopes, trust, workers or os.cpu_count() or 1, progress)
+        if len(view.indices) != n:
+            raise VerificationError(f"record {n}: {len(view.indices)} indices, {n} envelopes", n)
+    if view.derived is not None and len(view.derived) != n:
+        raise VerificationError(f"record {n}: {len(view.derived)} rows, {n} envelopes", n)
 
+    leaves: list[bytes] = []
+    assets: list[str] = []
+    sha256s: list[str] = []
     seen_keys: dict[str, int] = {}
-    kinds: dict[str, int] = {}
-    for i, item in enumerate(checked):
-        d = item.derived
-        if view.derived is not None:
-            stored = view.derived[i]
-            for name in Derived.__slots__:
-                if getattr(stored, name) != getattr(d, name):
-                    raise VerificationError(
-                        f"record {i}: stored column {name} does not match the signed record", i
-                    )
-        if d.idem_key in seen_keys:
-            raise VerificationError(
-                f"record {i}: replays record {seen_keys[d.idem_key]} ({d.idem_key})", i
-            )
-        seen_keys[d.idem_key] = i
-        kinds[d.kind] = kinds.get(d.kind, 0) + 1
-        for asset, sha, ref in item.inputs:
-            if ref is None:
-                continue
-            if ref >= i:
-                raise VerificationError(f"record {i}: input {asset} points forward to {ref}", i)
-            target = checked[ref].derived
-            if target.asset != asset or target.sha256 != sha:
-                raise VerificationError(
-                    f"record {i}: input {asset} names record {ref}, which attests "
-                    f"{target.asset} sha256 {target.sha256[:12]}…, not {sha[:12]}…",
-                    i,
-                )
-        if item.supersedes is not None and item.supersedes >= i:
-            raise VerificationError(f"record {i}: supersedes {item.supersedes}, not earlier", i)
+    kinds: Counter[str] = Counter()
+    keyids: set[str] = set()
+    signed: list[SignedCheckpoint] = []
+    for done in _results(view, trust, workers or os.cpu_count() or 1):
+        if isinstance(done, _Failure):
+            raise VerificationError(done.message, done.index)
+        if isinstance(done, list):
+            signed.extend(done)
+            continue
+        start = len(leaves)
+        leaves.extend(done.leaves)
+        assets.extend(done.assets)
+        sha256s.extend(done.sha256s)
+        kinds.update(done.kinds)
+        keyids.update(done.keyids)
+        first = _first_replay(start, done.idem_keys, seen_keys)
+        for i, inputs, supersedes in done.extras:
+            if first is not None and first.index is not None and first.index <= i:
+                break
+            bad = _check_references(i, inputs, supersedes, assets, sha256s)
+            if bad is not None:
+                first = bad
+                break
+        if first is not None:
+            raise first
+        if progress:
+            progress(len(done.leaves))
 
-    if not view.checkpoints:
+    if not signed:
         if n:
-            raise VerificationError(f"no signed checkpoint covers the {n} records", 0)
+            raise VerificationError(f"record 0: no signed checkpoint covers the {n} records", 0)
         return VerifyReport(0, 0, CompactRange().root().hex(), ())
-    signed = []
-    for c, data in enumerate(view.checkpoints):
-        try:
-            parsed = SignedCheckpoint.from_json(data)
-            parsed.verify(trust)
-        except LineageError as exc:
-            raise VerificationError(f"checkpoint {c}: {exc}", None) from exc
-        signed.append(parsed)
-    frontiers = dict(view.frontiers or [])
     sizes = [s.checkpoint.tree_size for s in signed]
     if sizes != sorted(set(sizes)):
         raise VerificationError("checkpoints are not in strictly increasing tree size", None)
-    if sizes[-1] != n:
+    if sizes[-1] < n:
         raise VerificationError(
-            f"latest checkpoint covers {sizes[-1]} records but the log holds {n}",
-            min(n, sizes[-1]),
+            f"record {sizes[-1]}: not covered by a signed checkpoint (the latest covers "
+            f"{sizes[-1]} records, the log holds {n})",
+            sizes[-1],
         )
-    rng = CompactRange()
+    if sizes[-1] > n:
+        raise VerificationError(
+            f"record {n}: missing (the latest signed checkpoint covers {sizes[-1]} records, "
+            f"the log holds {n})",
+            n,
+        )
+    _check_tree(leaves, signed, dict(view.frontiers or []))
+    keys = tuple(sorted(keyids | {s.keyid for s in signed}))
+    return VerifyReport(n, len(signed), signed[-1].checkpoint.root_hash.hex(), keys, dict(kinds))
+
+
+def _first_replay(
+    start: int, idem_keys: Sequence[str], seen: dict[str, int]
+) -> VerificationError | None:
+    for i, key in enumerate(idem_keys, start):
+        earlier = seen.setdefault(key, i)
+        if earlier != i:
+            return VerificationError(f"record {i}: replays record {earlier} ({key})", i)
+    return None
+
+
+def _check_references(
+    i: int,
+    inputs: _Inputs,
+    supersedes: int | None,
+    assets: Sequence[str],
+    sha256s: Sequence[str],
+) -> VerificationError | None:
+    """Each input's log_index names an earlier record of that asset and content hash."""
+    for asset, sha, ref in inputs:
+        if ref is None:
+            continue
+        if ref >= i:
+            return VerificationError(f"record {i}: input {asset} points forward to {ref}", i)
+        if assets[ref] != asset or sha256s[ref] != sha:
+            return VerificationError(
+                f"record {i}: input {asset} names record {ref}, which attests "
+                f"{assets[ref]} sha256 {sha256s[ref][:12]}…, not {sha[:12]}…",
+                i,
+            )
+    if supersedes is not None and supersedes >= i:
+        return VerificationError(f"record {i}: supersedes {supersedes}, not earlier", i)
+    return None
+
+
+def _check_tree(
+    leaves: Sequence[bytes], signed: Sequence[SignedCheckpoint], frontiers: dict[int, bytes]
+) -> None:
+    """Rebuild the Merkle frontier leaf by leaf; at every signed size the root must match.
+
+    The log signs only batch roots, so a reordering inside a batch is placed to the batch.
+    """
+    sha256 = hashlib.sha256
+    stack: list[bytes] = []  # one subtree root per set bit of `size`, largest first
+    size = covered = 0
     pending = iter(signed)
     cp: SignedCheckpoint | None = next(pending)
-    for i in range(n + 1):
-        while cp is not None and cp.checkpoint.tree_size == i:
-            if rng.root() != cp.checkpoint.root_hash:
-                raise VerificationError(
-                    f"record {max(i - 1, 0)}: Merkle root at size {i} does not match the signed "
-                    "checkpoint (a record was changed, removed, inserted or reordered)",
-                    max(i - 1, 0),
-                )
-            if i in frontiers and frontiers[i] != b"".join(rng.to_hashes()):
-                raise VerificationError(f"checkpoint at size {i}: stored frontier is wrong", None)
-            cp = next(pending, None)
-        if i < n:
-            rng.append(checked[i].derived.leaf_hash)
-    keyids = tuple(sorted({c.derived.keyid for c in checked} | {s.keyid for s in signed}))
-    return VerifyReport(n, len(signed), signed[-1].checkpoint.root_hash.hex(), keyids, kinds)
+    while cp is not None:
+        target = cp.checkpoint.tree_size
+        for leaf in leaves[size:target]:
+            stack.append(leaf)
+            s = size
+            while s & 1:  # each trailing 1 bit is a complete subtree that now has a sibling
+                right = stack.pop()
+                stack[-1] = sha256(b"\x01" + stack[-1] + right).digest()
+                s >>= 1
+            size += 1
+        if CompactRange.from_hashes(size, stack).root() != cp.checkpoint.root_hash:
+            span = f"record {covered}" if size - covered == 1 else f"records {covered}–{size - 1}"
+            raise VerificationError(
+                f"record {covered}: Merkle root at size {size} does not match the signed "
+                f"checkpoint ({span}: changed, removed, inserted or reordered)",
+                covered,
+            )
+        if size in frontiers and frontiers[size] != b"".join(stack):
+            raise VerificationError(f"checkpoint at size {size}: stored frontier is wrong", None)
+        covered = size
+        cp = next(pending, None)

@@ -21,7 +21,6 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
@@ -36,6 +35,11 @@ REPO = Path(__file__).resolve().parent.parent
 EPOCH = "2026-01-05"  # a closed epoch for API tests, which pass `now` explicitly
 NOW = datetime(2026, 1, 7, 12, tzinfo=UTC)
 RECORDED = utc_timestamp(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def yesterday() -> str:
+    """The last closed daily epoch, for code that settles against the real clock."""
+    return (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
 
 
 def sha(text: str) -> str:
@@ -56,9 +60,24 @@ class World:
         env["LINEAGE_HOME"] = str(self.settings.state_dir)
         return env
 
+    def clone(self, root: Path) -> World:
+        """A copy of the whole project and state folder: cheaper than signing the lineage again."""
+        shutil.copytree(self.settings.project_dir, root)
+        state = root / ".lineage"
+        settings = Settings(root, state, f"sqlite:///{state / 'mlflow.db'}")
+        key = KeyRing(settings.keys_dir).signer(None)
+        return World(settings, Store(settings.duckdb_path), key, dict(self.index))
+
+    def count(self, table: str = "usage_events") -> int:
+        return int(self.store.query(f"SELECT count(*) FROM {table}")[0][0])
+
+    @staticmethod
+    def cli_argv(*args: str) -> list[str]:
+        return [sys.executable, "-m", "lineage_platform.cli", *args]
+
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "lineage_platform.cli", *args],
+            self.cli_argv(*args),
             env=self.env(),
             capture_output=True,
             text=True,
@@ -69,9 +88,8 @@ class World:
         return done
 
 
-def _append(world_index: dict[str, int], store: Store, key: SigningKey, rec: Any) -> None:
-    result = attest.append_records(store, key, [rec])
-    world_index[rec.asset] = result.indices[0]
+def _append(index: dict[str, int], store: Store, key: SigningKey, rec: AttributionRecord) -> None:
+    index[rec.asset] = attest.append_records(store, key, [rec]).indices[0]
 
 
 def make_world(root: Path) -> World:
@@ -89,7 +107,9 @@ def make_world(root: Path) -> World:
     def ref(asset: str) -> InputRef:
         return InputRef(asset, sha(asset), idx[asset])
 
-    def dataset(asset: str, contributors: tuple[Contributor, ...] = (), inputs: tuple[str, ...] = ()) -> None:
+    def dataset(
+        asset: str, contributors: tuple[Contributor, ...] = (), inputs: tuple[str, ...] = ()
+    ) -> None:
         rec = AttributionRecord(
             kind="dataset", asset=asset, sha256=sha(asset), recorded_at=RECORDED,
             contributors=contributors, inputs=tuple(ref(i) for i in inputs),

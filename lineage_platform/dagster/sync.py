@@ -142,45 +142,154 @@ def _timestamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+RUNLESS_RUN_ID = "runless"
+
+
+def dagster_ref(record: dg.EventLogRecord) -> DagsterRef:
+    """The event's identity. Events reported outside any run have an empty run id in Dagster."""
+    return DagsterRef(record.run_id or RUNLESS_RUN_ID, record.storage_id)
+
+
+def idempotency_key(record: dg.EventLogRecord) -> str:
+    """The log's key for one materialization, as `AttributionRecord.idempotency_key` builds it."""
+    ref = dagster_ref(record)
+    return f"dagster:{ref.run_id}:{ref.storage_id}"
+
+
+def _asset(record: dg.EventLogRecord) -> str:
+    mat = record.asset_materialization
+    assert mat is not None
+    return mat.asset_key.to_user_string()
+
+
+def _partition(record: dg.EventLogRecord) -> str | None:
+    mat = record.asset_materialization
+    return mat.partition if mat is not None else None
+
+
 @dataclass(frozen=True, slots=True)
-class _Pending:
-    event: dg.EventLogRecord
-    inputs: list[tuple[str, str | None, str]]  # (asset, partition, sha256) of each input
+class _Input:
+    asset: str
+    partition: str | None
+    sha256: str
+    event: dg.EventLogRecord | None  # the upstream materialization the run read, when known
 
 
-def _inputs(
-    instance: dg.DagsterInstance, record: dg.EventLogRecord
-) -> list[tuple[str, str | None, str]]:
-    """Each upstream asset's content hash at the time of the run, from Dagster's input tags.
-
-    A partitioned upstream yields one input per partition: its latest materialization at or
-    before the event Dagster points to.
-    """
+def _pointers(record: dg.EventLogRecord) -> list[tuple[str, int, str]]:
+    """(upstream asset, storage id the run read it at, data version) from Dagster's input tags."""
     mat = record.asset_materialization
     assert mat is not None
     tags = mat.tags or {}
-    out: list[tuple[str, str | None, str]] = []
+    out = []
     for tag, version in sorted(tags.items()):
-        if not tag.startswith(INPUT_VERSION):
-            continue
-        upstream = tag[len(INPUT_VERSION) :]
-        pointer = tags.get(INPUT_POINTER + upstream)
-        before = int(pointer) + 1 if pointer and pointer.isdigit() else record.storage_id
-        key = dg.AssetKey.from_user_string(upstream)
-        events = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, before_storage_id=before), limit=1000
-        ).records
-        partitions = {e.asset_materialization.partition for e in events if e.asset_materialization}
-        if partitions == {None}:
-            out.append((upstream, None, _sha_of(events[0]) if events else version))
-            continue
-        latest: dict[str, dg.EventLogRecord] = {}
-        for e in events:  # newest first
-            part = e.asset_materialization.partition if e.asset_materialization else None
-            if part is not None and part not in latest:
-                latest[part] = e
-        out.extend((upstream, p, _sha_of(latest[p])) for p in sorted(latest))
+        if tag.startswith(INPUT_VERSION):
+            upstream = tag[len(INPUT_VERSION) :]
+            pointer = tags.get(INPUT_POINTER + upstream)
+            at = int(pointer) if pointer and pointer.isdigit() else record.storage_id - 1
+            out.append((upstream, at, version))
     return out
+
+
+class _UpstreamStates:
+    """What each upstream asset was at the storage ids runs read it at, for one batch.
+
+    For a partitioned upstream that is the newest materialization of every partition at or
+    before that id (Dagster's pointer names only the newest one overall). The state at the
+    earliest id needed takes a few queries; the upstream's later events are then replayed in
+    order, from the batch itself when it holds them, so a batch costs a handful of queries per
+    upstream asset rather than some per event.
+    """
+
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        batch: Sequence[dg.EventLogRecord],
+        cursor: Cursor,
+        synced: set[str],
+    ) -> None:
+        self.instance = instance
+        self.cursor = cursor
+        self.synced = synced
+        self.in_batch: dict[str, list[dg.EventLogRecord]] = {}
+        for e in batch:
+            self.in_batch.setdefault(_asset(e), []).append(e)
+        self.states: dict[tuple[str, int], dict[str | None, dg.EventLogRecord]] = {}
+
+    def resolve(self, wanted: dict[str, set[int]]) -> None:
+        for upstream, ats in wanted.items():
+            key = dg.AssetKey.from_user_string(upstream)
+            ordered = sorted(ats)
+            state = self._state_at(key, ordered[0])
+            window = iter(self._window(upstream, key, ordered[0], ordered[-1]))
+            nxt = next(window, None)
+            for at in ordered:
+                while nxt is not None and nxt.storage_id <= at:
+                    state[_partition(nxt)] = nxt
+                    nxt = next(window, None)
+                self.states[(upstream, at)] = dict(state)
+
+    def inputs(self, pointers: Sequence[tuple[str, int, str]]) -> list[_Input]:
+        out = []
+        for upstream, at, version in pointers:
+            state = self.states[(upstream, at)]
+            if not state:
+                if _HEX64.match(version):
+                    out.append(_Input(upstream, None, version, None))
+                continue
+            for part in sorted(state, key=lambda p: (p is not None, p or "")):
+                event = state[part]
+                out.append(_Input(upstream, part, _sha_of(event), event))
+        return out
+
+    def _fetch(self, records_filter: dg.AssetRecordsFilter, limit: int) -> list[dg.EventLogRecord]:
+        return list(self.instance.fetch_materializations(records_filter, limit=limit).records)
+
+    def _state_at(self, key: dg.AssetKey, at: int) -> dict[str | None, dg.EventLogRecord]:
+        newest = self._fetch(dg.AssetRecordsFilter(asset_key=key, before_storage_id=at + 1), 1)
+        if not newest:
+            return {}
+        if _partition(newest[0]) is None:
+            return {None: newest[0]}
+        latest = self.instance.get_latest_storage_id_by_partition(
+            key, dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+        state: dict[str | None, dg.EventLogRecord] = {}
+        ids = [sid for sid in latest.values() if sid <= at]
+        if ids:
+            for r in self._fetch(dg.AssetRecordsFilter(asset_key=key, storage_ids=ids), len(ids)):
+                state[_partition(r)] = r
+        for part, sid in latest.items():
+            if sid > at:  # re-materialized since: its newest version at `at`, if any
+                older = self._fetch(
+                    dg.AssetRecordsFilter(
+                        asset_key=key, asset_partitions=[part], before_storage_id=at + 1
+                    ),
+                    1,
+                )
+                if older:
+                    state[part] = older[0]
+        return state
+
+    def _window(
+        self, upstream: str, key: dg.AssetKey, after: int, last: int
+    ) -> Iterable[dg.EventLogRecord]:
+        """The upstream's materializations with `after` < storage id <= `last`, oldest first."""
+        if upstream in self.synced and after >= self.cursor.after.get(upstream, 0):
+            # Every pending event older than the batch's newest is in the batch.
+            return [e for e in self.in_batch.get(upstream, []) if after < e.storage_id <= last]
+        out: list[dg.EventLogRecord] = []
+        while True:
+            res = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(
+                    asset_key=key, after_storage_id=after, before_storage_id=last + 1
+                ),
+                limit=1000,
+                ascending=True,
+            )
+            out.extend(res.records)
+            if not res.has_more or not res.records:
+                return out
+            after = res.records[-1].storage_id
 
 
 def build_record(
@@ -199,7 +308,7 @@ def build_record(
         recorded_at=recorded_at or _timestamp(record.timestamp),
         data_version=tags.get("dagster/data_version"),
         code_version=tags.get("dagster/code_version"),
-        dagster=DagsterRef(record.run_id, record.storage_id),
+        dagster=dagster_ref(record),
         dvc=DvcRef(dvc_path, dvc_md5) if dvc_path and dvc_md5 else None,
         mlflow=MlflowRef(run_id, model_id) if run_id else None,
         inputs=tuple(inputs),
@@ -239,53 +348,78 @@ def sync_once(
     workers: int = 1,
     on_append: Callable[[int], None] | None = None,
 ) -> SyncResult:
-    """One bounded batch: read, build, sign, append (committed), then return the new cursor."""
+    """One bounded batch: read, build, sign, append (committed), then return the new cursor.
+
+    A record names the log index of each input's own record, so an event whose input is
+    recorded in this same batch waits for a later append: the batch goes in as a few layers
+    (its depth of dependencies within the batch, 3 for the example), one transaction each.
+    """
     cursor = cursor or Cursor()
-    events, more = pending_events(instance, list(asset_keys), cursor, limit)
-    pending = [_Pending(e, _inputs(instance, e)) for e in events]
-    wanted = sorted({pair for p in pending for pair in p.inputs})
-    known: dict[tuple[str, str | None, str], int] = {}
-    for asset, part, sha in wanted:
-        idx = store.latest_index(asset, sha, part)
-        if idx is not None:
-            known[(asset, part, sha)] = idx
+    keys = list(asset_keys)
+    events, more = pending_events(instance, keys, cursor, limit)
+    pointers = {e.storage_id: _pointers(e) for e in events}
+    wanted: dict[str, set[int]] = {}
+    for found in pointers.values():
+        for upstream, at, _ in found:
+            wanted.setdefault(upstream, set()).add(at)
+    states = _UpstreamStates(instance, events, cursor, {k.to_user_string() for k in keys})
+    states.resolve(wanted)
+    inputs = {e.storage_id: states.inputs(pointers[e.storage_id]) for e in events}
+
+    own = {e.storage_id: idempotency_key(e) for e in events}
+    upstream = {idempotency_key(i.event) for ins in inputs.values() for i in ins if i.event}
+    logged = store.indices_for(sorted(set(own.values()) | upstream)) if events else {}
 
     indices: dict[tuple[str, int], int] = {}
-    appended = skipped = 0
-    batch: list[tuple[_Pending, AttributionRecord]] = []
+    skipped = appended = 0
+    depth: dict[int, int] = {}  # unrecorded events of this batch -> their append layer
+    layers: list[list[dg.EventLogRecord]] = []
+    for e in events:  # oldest first, so an input's event is placed before its reader
+        if own[e.storage_id] in logged:  # recorded before the cursor moved (a crash, a retry)
+            indices[(e.run_id, e.storage_id)] = logged[own[e.storage_id]]
+            skipped += 1
+            continue
+        layer = max(
+            (depth[i.event.storage_id] + 1 for i in inputs[e.storage_id]
+             if i.event is not None and i.event.storage_id in depth),
+            default=0,
+        )
+        depth[e.storage_id] = layer
+        if layer == len(layers):
+            layers.append([])
+        layers[layer].append(e)
 
-    def flush() -> None:
-        nonlocal appended, skipped
-        if not batch:
-            return
-        result = append_records(store, key, [r for _, r in batch], workers=workers)
+    by_content: dict[tuple[str, str | None, str], int | None] = {}
+
+    def log_index(i: _Input) -> int | None:
+        if i.event is not None:
+            idx = logged.get(idempotency_key(i.event))
+            if idx is not None:
+                return idx
+        # An upstream the sensor does not record itself: the newest record of that content.
+        ref = (i.asset, i.partition, i.sha256)
+        if ref not in by_content:
+            by_content[ref] = store.latest_index(i.asset, i.sha256, i.partition)
+        return by_content[ref]
+
+    for layer_events in layers:
+        records = [
+            build_record(e, [InputRef(i.asset, i.sha256, log_index(i)) for i in inputs[sid]])
+            for e in layer_events
+            for sid in [e.storage_id]
+        ]
+        result = append_records(store, key, records, workers=workers)
         appended += result.appended
         skipped += result.skipped
-        for (p, rec), idx in zip(batch, result.indices, strict=True):
-            ref = (rec.asset, rec.partition, rec.sha256)
-            known[ref] = max(idx, known.get(ref, -1))
-            indices[(p.event.run_id, p.event.storage_id)] = idx
+        for e, idx in zip(layer_events, result.indices, strict=True):
+            logged[own[e.storage_id]] = idx
+            indices[(e.run_id, e.storage_id)] = idx
         if on_append:
-            on_append(len(batch))
-        batch.clear()
-
-    in_batch: set[tuple[str, str | None, str]] = set()
-    for p in pending:
-        if any(ref in in_batch for ref in p.inputs):
-            flush()  # an input attested in this batch needs its log index first
-            in_batch.clear()
-        refs = [InputRef(a, s, known.get((a, part, s))) for a, part, s in p.inputs]
-        rec = build_record(p.event, refs)
-        batch.append((p, rec))
-        in_batch.add((rec.asset, rec.partition, rec.sha256))
-    flush()
+            on_append(len(layer_events))
 
     seen: dict[str, int] = {}
     for e in events:
-        mat = e.asset_materialization
-        if mat is None:
-            continue
-        name = mat.asset_key.to_user_string()
+        name = _asset(e)
         seen[name] = max(e.storage_id, seen.get(name, 0))
     return SyncResult(cursor.advanced(seen), len(events), appended, skipped, more, indices, seen)
 

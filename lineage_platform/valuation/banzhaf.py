@@ -32,7 +32,7 @@ def banzhaf(
     n = game.n
     rng = np.random.default_rng(seed)
     jobs = effective_n_jobs(game.n_jobs)
-    batch = batch_size or (1 if jobs == 1 else 4 * jobs)
+    batch = batch_size if batch_size is not None else (1 if jobs == 1 else 4 * jobs)
     if batch < 1:
         raise ValuationError(f"batch_size must be >= 1, got {batch_size}")
     players = game.players

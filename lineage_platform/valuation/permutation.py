@@ -64,8 +64,8 @@ def permutation_shapley(
     """
     n = game.n
     rng = np.random.default_rng(seed)
-    batch = batch_size or (1 if effective_n_jobs(game.n_jobs) == 1 else 4 * effective_n_jobs(
-        game.n_jobs))
+    jobs = effective_n_jobs(game.n_jobs)
+    batch = batch_size if batch_size is not None else (1 if jobs == 1 else 4 * jobs)
     if batch < 1:
         raise ValuationError(f"batch_size must be >= 1, got {batch_size}")
     u_empty, u_full = game.values([frozenset(), game.grand])

@@ -5,6 +5,7 @@
 
 A rule is a frozen description; the sampler checks it after every sample against a `Progress`
 snapshot, so a run stops at exactly the same sample whatever the batch size or job count.
+`StderrBelow` or `RankStable` alone may never hold: pair them with `MaxSamples` or `MaxTime`.
 """
 
 from __future__ import annotations

@@ -152,9 +152,11 @@ def test_bad_rules_are_refused(bad: Callable[[], object]) -> None:
         bad()
 
 
-def test_until_must_be_a_rule() -> None:
+def test_until_must_be_a_rule_and_batches_positive() -> None:
     with pytest.raises(ValuationError, match="stopping rule"):
         permutation_shapley(interaction_game(1), seed=1, until=100)  # type: ignore[arg-type]
+    with pytest.raises(ValuationError, match="batch_size must be >= 1"):
+        banzhaf(interaction_game(1), seed=1, batch_size=0)
 
 
 def test_truncation_saves_evaluations_and_stays_close() -> None:
