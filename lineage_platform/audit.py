@@ -30,11 +30,10 @@ def verify_store(
 ) -> VerifyReport:
     """Read-only: every envelope, every derived column, every checkpoint and its frontier."""
     table, rows = store.read_snapshot()  # one connection: no append can fall in between
-    columns = [table.column(name).to_pylist() for name in DERIVED_FIELDS]
     view = LogView(
         envelopes=table.column("envelope").to_pylist(),
         checkpoints=[cp for _, cp, _ in rows],
-        derived=list(zip(*columns, strict=True)),
+        derived=[table.column(name).to_pylist() for name in DERIVED_FIELDS],
         frontiers=[(size, frontier) for size, _, frontier in rows],
         indices=table.column("idx").to_pylist(),
     )

@@ -291,7 +291,11 @@ class Contributor:
         }
 
 
-_REFS: tuple[tuple[str, type], ...] = (("dagster", DagsterRef), ("dvc", DvcRef), ("mlflow", MlflowRef))
+_REFS: tuple[tuple[str, type], ...] = (
+    ("dagster", DagsterRef),
+    ("dvc", DvcRef),
+    ("mlflow", MlflowRef),
+)
 _LISTS: tuple[tuple[str, type], ...] = (("inputs", InputRef), ("contributors", Contributor))
 _TOP_KEYS = ("_type", "subject", "predicateType", "predicate")
 _TOP_KEYSET = frozenset(_TOP_KEYS)

@@ -166,30 +166,29 @@ def _graph(
 
 
 def _values(
-    records: dict[int, AttributionRecord],
-    all_records: dict[int, AttributionRecord],
-    settlement: int,
+    records: dict[int, AttributionRecord], settlement: int
 ) -> tuple[ModelValues, ...]:
     """Per model the settlement names, the valuation it names beside it (what was paid on)."""
-    named = [records[ref.log_index] for ref in records[settlement].inputs
-             if ref.log_index is not None and ref.log_index in records]
-    index_of = {id(rec): i for i, rec in records.items()}
+    named = sorted(ref.log_index for ref in records[settlement].inputs
+                   if ref.log_index is not None and ref.log_index in records)
+
+    def values_of(model: str, idx: int) -> bool:
+        rec = records[idx]
+        return rec.kind == "valuation" and any(i.asset == model for i in rec.inputs)
+
     out = []
-    for model in sorted({r.asset for r in named if r.kind == "model"}):
-        paid_on = [r for r in named
-                   if r.kind == "valuation" and any(i.asset == model for i in r.inputs)]
+    for model in sorted({records[i].asset for i in named if records[i].kind == "model"}):
+        paid_on = [i for i in named if values_of(model, i)]
         if not paid_on:
             continue
-        rec = paid_on[-1]
-        idx = index_of[id(rec)]
-        later = [i for i, r in all_records.items() if i > idx and r.kind == "valuation"
-                 and any(x.asset == model for x in r.inputs)]
-        details = rec.details_obj() or {}
+        idx = paid_on[-1]
+        later = [i for i in records if i > idx and values_of(model, i)]
+        details = records[idx].details_obj() or {}
         samples = details.get("samples")
         out.append(
             ModelValues(
                 model, idx, str(details.get("method", "unknown")),
-                samples if isinstance(samples, int) else None, rec.contributors,
+                samples if isinstance(samples, int) else None, records[idx].contributors,
                 max(later) if later else None,
             )
         )
@@ -223,15 +222,18 @@ def build_report(
     records: dict[int, AttributionRecord] = {}
     signer: dict[int, str] = {}
     for idx, raw, keyid in zip(cols["idx"], cols["envelope"], cols["keyid"], strict=True):
-        records[int(idx)] = AttributionRecord.from_bytes(Envelope.from_json(bytes(raw)).payload)
         signer[int(idx)] = str(keyid)
+        try:
+            records[int(idx)] = AttributionRecord.from_bytes(
+                Envelope.from_json(bytes(raw)).payload
+            )
+        except LineageError:
+            continue  # left out of the graph; the verdict names it
     settlement = int(settlement)
-    if settlement not in records:
-        raise SettlementError(f"epoch {e}: settlement record {settlement} is not in the log")
-    indices, edges = _lineage(records, settlement)
-    in_epoch = {i: records[i] for i in indices}
+    readable = settlement in records  # if not, the verdict says why; payouts still show
+    indices, edges = _lineage(records, settlement) if readable else ([], [])
     nodes, node_edges = _graph(records, indices, edges)
-    details = records[settlement].details_obj() or {}
+    details = (records[settlement].details_obj() if readable else None) or {}
     payouts = store.query(
         "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY amount DESC, account", [e]
     )
@@ -242,7 +244,7 @@ def build_report(
             k,
             trust.get(k).to_b64() if trust is not None and k in trust else None,
             sum(1 for s in signer.values() if s == k),
-            sum(1 for i in indices if signer[i] == k),
+            sum(1 for i in indices if signer.get(i) == k),
         )
         for k in keyids
     )
@@ -261,7 +263,7 @@ def build_report(
         payouts=tuple((str(a), int(n)) for a, n in payouts),
         nodes=nodes,
         edges=node_edges,
-        values=_values(in_epoch, records, settlement),
+        values=_values(records, settlement) if readable else (),
         verdict=verdict,
         keys=keys,
         generated_at=(now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -441,8 +443,9 @@ def render_html(report: EpochReport) -> str:
         ),
         '<h2 id="lineage">Lineage</h2>',
         f'<p class="note">{len(r.nodes)} records from the signed log; an arrow points from an '
-        "input to the record that used it.</p>",
-        _img(lineage_figure(r), f"lineage graph of epoch {r.epoch}"),
+        "input to the record that used it.</p>"
+        if r.nodes else '<p class="note">The settlement record cannot be read (see above).</p>',
+        _img(lineage_figure(r), f"lineage graph of epoch {r.epoch}") if r.nodes else "",
         '<h2 id="values">Contributor values</h2>',
     ]
     if not r.values:
@@ -515,7 +518,8 @@ def write_pdf(report: EpochReport, out: Path) -> None:
     ]
     with PdfPages(out, metadata={"Title": f"Lineage report: epoch {r.epoch}"}) as pdf:
         pdf.savefig(_text_page(lines))
-        pdf.savefig(lineage_figure(r))
+        if r.nodes:
+            pdf.savefig(lineage_figure(r))
         for v in r.values:
             pdf.savefig(values_figure(v))
 

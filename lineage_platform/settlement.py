@@ -290,6 +290,10 @@ def settle(
             on_epoch(pending)
         statements.append(settle_epoch(store, key, pending, policy, now))
     if epoch is not None and not any(s.epoch == epoch for s in statements):
+        # Another process may have settled it between the check above and `open_epochs`.
+        with store.transaction() as con:
+            if store.settled_epoch(con, epoch) is not None:
+                return [*statements, _statement(store, con, epoch)]
         if epoch_bounds(epoch)[1] > now:
             raise SettlementError(f"epoch {epoch} is still open")
         raise SettlementError(f"epoch {epoch} has no usage to settle")

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from lineage_platform.errors import LineageError, VerificationError
 from lineage_platform.log import CompactRange, SignedCheckpoint, leaf_hash
@@ -54,7 +55,8 @@ class Checked:
 class LogView:
     envelopes: Sequence[bytes]
     checkpoints: Sequence[bytes]  # signed checkpoint JSON, ascending tree size
-    # A store's denormalized columns, one tuple per record in DERIVED_FIELDS order, if any.
+    # A store's denormalized columns, if any: one sequence per name in DERIVED_FIELDS, in that
+    # order, each holding one value per record.
     derived: Sequence[Sequence[object]] | None = None
     frontiers: Sequence[tuple[int, bytes]] | None = None  # a store's (tree size, frontier blob)
     indices: Sequence[int] | None = None  # a store's idx column
@@ -155,35 +157,32 @@ class _Failure:
 
 @dataclass(frozen=True, slots=True)
 class _Records:
-    """A chunk's results, column by column; `extras` only for records with inputs/supersedes."""
+    """A chunk's results. `columns` (leaf_hash, idem_key, kind, asset, sha256, keyid) only
+    when there were no stored columns to compare with: else those, now checked, serve."""
 
-    leaves: list[bytes]
-    idem_keys: list[str]
-    kinds: list[str]
-    assets: list[str]
-    sha256s: list[str]
-    keyids: list[str]
-    extras: list[tuple[int, _Inputs, int | None]]
+    start: int
+    stop: int
+    columns: tuple[list[bytes], list[str], list[str], list[str], list[str], list[str]] | None
+    extras: list[tuple[int, _Inputs, int | None]]  # only records with inputs or supersedes
 
 
-# (envelopes, stored derived rows or None, checkpoints, trust): what forked workers read
+# (envelopes, stored derived columns or None, checkpoints, trust): what forked workers read
 # instead of unpickling their chunk of it.
 _Shared = tuple[Sequence[bytes], Sequence[Sequence[object]] | None, Sequence[bytes], TrustStore]
 _shared: _Shared | None = None
 # ("records" | "checkpoints", start, stop, the chunk itself or None when shared by fork)
 _Job = tuple[str, int, int, _Shared | None]
+_Done = _Records | list[SignedCheckpoint] | _Failure
 
 
-def _run(job: _Job) -> _Records | list[SignedCheckpoint] | _Failure:
+def _run(job: _Job) -> _Done:
     kind, start, stop, data = job
     if data is None:
         assert _shared is not None
         envelopes, stored, checkpoints, trust = _shared
-        if kind == "records":
-            envelopes = envelopes[start:stop]
-            stored = None if stored is None else stored[start:stop]
-        else:
-            checkpoints = checkpoints[start:stop]
+        envelopes = envelopes[start:stop]
+        stored = None if stored is None else [column[start:stop] for column in stored]
+        checkpoints = checkpoints[start:stop]
     else:
         envelopes, stored, checkpoints, trust = data
     if kind == "records":
@@ -197,25 +196,33 @@ def _check_records(
     stored: Sequence[Sequence[object]] | None,
     trust: TrustStore,
 ) -> _Records | _Failure:
-    out = _Records([], [], [], [], [], [], [])
+    rows = None if stored is None else list(zip(*stored, strict=True))
+    keep: list[_Row] = []
+    extras: list[tuple[int, _Inputs, int | None]] = []
     for j, data in enumerate(envelopes):
         i = start + j
         try:
             row, inputs, supersedes = _derive(i, data, trust)
         except VerificationError as exc:
             return _Failure(str(exc), exc.index)
-        if stored is not None and tuple(stored[j]) != row:
-            name = next(n for n, a, b in zip(DERIVED_FIELDS, stored[j], row, strict=True) if a != b)
+        if rows is None:
+            keep.append(row)
+        elif rows[j] != row:
+            name = next(n for n, a, b in zip(DERIVED_FIELDS, rows[j], row, strict=True) if a != b)
             return _Failure(f"record {i}: stored column {name} does not match the signed record", i)
-        out.leaves.append(row[0])
-        out.idem_keys.append(row[2])
-        out.kinds.append(row[3])
-        out.assets.append(row[4])
-        out.sha256s.append(row[6])
-        out.keyids.append(row[7])
         if inputs or supersedes is not None:
-            out.extras.append((i, inputs, supersedes))
-    return out
+            extras.append((i, inputs, supersedes))
+    if rows is not None:
+        return _Records(start, start + len(envelopes), None, extras)
+    columns = (
+        [r[0] for r in keep],
+        [r[2] for r in keep],
+        [r[3] for r in keep],
+        [r[4] for r in keep],
+        [r[6] for r in keep],
+        [r[7] for r in keep],
+    )
+    return _Records(start, start + len(envelopes), columns, extras)
 
 
 def _check_checkpoints(
@@ -232,17 +239,15 @@ def _check_checkpoints(
     return out
 
 
-def _results(
-    view: LogView, trust: TrustStore, workers: int
-) -> Iterator[_Records | list[SignedCheckpoint] | _Failure]:
+def _results(view: LogView, trust: TrustStore, workers: int) -> Iterator[_Done]:
     """Every records chunk in log order, then every checkpoints chunk; lazily, so the caller
     checks chunk k while the pool works on the chunks after it."""
     global _shared
     n, m = len(view.envelopes), len(view.checkpoints)
     stored = view.derived
     if workers <= 1 or n + m < PARALLEL_MIN:
-        everything: _Shared = (view.envelopes, stored, view.checkpoints, trust)
-        yield from map(_run, [("records", 0, n, everything), ("checkpoints", 0, m, everything)])
+        yield _check_records(0, view.envelopes, stored, trust)
+        yield _check_checkpoints(0, view.checkpoints, trust)
         return
     spans = [("records", a, b) for a, b in _chunks(n, workers)]
     spans += [("checkpoints", a, b) for a, b in _chunks(m, workers)]
@@ -257,7 +262,12 @@ def _results(
                 kind,
                 a,
                 b,
-                (view.envelopes[a:b], None if stored is None else stored[a:b], (), trust)
+                (
+                    view.envelopes[a:b],
+                    None if stored is None else [column[a:b] for column in stored],
+                    (),
+                    trust,
+                )
                 if kind == "records"
                 else ((), None, view.checkpoints[a:b], trust),
             )
@@ -290,15 +300,19 @@ def verify_log(
                 raise VerificationError(f"record {pos}: stored index {idx}, expected {pos}", pos)
         if len(view.indices) != n:
             raise VerificationError(f"record {n}: {len(view.indices)} indices, {n} envelopes", n)
-    if view.derived is not None and len(view.derived) != n:
-        raise VerificationError(f"record {n}: {len(view.derived)} rows, {n} envelopes", n)
+    stored = view.derived
+    if stored is not None and [len(c) for c in stored] != [n] * len(DERIVED_FIELDS):
+        raise VerificationError(f"stored columns do not hold one value per record ({n})", None)
 
-    leaves: list[bytes] = []
-    assets: list[str] = []
-    sha256s: list[str] = []
+    # What the cross-record checks read: the stored columns once a worker has matched them to
+    # the signed records, else the worker's own columns.
+    leaves: list[bytes] = [] if stored is None else _column(stored, "leaf_hash")
+    assets: list[str] = [] if stored is None else _column(stored, "asset")
+    sha256s: list[str] = [] if stored is None else _column(stored, "sha256")
+    idem_keys: list[str] = [] if stored is None else _column(stored, "idem_key")
+    kinds: list[str] = [] if stored is None else _column(stored, "kind")
+    keyids: list[str] = [] if stored is None else _column(stored, "keyid")
     seen_keys: dict[str, int] = {}
-    kinds: Counter[str] = Counter()
-    keyids: set[str] = set()
     signed: list[SignedCheckpoint] = []
     for done in _results(view, trust, workers or os.cpu_count() or 1):
         if isinstance(done, _Failure):
@@ -306,13 +320,14 @@ def verify_log(
         if isinstance(done, list):
             signed.extend(done)
             continue
-        start = len(leaves)
-        leaves.extend(done.leaves)
-        assets.extend(done.assets)
-        sha256s.extend(done.sha256s)
-        kinds.update(done.kinds)
-        keyids.update(done.keyids)
-        first = _first_replay(start, done.idem_keys, seen_keys)
+        if done.columns is not None:
+            leaves.extend(done.columns[0])
+            idem_keys.extend(done.columns[1])
+            kinds.extend(done.columns[2])
+            assets.extend(done.columns[3])
+            sha256s.extend(done.columns[4])
+            keyids.extend(done.columns[5])
+        first = _first_replay(done.start, idem_keys[done.start : done.stop], seen_keys)
         for i, inputs, supersedes in done.extras:
             if first is not None and first.index is not None and first.index <= i:
                 break
@@ -323,7 +338,7 @@ def verify_log(
         if first is not None:
             raise first
         if progress:
-            progress(len(done.leaves))
+            progress(done.stop - done.start)
 
     if not signed:
         if n:
@@ -345,8 +360,14 @@ def verify_log(
             n,
         )
     _check_tree(leaves, signed, dict(view.frontiers or []))
-    keys = tuple(sorted(keyids | {s.keyid for s in signed}))
-    return VerifyReport(n, len(signed), signed[-1].checkpoint.root_hash.hex(), keys, dict(kinds))
+    keys = tuple(sorted(set(keyids) | {s.keyid for s in signed}))
+    return VerifyReport(
+        n, len(signed), signed[-1].checkpoint.root_hash.hex(), keys, dict(Counter(kinds))
+    )
+
+
+def _column(stored: Sequence[Sequence[object]], name: str) -> list[Any]:
+    return list(stored[DERIVED_FIELDS.index(name)])
 
 
 def _first_replay(

@@ -126,3 +126,24 @@ def test_cli_outside_a_project_prints_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
     assert "workspace.yaml" in proc.stderr
+
+
+def test_dagster_cli_asset_selection_strings_work(reproduced_project: Settings, tmp_path: Path) -> None:
+    """DESIGN §8: with antlr4 4.9 (DVC's default pull) this crashes with `ord() expected …`."""
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "LINEAGE_HOME": str(tmp_path / "state"),
+        "LINEAGE_PROJECT": str(reproduced_project.project_dir),
+    }
+    (tmp_path / "dagster").mkdir()
+    (tmp_path / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run(
+        [str(dagster), "asset", "materialize", "--select", "*", "--partition", "alice",
+         "-m", "assets.definitions"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ord() expected" not in proc.stderr
+    assert 'Finished execution of step "digits_classifier"' in proc.stderr

@@ -309,9 +309,7 @@ def test_cli_usage_record_refuses_bad_input_with_one_line(world: World) -> None:
     cases = [
         ({"--fee": "1.5"}, "fee: '1.5' is not a non-negative integer"),
         ({"--fee": "-3"}, "fee: '-3' is not a non-negative integer"),
-        ({"--fee": "1e3"}, "fee: '1e3' is not a non-negative integer"),
-        ({"--units": "2.0"}, "units: '2.0' is not a non-negative integer"),
-        ({"--fee": str(2**63)}, "fee: 9223372036854775808 exceeds 2^63-1"),
+        ({"--units": "1e3"}, "units: '1e3' is not a non-negative integer"),
         ({"--model": "nope"}, "unknown model(s): nope (no signed model record in the log)"),
         ({"--caller": "ac\x1bme"}, "caller: row 0 is empty or has control characters"),
         ({"--id": "x\ty"}, "event_id: row 0 has control characters"),

@@ -10,8 +10,9 @@ from collections.abc import Iterable, Sequence
 import dagster as dg
 
 from lineage_platform.dagster.resources import LineageSignerResource, LineageStoreResource
-from lineage_platform.dagster.sync import Cursor, SyncResult, sync_once
+from lineage_platform.dagster.sync import Cursor, SyncResult, idempotency_key, sync_once
 from lineage_platform.errors import LineageError
+from lineage_platform.store import Store
 from lineage_platform.verify import check_envelope
 
 CHECK_NAME = "attribution_recorded"
@@ -36,26 +37,41 @@ def _asset_keys(context: dg.SensorEvaluationContext) -> list[dg.AssetKey]:
 
 
 def _check_events(
-    context: dg.SensorEvaluationContext, result: SyncResult, checked: Iterable[dg.AssetKey]
+    context: dg.SensorEvaluationContext,
+    result: SyncResult,
+    checked: Iterable[dg.AssetKey],
+    store: Store,
 ) -> list[dg.AssetCheckEvaluation]:
-    """One passing evaluation per asset whose newest event this tick recorded."""
-    evaluations = []
+    """One passing evaluation per asset whose newest materialization this tick recorded."""
+    recorded: dict[dg.AssetKey, tuple[dg.EventLogRecord, int]] = {}
     for key in checked:
         latest = latest_record(context.instance, key)
-        if latest is None:
-            continue
-        idx = result.indices.get((latest.run_id, latest.storage_id))
-        if idx is None:
-            continue
-        evaluations.append(
-            dg.AssetCheckEvaluation(
-                asset_key=key,
-                check_name=CHECK_NAME,
-                passed=True,
-                metadata={"log_index": idx, "recorded_by": "lineage_sensor"},
-            )
+        idx = result.indices.get((latest.run_id, latest.storage_id)) if latest else None
+        if latest is not None and idx is not None:
+            recorded[key] = (latest, idx)
+    if not recorded:
+        return []
+    rows = store.query(
+        "SELECT idx, record_digest, keyid FROM log_entries WHERE list_contains(?, idx)",
+        [[idx for _, idx in recorded.values()]],
+    )
+    derived = {int(i): (str(digest), str(keyid)) for i, digest, keyid in rows}
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=CHECK_NAME,
+            passed=True,
+            metadata={
+                "log_index": idx,
+                "record_digest": derived[idx][0],
+                "key_id": derived[idx][1],
+                "storage_id": latest.storage_id,
+                "recorded_by": "lineage_sensor",
+            },
         )
-    return evaluations
+        for key, (latest, idx) in recorded.items()
+        if idx in derived
+    ]
 
 
 @dg.sensor(
@@ -88,7 +104,7 @@ def lineage_sensor(
     return dg.SensorResult(
         skip_reason=message,
         cursor=result.cursor.serialize(),
-        asset_events=_check_events(context, result, touched),
+        asset_events=_check_events(context, result, touched, store),
     )
 
 
@@ -122,13 +138,15 @@ def evaluate_recorded(
     latest = latest_record(instance, key)
     if latest is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "never materialized"})
-    idem = f"dagster:{latest.run_id}:{latest.storage_id}"
+    idem = idempotency_key(latest)
     store = lineage_store.store()
     try:
         found = store.indices_for([idem])
         if idem not in found:
+            # Friction, not fraud: the sensor has not caught up yet. Shown, at warning level.
             return dg.AssetCheckResult(
                 passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
                 metadata={
                     "reason": "not yet recorded: the lineage sensor has a backlog",
                     "storage_id": latest.storage_id,

@@ -11,8 +11,10 @@ before the cursor moves; a tick retried after a crash finds the records by their
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -214,6 +216,7 @@ class _UpstreamStates:
         for e in batch:
             self.in_batch.setdefault(_asset(e), []).append(e)
         self.states: dict[tuple[str, int], dict[str | None, dg.EventLogRecord]] = {}
+        self.shas: dict[int, str] = {}  # storage id -> content hash, read once per batch
 
     def resolve(self, wanted: dict[str, set[int]]) -> None:
         for upstream, ats in wanted.items():
@@ -238,7 +241,10 @@ class _UpstreamStates:
                 continue
             for part in sorted(state, key=lambda p: (p is not None, p or "")):
                 event = state[part]
-                out.append(_Input(upstream, part, _sha_of(event), event))
+                sha = self.shas.get(event.storage_id)
+                if sha is None:
+                    sha = self.shas[event.storage_id] = _sha_of(event)
+                out.append(_Input(upstream, part, sha, event))
         return out
 
     def _fetch(self, records_filter: dg.AssetRecordsFilter, limit: int) -> list[dg.EventLogRecord]:
@@ -320,22 +326,44 @@ def build_record(
 def pending_events(
     instance: dg.DagsterInstance, asset_keys: Iterable[dg.AssetKey], cursor: Cursor, limit: int
 ) -> tuple[list[dg.EventLogRecord], bool]:
-    """The oldest `limit` unrecorded materializations across all assets, in storage-id order."""
-    events: list[dg.EventLogRecord] = []
-    more = False
-    for key in asset_keys:
-        after = cursor.after.get(key.to_user_string())
+    """The oldest `limit` unrecorded materializations across all assets, in storage-id order.
+
+    Each asset is read in pages and the pages merged, so a batch deserializes little more than
+    it returns (reading `limit` events of every asset would read several times that).
+    """
+    keys = list(asset_keys)
+    page = min(limit, max(100, limit // (4 * max(1, len(keys)))))
+    after = {k: cursor.after.get(k.to_user_string()) for k in keys}
+    buffers: dict[dg.AssetKey, deque[dg.EventLogRecord]] = {}
+    more: dict[dg.AssetKey, bool] = {}
+
+    def refill(k: dg.AssetKey) -> None:
         res = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after),
-            limit=limit,
+            dg.AssetRecordsFilter(asset_key=k, after_storage_id=after[k]),
+            limit=page,
             ascending=True,
         )
-        events.extend(res.records)
-        more = more or res.has_more
-    events.sort(key=lambda e: e.storage_id)
-    if len(events) > limit:
-        events, more = events[:limit], True
-    return events, more
+        buffers[k] = deque(res.records)
+        more[k] = res.has_more and bool(res.records)
+        if res.records:
+            after[k] = res.records[-1].storage_id
+
+    heads: list[tuple[int, int]] = []
+    for i, k in enumerate(keys):
+        refill(k)
+        if buffers[k]:
+            heads.append((buffers[k][0].storage_id, i))
+    heapq.heapify(heads)
+    events: list[dg.EventLogRecord] = []
+    while heads and len(events) < limit:
+        _, i = heapq.heappop(heads)
+        k = keys[i]
+        events.append(buffers[k].popleft())
+        if not buffers[k] and more[k]:
+            refill(k)
+        if buffers[k]:
+            heapq.heappush(heads, (buffers[k][0].storage_id, i))
+    return events, bool(heads) or any(more.values())
 
 
 def sync_once(
