@@ -128,7 +128,9 @@ def test_cli_outside_a_project_prints_one_line(tmp_path: Path) -> None:
     assert "workspace.yaml" in proc.stderr
 
 
-def test_dagster_cli_asset_selection_strings_work(reproduced_project: Settings, tmp_path: Path) -> None:
+def test_dagster_cli_asset_selection_strings_work(
+    reproduced_project: Settings, tmp_path: Path
+) -> None:
     """DESIGN §8: with antlr4 4.9 (DVC's default pull) this crashes with `ord() expected …`."""
     env = {
         **os.environ,
