@@ -14,13 +14,18 @@ from lineage_platform.dagster import (
     settlement_job,
     settlement_schedule,
 )
+from lineage_platform.dagster.checks import log_verified_checks, shapley_efficiency_check
 
 PROJECT = Path(__file__).resolve().parent.parent
 ASSETS = [contributions, datanet, digits_classifier, digits_classifier_valuation]
 
 defs = dg.Definitions(
     assets=ASSETS,
-    asset_checks=attribution_checks([a.key for a in ASSETS]),
+    asset_checks=[
+        *attribution_checks([a.key for a in ASSETS]),
+        *log_verified_checks([a.key for a in ASSETS]),
+        shapley_efficiency_check(digits_classifier_valuation.key),
+    ],
     sensors=[lineage_sensor],
     jobs=[settlement_job],
     schedules=[settlement_schedule],

@@ -1,5 +1,7 @@
 """What each contributor's data is worth to the model: the values settlement pays on."""
 
+import base64
+import io
 from pathlib import Path
 
 import dagster as dg
@@ -15,9 +17,10 @@ from lineage_platform.dagster import (
     LineageStoreResource,
     valuation_metadata,
 )
+from lineage_platform.dagster.checks import EFFICIENCY
 from lineage_platform.errors import LineageError
 from lineage_platform.hashing import sha256_file
-from lineage_platform.valuation.choose import METHODS, value_contributors
+from lineage_platform.valuation.choose import METHODS, efficiency_target, value_contributors
 
 
 class ValuationConfig(dg.Config):  # type: ignore[misc]
@@ -27,6 +30,30 @@ class ValuationConfig(dg.Config):  # type: ignore[misc]
     method: str = "knn"
     seed: int = 7
     k: int = 5
+
+
+def shares_chart(
+    shares: dict[str, float], stderr: dict[str, float], values: dict[str, float]
+) -> str:
+    """A bar chart of shares as a Markdown image (inline PNG), for the asset's UI page."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(shares, key=lambda n: -values[n])
+    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=100)
+    total = sum(max(v, 0.0) for v in values.values()) or 1.0
+    err = [stderr[n] / total if np.isfinite(stderr[n]) else 0.0 for n in names]
+    ax.bar(names, [shares[n] for n in names], yerr=err, color="#4f6fd0", capsize=3)
+    ax.set_ylabel("share of data value")
+    ax.set_title("digits_classifier: contributor shares")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    encoded = base64.b64encode(buf.getvalue()).decode()
+    return f"![contributor shares](data:image/png;base64,{encoded})"
 
 
 def _xy(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -67,9 +94,12 @@ def digits_classifier_valuation(
     order = signing_order(project, lineage_store)
     parts = {c: _xy(pd.read_parquet(project / f"data/parts/{c}.parquet")) for c in order}
     x_val, y_val = _xy(pd.read_parquet(project / "data/validation.parquet"))
+    def make_model() -> LogisticRegression:
+        return LogisticRegression(max_iter=300)
+
     result = value_contributors(
         parts, x_val, y_val, config.method, seed=config.seed, k=config.k, order=order,
-        make_model=lambda: LogisticRegression(max_iter=300),
+        make_model=make_model,
     )
     shares = result.shares()
     stderr = result.stderr_dict()
@@ -98,9 +128,20 @@ def digits_classifier_valuation(
             ]
         ),
     )
+    target = efficiency_target(parts, x_val, y_val, result, k=config.k, make_model=make_model)
+    stderr_sum = float(np.sqrt(sum(s * s for s in result.stderr if np.isfinite(s))))
+    efficiency = {
+        "method": result.method,
+        "sum_of_values": float(sum(result.values)),
+        "u_full_minus_u_empty": target,
+        # Exact methods must add up to rounding; sampled ones to within 3 standard errors.
+        "tolerance": max(1e-9, 3 * stderr_sum),
+    }
     details = {**result.to_details(), "model": "digits_classifier"}
     meta = valuation_metadata(result.digest(), contributors, details)
     meta["contributor values"] = table
+    meta[EFFICIENCY] = dg.MetadataValue.json(efficiency)
+    meta["shares"] = dg.MetadataValue.md(shares_chart(shares, stderr, result.as_dict()))
     meta["method"] = result.method
     meta["duplicate rows discounted"] = sum(d.rows for d in result.discounted)
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(result.digest()))

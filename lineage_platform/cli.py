@@ -407,7 +407,7 @@ def keys_show(
     """
     ring = keyring(settings())
     trust = ring.trust()
-    current = ring.signer(passphrase()).keyid if ring.exists() else None
+    current = ring.current_keyid(passphrase())  # public information: no passphrase needed
     rows = [
         {"keyid": k, "public_key": trust.get(k, "keys").to_b64(), "current": k == current}
         for k in sorted(trust.keyids())
@@ -426,19 +426,26 @@ def keys_show(
 @app.command()
 def verify(
     bundle: Path | None = typer.Option(None, help="verify an exported folder instead, offline"),
+    keys: Path | None = typer.Option(
+        None, help="trust only these public keys ({keyid: base64}, like keys.json)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Re-check every signature, parse, reference, checkpoint and the Merkle root (read-only).
 
-    Examples: lineage verify | lineage verify --bundle export/
+    A bundle's own keys.json proves only that its signer was consistent: pin the keys you
+    already trust with --keys. Examples: lineage verify | lineage verify --bundle export/
+    --keys pinned.json
     """
     from lineage_platform import audit
+    from lineage_platform.signing import TrustStore
 
+    pinned = TrustStore.load(keys) if keys is not None else None
     if bundle is not None:
-        report = audit.verify_bundle(bundle)
+        report = audit.verify_bundle(bundle, pinned)
     else:
         cfg = settings()
-        report = audit.verify_store(store(cfg), keyring(cfg).trust())
+        report = audit.verify_store(store(cfg), pinned or keyring(cfg).trust())
     if as_json:
         out.print_json(
             data={

@@ -240,17 +240,17 @@ def _check_checkpoints(
 
 
 def _results(view: LogView, trust: TrustStore, workers: int) -> Iterator[_Done]:
-    """Every records chunk in log order, then every checkpoints chunk; lazily, so the caller
+    """Every checkpoints chunk, then every records chunk in log order; lazily, so the caller
     checks chunk k while the pool works on the chunks after it."""
     global _shared
     n, m = len(view.envelopes), len(view.checkpoints)
     stored = view.derived
     if workers <= 1 or n + m < PARALLEL_MIN:
-        yield _check_records(0, view.envelopes, stored, trust)
         yield _check_checkpoints(0, view.checkpoints, trust)
+        yield _check_records(0, view.envelopes, stored, trust)
         return
-    spans = [("records", a, b) for a, b in _chunks(n, workers)]
-    spans += [("checkpoints", a, b) for a, b in _chunks(m, workers)]
+    spans = [("checkpoints", a, b) for a, b in _chunks(m, workers)]
+    spans += [("records", a, b) for a, b in _chunks(n, workers)]
     context = multiprocessing.get_context()
     jobs: list[_Job]
     if context.get_start_method() == "fork":
@@ -314,12 +314,15 @@ def verify_log(
     keyids: list[str] = [] if stored is None else _column(stored, "keyid")
     seen_keys: dict[str, int] = {}
     signed: list[SignedCheckpoint] = []
+    tree: _Tree | None = None
     for done in _results(view, trust, workers or os.cpu_count() or 1):
         if isinstance(done, _Failure):
             raise VerificationError(done.message, done.index)
         if isinstance(done, list):
             signed.extend(done)
             continue
+        if tree is None:  # every checkpoint is in: they come first
+            tree = _Tree(signed, dict(view.frontiers or []), n)
         if done.columns is not None:
             leaves.extend(done.columns[0])
             idem_keys.extend(done.columns[1])
@@ -335,31 +338,23 @@ def verify_log(
             if bad is not None:
                 first = bad
                 break
+        # A root mismatch is placed only to its batch; when that batch starts before a
+        # reference error, the mismatch is the first thing wrong (e.g. a deleted row).
+        wrong = tree.advance(leaves, done.stop)
+        if wrong is not None and (first is None or wrong[0] <= (first.index or 0)):
+            raise wrong[1]
         if first is not None:
             raise first
         if progress:
             progress(done.stop - done.start)
-
+    if tree is None:
+        tree = _Tree(signed, dict(view.frontiers or []), n)
+    wrong = tree.advance(leaves, n)
+    if wrong is not None:
+        raise wrong[1]
+    tree.finish()
     if not signed:
-        if n:
-            raise VerificationError(f"record 0: no signed checkpoint covers the {n} records", 0)
         return VerifyReport(0, 0, CompactRange().root().hex(), ())
-    sizes = [s.checkpoint.tree_size for s in signed]
-    if sizes != sorted(set(sizes)):
-        raise VerificationError("checkpoints are not in strictly increasing tree size", None)
-    if sizes[-1] < n:
-        raise VerificationError(
-            f"record {sizes[-1]}: not covered by a signed checkpoint (the latest covers "
-            f"{sizes[-1]} records, the log holds {n})",
-            sizes[-1],
-        )
-    if sizes[-1] > n:
-        raise VerificationError(
-            f"record {n}: missing (the latest signed checkpoint covers {sizes[-1]} records, "
-            f"the log holds {n})",
-            n,
-        )
-    _check_tree(leaves, signed, dict(view.frontiers or []))
     keys = tuple(sorted(set(keyids) | {s.keyid for s in signed}))
     return VerifyReport(
         n, len(signed), signed[-1].checkpoint.root_hash.hex(), keys, dict(Counter(kinds))
@@ -404,36 +399,75 @@ def _check_references(
     return None
 
 
-def _check_tree(
-    leaves: Sequence[bytes], signed: Sequence[SignedCheckpoint], frontiers: dict[int, bytes]
-) -> None:
-    """Rebuild the Merkle frontier leaf by leaf; at every signed size the root must match.
+class _Tree:
+    """The Merkle frontier rebuilt leaf by leaf as chunks arrive, checked against every signed
+    checkpoint (and the store's frontier) as soon as its size is reached.
 
-    The log signs only batch roots, so a reordering inside a batch is placed to the batch.
+    The log signs only batch roots, so a change inside a batch is placed to the batch.
     """
-    sha256 = hashlib.sha256
-    stack: list[bytes] = []  # one subtree root per set bit of `size`, largest first
-    size = covered = 0
-    pending = iter(signed)
-    cp: SignedCheckpoint | None = next(pending)
-    while cp is not None:
-        target = cp.checkpoint.tree_size
-        for leaf in leaves[size:target]:
-            stack.append(leaf)
-            s = size
-            while s & 1:  # each trailing 1 bit is a complete subtree that now has a sibling
-                right = stack.pop()
-                stack[-1] = sha256(b"\x01" + stack[-1] + right).digest()
-                s >>= 1
-            size += 1
-        if CompactRange.from_hashes(size, stack).root() != cp.checkpoint.root_hash:
-            span = f"record {covered}" if size - covered == 1 else f"records {covered}–{size - 1}"
+
+    def __init__(
+        self, signed: Sequence[SignedCheckpoint], frontiers: dict[int, bytes], n: int
+    ) -> None:
+        sizes = [s.checkpoint.tree_size for s in signed]
+        if sizes != sorted(set(sizes)):
+            raise VerificationError("checkpoints are not in strictly increasing tree size", None)
+        if not signed and n:
+            raise VerificationError(f"record 0: no signed checkpoint covers the {n} records", 0)
+        self.signed = signed
+        self.frontiers = frontiers
+        self.n = n
+        self.next = 0  # the first checkpoint not yet checked
+        self.stack: list[bytes] = []  # one subtree root per set bit of `size`, largest first
+        self.size = 0
+        self.covered = 0  # the size of the last checkpoint that matched
+
+    def advance(self, leaves: Sequence[bytes], upto: int) -> tuple[int, VerificationError] | None:
+        """Check every checkpoint of size <= upto; the first mismatch, with its sort index."""
+        sha256 = hashlib.sha256
+        stack = self.stack
+        while self.next < len(self.signed):
+            cp = self.signed[self.next].checkpoint
+            if cp.tree_size > upto:
+                return None
+            for leaf in leaves[self.size : cp.tree_size]:
+                stack.append(leaf)
+                s = self.size
+                while s & 1:  # each trailing 1 bit is a complete subtree that now has a sibling
+                    right = stack.pop()
+                    stack[-1] = sha256(b"\x01" + stack[-1] + right).digest()
+                    s >>= 1
+                self.size += 1
+            size, covered = self.size, self.covered
+            if CompactRange.from_hashes(size, stack).root() != cp.root_hash:
+                last = size - 1
+                what = f"records {covered}–{last}" if last > covered else f"record {covered}"
+                return covered, VerificationError(
+                    f"{what}: the Merkle root at size {size} does not match the signed "
+                    "checkpoint (a record there was changed, removed, inserted or reordered)",
+                    covered,
+                )
+            if size in self.frontiers and self.frontiers[size] != b"".join(stack):
+                error = VerificationError(f"checkpoint at size {size}: stored frontier is wrong")
+                return size, error
+            self.covered = size
+            self.next += 1
+        return None
+
+    def finish(self) -> None:
+        """After every record: the latest checkpoint must cover exactly the log."""
+        if not self.signed:
+            return
+        latest = self.signed[-1].checkpoint.tree_size
+        if latest < self.n:
             raise VerificationError(
-                f"record {covered}: Merkle root at size {size} does not match the signed "
-                f"checkpoint ({span}: changed, removed, inserted or reordered)",
-                covered,
+                f"record {latest}: not covered by a signed checkpoint (the latest covers "
+                f"{latest} records, the log holds {self.n})",
+                latest,
             )
-        if size in frontiers and frontiers[size] != b"".join(stack):
-            raise VerificationError(f"checkpoint at size {size}: stored frontier is wrong", None)
-        covered = size
-        cp = next(pending, None)
+        if latest > self.n:
+            raise VerificationError(
+                f"record {self.n}: missing (the latest signed checkpoint covers {latest} "
+                f"records, the log holds {self.n})",
+                self.n,
+            )

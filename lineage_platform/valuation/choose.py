@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import numpy.typing as npt
 
 from lineage_platform.errors import ValuationError
 from lineage_platform.valuation.banzhaf import banzhaf
+from lineage_platform.valuation.dedup import dedup_parts
 from lineage_platform.valuation.exact import exact_shapley
 from lineage_platform.valuation.game import Game
 from lineage_platform.valuation.permutation import permutation_shapley
@@ -54,3 +56,41 @@ def value_contributors(
     if method == "permutation":
         return permutation_shapley(game, seed, until)
     return banzhaf(game, seed, until)
+
+
+def efficiency_target(
+    parts: Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]],
+    X_val: npt.ArrayLike,
+    y_val: npt.ArrayLike,
+    result: ValuationResult,
+    *,
+    k: int = 5,
+    make_model: Callable[[], Classifier] | None = None,
+) -> float | None:
+    """u(N) − u(∅) for the game `result` was computed on (None where efficiency does not apply).
+
+    For the row-level KNN game u(N) is computed directly (share of correct labels among each
+    validation row's k nearest distinct rows), not from the recursion, so the comparison checks it.
+    """
+    if result.method.startswith("banzhaf"):
+        return None
+    names = list(result.players)
+    if result.method.startswith("knn"):
+        deduped = dedup_parts(parts, names)
+        x = np.concatenate([np.asarray(deduped.parts[n][0], dtype=np.float64) for n in names])
+        y = np.concatenate([np.asarray(deduped.parts[n][1]) for n in names])
+        hashes = np.array([h for n in names for h in deduped.hashes[n]])
+        order = np.argsort(hashes, kind="stable")
+        x, y = x[order], y[order]
+        xv, yv = np.asarray(X_val, dtype=np.float64), np.asarray(y_val)
+        kk = min(k, len(y))
+        total = 0.0
+        for start in range(0, len(yv), 256):
+            d = ((xv[start : start + 256, None, :] - x[None, :, :]) ** 2).sum(axis=2)
+            nearest = np.argsort(d, axis=1, kind="stable")[:, :kk]
+            total += float((y[nearest] == yv[start : start + 256, None]).sum()) / k
+        return total / len(yv)
+    if make_model is None:
+        raise ValuationError("efficiency of a model-based game needs make_model")
+    game = contributor_game(parts, X_val, y_val, make_model, order=names)
+    return game.value(frozenset(names)) - game.value(frozenset())
