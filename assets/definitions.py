@@ -13,6 +13,7 @@ from lineage_platform.dagster import (
     platform_resources,
     settlement_job,
     settlement_schedule,
+    usage_spool_sensor,
 )
 from lineage_platform.dagster.checks import log_verified_checks, shapley_efficiency_check
 
@@ -26,7 +27,7 @@ defs = dg.Definitions(
         *log_verified_checks([a.key for a in ASSETS]),
         shapley_efficiency_check(digits_classifier_valuation.key),
     ],
-    sensors=[lineage_sensor],
+    sensors=[lineage_sensor, usage_spool_sensor],
     jobs=[settlement_job],
     schedules=[settlement_schedule],
     resources=platform_resources(PROJECT),

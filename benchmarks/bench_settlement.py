@@ -1,4 +1,4 @@
-"""How fast usage is ingested and an epoch settled: 1,000,000 events, 100 models, 10,000 contributors.
+"""Ingest and settlement speed: 1,000,000 usage events, 100 models, 10,000 contributors.
 
     .venv/bin/python benchmarks/bench_settlement.py            # 1,000,000 events
     .venv/bin/python benchmarks/bench_settlement.py --quick    # 100,000 events
@@ -135,8 +135,8 @@ def main() -> None:
         inserted, replays = usage.ingest(store, valid)
         t3 = time.perf_counter()
         bulk = t3 - t1
-        print(f"ingest: {inserted:,} events ({replays} replays) from Parquet: read {t1 - t0:.2f} s, "
-              f"validate {t2 - t1:.2f} s, ingest {t3 - t2:.2f} s")
+        print(f"ingest: {inserted:,} events ({replays} replays) from Parquet: "
+              f"read {t1 - t0:.2f} s, validate {t2 - t1:.2f} s, ingest {t3 - t2:.2f} s")
         print(f"ingest (validate + usage.ingest): {n / bulk:,.0f} events/s "
               f"(target >= 500,000), {n / (t3 - t0):,.0f} events/s including the Parquet read")
 

@@ -26,7 +26,10 @@ KEYS = "keys.json"
 
 
 def verify_store(
-    store: Store, trust: TrustStore, progress: Callable[[int], None] | None = None
+    store: Store,
+    trust: TrustStore,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> VerifyReport:
     """Read-only: every envelope, every derived column, every checkpoint and its frontier."""
     table, rows = store.read_snapshot()  # one connection: no append can fall in between
@@ -37,7 +40,7 @@ def verify_store(
         frontiers=[(size, frontier) for size, _, frontier in rows],
         indices=table.column("idx").to_pylist(),
     )
-    report = verify_log(view, trust, progress=progress)
+    report = verify_log(view, trust, workers, progress)
     for size, cp_json, _ in rows:
         if SignedCheckpoint.from_json(cp_json).checkpoint.tree_size != size:
             raise VerificationError(f"checkpoint row {size}: tree size column was edited", None)

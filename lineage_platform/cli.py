@@ -236,8 +236,11 @@ def usage_record(
     units: str = typer.Option("1", help="metered units (integer)"),
     fee: str = typer.Option(..., help="fee in integer minor units (e.g. cents)"),
     event_id: str | None = typer.Option(None, "--id", help="idempotency key; a replay counts once"),
+    spool: bool = typer.Option(
+        False, help="append to this producer's spool file (rush hour: no database lock)"
+    ),
 ) -> None:
-    """Record one usage event.
+    """Record one usage event (directly, or through the spool that `lineage usage drain` ingests).
 
     Example: lineage usage record --model digits_classifier --caller acme --fee 75 --id call-1
     """
@@ -245,6 +248,16 @@ def usage_record(
 
     from lineage_platform import usage
 
+    if spool:
+        from lineage_platform.spool import SpoolWriter
+
+        with SpoolWriter(settings().spool_dir) as writer:
+            eid = writer.record(
+                model, caller, usage.parse_amount(units, "units"), usage.parse_amount(fee, "fee"),
+                event_id,
+            )
+        out.print(f"spooled {eid}")
+        return
     table = usage.one_event(
         model, caller, usage.parse_amount(units, "units"), usage.parse_amount(fee, "fee"),
         event_id, datetime.now(UTC),
@@ -257,7 +270,7 @@ def usage_record(
 def usage_ingest(
     files: list[Path] = typer.Argument(..., help="Parquet, CSV, JSON lines or Arrow files"),
 ) -> None:
-    """Bulk-ingest usage events; each file is all-or-nothing.
+    """Bulk-ingest usage events; all files or none (a replayed event counts once).
 
     Example: lineage usage ingest calls-2026-11-23.parquet
     """
@@ -265,6 +278,22 @@ def usage_ingest(
 
     inserted, replays = usage.ingest_files(store(settings()), files)
     out.print(f"ingested {inserted} events ({replays} replays ignored)")
+
+
+@usage_app.command("drain")
+def usage_drain() -> None:
+    """Ingest every pending spool file in one bulk transaction (bad files go to rejected/).
+
+    Example: lineage usage drain
+    """
+    from lineage_platform.spool import drain
+
+    cfg = settings()
+    result = drain(store(cfg), cfg.spool_dir)
+    out.print(f"drained {result.files} files: {result.inserted} events ingested, "
+              f"{result.replays} replays ignored, {len(result.rejected)} files rejected")
+    for line in result.rejected:
+        err.print(f"[yellow]rejected[/yellow] {escape(line)}", soft_wrap=True)
 
 
 @app.command()

@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,7 +249,10 @@ class Store:
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                # A failed COMMIT (disk full) has already ended the transaction: a second error
+                # from ROLLBACK must not hide the first, which says what went wrong.
+                with suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
                 raise
 
     @contextmanager
@@ -296,7 +299,8 @@ class Store:
                     con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with suppress(duckdb.Error):
+                con.execute("ROLLBACK")
             raise
 
     def migrate(self) -> None:
@@ -417,7 +421,7 @@ class Store:
     def tree_size(self) -> int:
         if not self.path.exists():
             return 0
-        with self.reader() as con:
+        with self.reader(min_version=1) as con:
             rows = con.execute("SELECT count(*) FROM log_entries").fetchall()
         return int(rows[0][0])
 

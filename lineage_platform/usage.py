@@ -4,7 +4,7 @@
     inserted, replays = ingest(store, validate_events(table))
 
 Amounts are integer minor units: a float, a negative, a null or anything past signed 64-bit is
-refused with the column and row named, and nothing of that file is stored.
+refused with the column and row named, and nothing is stored (`ingest_files`: of any file).
 """
 
 from __future__ import annotations

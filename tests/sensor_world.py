@@ -24,6 +24,7 @@ from lineage_platform.dagster import (
     LineageSignerResource,
     LineageStoreResource,
     dataset_metadata,
+    lineage_sensor,
     model_metadata,
 )
 from lineage_platform.records import AttributionRecord
@@ -55,14 +56,13 @@ def platform_defs(settings: Settings) -> dg.Definitions:
 def evaluate_sensor(
     instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None
 ) -> dg.SensorResult:
-    sensor = defs.get_sensor_def("lineage_sensor")
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         definitions=defs,
         resources=dict(defs.resources or {}),
     )
-    result = sensor(context)
+    result = lineage_sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
 
@@ -71,7 +71,7 @@ def materialization_ids(instance: dg.DagsterInstance, keys: list[str]) -> list[s
     """The idempotency key of every materialization of `keys` in the instance."""
     out = []
     for key in keys:
-        records = instance.fetch_materializations(dg.AssetKey(key), limit=100_000).records
+        records = instance.fetch_materializations(dg.AssetKey(key), limit=10_000).records
         out.extend(f"dagster:{r.run_id or 'runless'}:{r.storage_id}" for r in records)
     return sorted(out)
 
@@ -85,9 +85,13 @@ class Logged:
 def read_records(store: Store) -> list[Logged]:
     table: pa.Table = store.entries()
     return [
-        Logged(int(row["idx"]), AttributionRecord.from_bytes(Envelope.from_json(bytes(row["envelope"])).payload))
+        Logged(int(row["idx"]), AttributionRecord.from_bytes(_payload(bytes(row["envelope"]))))
         for row in table.to_pylist()
     ]
+
+
+def _payload(envelope: bytes) -> bytes:
+    return Envelope.from_json(envelope).payload
 
 
 def _sha(text: str) -> str:
@@ -114,27 +118,17 @@ def write_backlog(instance: dg.DagsterInstance, rounds: int, partitions: int = 4
         written += 1
         return _latest_id(instance, mat.asset_key.to_user_string())
 
+    def part(name: str, version: int) -> int:
+        content = _sha(f"{name} v{version}")
+        meta = dataset_metadata(content, 10, [{"id": name, "rows": 10, "sha256": content}])
+        tags = {"dagster/data_version": content}
+        mat = dg.AssetMaterialization("contributions", partition=name, metadata=meta, tags=tags)
+        return report(mat)
+
     for name in names:
-        content = _sha(f"{name} v0")
-        report(
-            dg.AssetMaterialization(
-                "contributions",
-                partition=name,
-                metadata=dataset_metadata(content, 10, [{"id": name, "rows": 10, "sha256": content}]),
-                tags={"dagster/data_version": content},
-            )
-        )
+        part(name, 0)
     for r in range(1, rounds + 1):
-        name = names[r % partitions]
-        content = _sha(f"{name} v{r}")
-        pointer = report(
-            dg.AssetMaterialization(
-                "contributions",
-                partition=name,
-                metadata=dataset_metadata(content, 10, [{"id": name, "rows": 10, "sha256": content}]),
-                tags={"dagster/data_version": content},
-            )
-        )
+        pointer = part(names[r % partitions], r)
         data = _sha(f"datanet r{r}")
         datanet_id = report(
             dg.AssetMaterialization(

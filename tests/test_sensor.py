@@ -42,7 +42,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(reproduced_project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    reproduced_project: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     """The example materialized once (9 runs) into a temporary instance, shared by this module."""
     root = tmp_path_factory.mktemp("sensor") / "project"
     shutil.copytree(reproduced_project.project_dir, root, ignore=shutil.ignore_patterns(".lineage"))
@@ -67,7 +69,7 @@ def _check_results(result: dg.SensorResult) -> dict[str, dg.AssetCheckEvaluation
     return {
         e.asset_key.to_user_string(): e
         for e in result.asset_events
-        if isinstance(e, dg.AssetCheckEvaluation)
+        if isinstance(e, dg.AssetCheckEvaluation) and e.check_name == CHECK_NAME
     }
 
 
@@ -174,7 +176,11 @@ def test_attribution_checks_fail_before_sync_and_pass_after(world: World, tmp_pa
             resources=resources,
             selection=dg.AssetSelection.all_asset_checks(),
         )
-        return {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+        return {
+            e.asset_key.to_user_string(): e
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == CHECK_NAME
+        }
 
     before = run_checks()
     assert set(before) == set(KEYS)
@@ -187,9 +193,8 @@ def test_attribution_checks_fail_before_sync_and_pass_after(world: World, tmp_pa
     evaluate_sensor(world.instance, defs)
     after = run_checks()
     store = Store(settings.duckdb_path)
-    rows = {
-        int(i): (d, k) for i, d, k in store.query("SELECT idx, record_digest, keyid FROM log_entries")
-    }
+    query = "SELECT idx, record_digest, keyid FROM log_entries"
+    rows = {int(i): (d, k) for i, d, k in store.query(query)}
     keyid = KeyRing(settings.keys_dir).trust().keyids()[0]
     for name, evaluation in after.items():
         assert evaluation.passed, (name, evaluation.metadata)

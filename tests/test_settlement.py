@@ -331,6 +331,7 @@ def test_dagster_job_settles_like_the_cli(template: World, tmp_path: Path) -> No
     assert meta["statement_root"].value == by_cli["root"]
     assert meta["fees_total"].value == meta["paid_total"].value == by_cli["fees_total"]
     assert meta["log_index"].value == by_cli["log_index"]
+    assert meta["payout_accounts"].value == by_cli["payouts"] == 10
     assert dump(job_world.store, ALL_TABLES) == dump(cli_world.store, ALL_TABLES)
     # and the CLI sees the job's settlement as the same statement
     seen = json.loads(job_world.cli("settle", "--json", "--epoch", day, check=True).stdout)

@@ -11,7 +11,11 @@ from lineage_platform.dagster.resources import (
     platform_resources,
 )
 from lineage_platform.dagster.sensor import attribution_checks, lineage_sensor
-from lineage_platform.dagster.settlement import settlement_job, settlement_schedule
+from lineage_platform.dagster.settlement import (
+    settlement_job,
+    settlement_schedule,
+    usage_spool_sensor,
+)
 
 __all__ = [
     "LineageSettingsResource",
@@ -24,5 +28,6 @@ __all__ = [
     "platform_resources",
     "settlement_job",
     "settlement_schedule",
+    "usage_spool_sensor",
     "valuation_metadata",
 ]

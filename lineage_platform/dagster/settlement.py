@@ -22,13 +22,20 @@ class SettleConfig(dg.Config):  # type: ignore[misc]
     epoch: str = ""
 
 
+# An epoch can pay tens of thousands of contributors; the UI shows the largest payouts and
+# `lineage payouts --epoch` lists them all.
+TABLE_ROWS = 100
+
+
 def _payout_table(payouts: tuple[tuple[str, int], ...], total: int) -> dg.MetadataValue:
+    """The largest payouts first, at most TABLE_ROWS of them."""
+    largest = sorted(payouts, key=lambda p: (-p[1], p[0]))[:TABLE_ROWS]
     return dg.MetadataValue.table(
         records=[
             dg.TableRecord(
                 {"account": a, "amount": n, "share": round(n / total, 4) if total else 0.0}
             )
-            for a, n in sorted(payouts, key=lambda p: (-p[1], p[0]))
+            for a, n in largest
         ],
         schema=dg.TableSchema(
             columns=[
@@ -69,6 +76,7 @@ def settle_epochs(
                     "statement_root": st.root,
                     "log_index": st.log_index,
                     "already_settled": st.already_settled,
+                    "payout_accounts": len(st.payouts),
                     "payouts": _payout_table(st.payouts, st.paid_total),
                 },
             )
@@ -95,3 +103,24 @@ settlement_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Settles the epoch that just closed.",
 )
+
+
+@dg.sensor(
+    name="usage_spool_sensor",
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Ingests producers' usage spool files into the store in bulk.",
+)
+def usage_spool_sensor(
+    lineage: LineageSettingsResource, lineage_store: LineageStoreResource
+) -> dg.SkipReason:
+    from lineage_platform.spool import drain
+
+    result = drain(lineage_store.store(), lineage.settings().spool_dir)
+    rejected = (
+        f"; {len(result.rejected)} files rejected: {result.rejected[0]}" if result.rejected else ""
+    )
+    return dg.SkipReason(
+        f"ingested {result.inserted} usage events from {result.files} spool files "
+        f"({result.replays} replays ignored){rejected}"
+    )

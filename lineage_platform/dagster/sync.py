@@ -44,6 +44,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 INPUT_VERSION = "dagster/input_data_version/"
 INPUT_POINTER = "dagster/input_event_pointer/"
 CURSOR_VERSION = 1
+MAX_FETCH = 10_000  # Dagster refuses to return more event records per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +262,10 @@ class _UpstreamStates:
         )
         state: dict[str | None, dg.EventLogRecord] = {}
         ids = [sid for sid in latest.values() if sid <= at]
-        if ids:
-            for r in self._fetch(dg.AssetRecordsFilter(asset_key=key, storage_ids=ids), len(ids)):
+        for i in range(0, len(ids), MAX_FETCH):
+            chunk = ids[i : i + MAX_FETCH]
+            by_id = dg.AssetRecordsFilter(asset_key=key, storage_ids=chunk)
+            for r in self._fetch(by_id, len(chunk)):
                 state[_partition(r)] = r
         for part, sid in latest.items():
             if sid > at:  # re-materialized since: its newest version at `at`, if any
@@ -332,7 +335,7 @@ def pending_events(
     it returns (reading `limit` events of every asset would read several times that).
     """
     keys = list(asset_keys)
-    page = min(limit, max(100, limit // (4 * max(1, len(keys)))))
+    page = min(limit, MAX_FETCH, max(100, limit // (4 * max(1, len(keys)))))
     after = {k: cursor.after.get(k.to_user_string()) for k in keys}
     buffers: dict[dg.AssetKey, deque[dg.EventLogRecord]] = {}
     more: dict[dg.AssetKey, bool] = {}

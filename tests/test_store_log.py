@@ -1,0 +1,203 @@
+"""The DuckDB log end to end: real files, real Ed25519 keys, `append_records` and `verify_store`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import duckdb
+import pytest
+from logkit import Project, dataset, sha, uses
+
+from lineage_platform.attest import PARALLEL_MIN, append_records, sign_records
+from lineage_platform.audit import verify_store
+from lineage_platform.errors import VerificationError
+from lineage_platform.log import SignedCheckpoint
+from lineage_platform.records import InputRef
+from lineage_platform.store import MIGRATIONS, Store
+from lineage_platform.verify import PARALLEL_MIN as VERIFY_PARALLEL_MIN
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project.create(tmp_path / "proj")
+
+
+def test_batches_get_increasing_indices_and_one_checkpoint_each(project: Project) -> None:
+    key = project.signer()
+    batches = [[dataset(0), dataset(1), dataset(2)], [dataset(3)], [dataset(i) for i in range(4, 8)]]
+    results = [append_records(project.store, key, batch) for batch in batches]
+
+    assert [r.indices for r in results] == [(0, 1, 2), (3,), (4, 5, 6, 7)]
+    assert [r.appended for r in results] == [3, 1, 4]
+    sizes = [r.checkpoint.checkpoint.tree_size for r in results if r.checkpoint is not None]
+    assert sizes == [3, 4, 8]
+    table, checkpoints = project.store.read_log()
+    assert table.column("idx").to_pylist() == list(range(8))
+    assert table.column("asset").to_pylist() == [f"datanet/part_{i}" for i in range(8)]
+    assert [SignedCheckpoint.from_json(c).checkpoint.tree_size for c in checkpoints] == sizes
+    assert project.store.tree_size() == 8
+
+
+def test_a_retried_append_adds_nothing_and_returns_the_same_indices(project: Project) -> None:
+    key = project.signer()
+    records = [dataset(i) for i in range(3)]
+    first = append_records(project.store, key, records)
+    before = project.snapshot()
+
+    # The same materializations again, rebuilt (new recorded_at), as a retry after a crash.
+    again = append_records(project.store, key, [dataset(i) for i in range(3)])
+    assert again.indices == first.indices == (0, 1, 2)
+    assert (again.appended, again.skipped, again.checkpoint) == (0, 3, None)
+    assert project.snapshot() == before
+
+    # Mixed: known ones keep their index, a repeat inside the batch is written once.
+    mixed = append_records(project.store, key, [dataset(1), dataset(3), dataset(3), dataset(0)])
+    assert mixed.indices == (1, 3, 3, 0)
+    assert (mixed.appended, mixed.skipped) == (1, 3)
+    assert project.store.tree_size() == 4
+    assert verify_store(project.store, project.ring.trust()).records == 4
+
+
+def test_records_without_a_dagster_event_are_keyed_by_their_digest(project: Project) -> None:
+    key = project.signer()
+    record = dataset(0, dagster=False)
+    first = append_records(project.store, key, [record])
+    again = append_records(project.store, key, [record])
+    assert again.indices == first.indices == (0,)
+    assert again.appended == 0
+    table, _ = project.store.read_log()
+    assert table.column("idem_key").to_pylist() == [f"sha256:{record.digest()}"]
+    assert table.column("record_digest").to_pylist() == [record.digest()]
+
+
+def test_verify_store_passes_and_reports_counts(project: Project) -> None:
+    key = project.signer()
+    append_records(project.store, key, [dataset(0), dataset(1, partition="2026-11-23")])
+    append_records(project.store, key, [dataset(2, kind="model")])
+    report = verify_store(project.store, project.ring.trust())
+    assert (report.records, report.checkpoints) == (3, 2)
+    assert report.keyids == (key.keyid,)
+    assert report.kinds == {"dataset": 2, "model": 1}
+    assert report.summary().startswith("OK: 3 records, 2 checkpoints")
+
+
+def test_migrations_are_versioned_and_applied_once(project: Project) -> None:
+    append_records(project.store, project.signer(), [dataset(0)])
+    versions = [v for v, _ in MIGRATIONS]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    rows = project.sql("SELECT version FROM schema_version ORDER BY version")
+    assert [r[0] for r in rows] == versions
+    project.store.migrate()
+    append_records(project.store, project.signer(), [dataset(1)])
+    assert len(project.sql("SELECT version FROM schema_version")) == len(versions)
+    # Every value a checkpoint row keeps is signed or re-derived: no unsigned clock reading.
+    columns = project.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'checkpoints'"
+    )
+    assert {c[0] for c in columns} == {"tree_size", "checkpoint", "frontier"}
+
+
+def test_an_older_schema_is_migrated_forward_with_its_log_intact(tmp_path: Path) -> None:
+    project = Project.create(tmp_path / "proj")
+    project.home.mkdir(exist_ok=True)
+    with duckdb.connect(str(project.db)) as con:  # a file written before migrations 2 and up
+        con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
+        con.execute(MIGRATIONS[0][1])
+        con.execute("INSERT INTO schema_version (version) VALUES (1)")
+    key = project.signer()
+    old = Store(project.db)
+    # Reading an old file works for verification (read-only, no migration) ...
+    assert old.tree_size() == 0
+    assert append_records(old, key, [dataset(0)]).indices == (0,)  # ... and writing migrates it.
+    versions = [r[0] for r in project.sql("SELECT version FROM schema_version ORDER BY 1")]
+    assert versions == [v for v, _ in MIGRATIONS]
+    assert verify_store(old, project.ring.trust()).records == 1
+
+
+def test_input_references_to_earlier_records_verify(project: Project) -> None:
+    key = project.signer()
+    a, b = dataset(0), dataset(1, partition="p1")
+    append_records(project.store, key, [a, b])
+    model = dataset(2, kind="model", inputs=(uses(a, 0), uses(b, 1)))
+    same_batch = dataset(3, inputs=(uses(model, 2),))
+    append_records(project.store, key, [model, same_batch])
+    report = verify_store(project.store, project.ring.trust())
+    assert report.records == 4
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        (2, "record 2: input datanet/part_0 points forward to 2"),  # itself
+        (3, "record 2: input datanet/part_0 points forward to 3"),
+        (99, "record 2: input datanet/part_0 points forward to 99"),
+    ],
+)
+def test_a_forward_reference_fails_naming_the_index(
+    project: Project, ref: int, expected: str
+) -> None:
+    key = project.signer()
+    a = dataset(0)
+    append_records(project.store, key, [a, dataset(1)])
+    append_records(project.store, key, [dataset(2, inputs=(InputRef(a.asset, a.sha256, ref),))])
+    append_records(project.store, key, [dataset(3)])
+    with pytest.raises(VerificationError) as info:
+        verify_store(project.store, project.ring.trust())
+    assert info.value.index == 2
+    assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("wrong", ["sha256", "asset"])
+def test_a_reference_with_the_wrong_content_fails_naming_the_index(
+    project: Project, wrong: str
+) -> None:
+    key = project.signer()
+    a = dataset(0)
+    append_records(project.store, key, [a, dataset(1)])
+    ref = uses(a, 0)
+    ref = dataclasses.replace(ref, **{wrong: sha("other") if wrong == "sha256" else "other/asset"})
+    append_records(project.store, key, [dataset(2), dataset(3, inputs=(ref,))])
+    with pytest.raises(VerificationError) as info:
+        verify_store(project.store, project.ring.trust())
+    assert info.value.index == 3
+    assert str(info.value).startswith(f"record 3: input {ref.asset} names record 0, which attests")
+
+
+def test_supersedes_must_name_an_earlier_record(project: Project) -> None:
+    key = project.signer()
+    append_records(project.store, key, [dataset(0)])
+    fix = dataclasses.replace(dataset(1), supersedes=0)
+    append_records(project.store, key, [fix])
+    assert verify_store(project.store, project.ring.trust()).records == 2
+    append_records(project.store, key, [dataclasses.replace(dataset(2), supersedes=2)])
+    with pytest.raises(VerificationError, match=r"^record 2: supersedes 2, not earlier$"):
+        verify_store(project.store, project.ring.trust())
+
+
+def test_large_logs_sign_and_verify_in_parallel_with_the_same_result(project: Project) -> None:
+    """Above the thresholds both sides use worker processes; bytes and verdicts must not change."""
+    key = project.signer()
+    n = max(PARALLEL_MIN, VERIFY_PARALLEL_MIN) + 100
+    records = [dataset(i) for i in range(n)]
+    assert sign_records(records[:PARALLEL_MIN], key, workers=2) == sign_records(
+        records[:PARALLEL_MIN], key
+    )
+    append_records(project.store, key, records[:10], workers=2)
+    append_records(project.store, key, records[10:], workers=2)
+    trust = project.ring.trust()
+    parallel = verify_store(project.store, trust, workers=2)
+    assert parallel == verify_store(project.store, trust, workers=1)
+    assert parallel.records == n
+
+    # A derived column edited far into the log is found by a worker, named by its index; with
+    # a second edit earlier on, the earlier one is reported.
+    project.sql("UPDATE log_entries SET kind = 'model' WHERE idx = ?", [n - 50])
+    with pytest.raises(VerificationError) as info:
+        verify_store(project.store, trust, workers=2)
+    assert info.value.index == n - 50
+    assert str(info.value) == f"record {n - 50}: stored column kind does not match the signed record"
+    project.sql("UPDATE log_entries SET asset = 'x' WHERE idx = 7")
+    with pytest.raises(VerificationError) as info:
+        verify_store(project.store, trust, workers=2)
+    assert info.value.index == 7
