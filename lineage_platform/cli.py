@@ -92,7 +92,12 @@ def demo() -> None:
 
 
 @app.command()
-def sync(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+def sync(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    batch_size: int = typer.Option(
+        5000, "--batch-size", min=1, help="materializations per committed batch"
+    ),
+) -> None:
     """Run the lineage sensor's logic once: sign every unrecorded materialization into the log.
 
     Example: lineage sync && lineage verify
@@ -105,6 +110,7 @@ def sync(as_json: bool = typer.Option(False, "--json", help="machine-readable ou
             cfg,
             passphrase(),
             on_batch=lambda r: status.update(f"appended {r.appended} of {r.read} in this batch"),
+            limit=batch_size,
         )
     if as_json:
         out.print_json(

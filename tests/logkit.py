@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from lineage_platform.keys import KeyRing
 from lineage_platform.records import (
@@ -125,6 +126,29 @@ class Project:
             timeout=120,
         )
         return done.returncode, done.stdout, done.stderr
+
+    def main(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        *args: str,
+        **extra: str,
+    ) -> tuple[int, str, str]:
+        """The same, in this process: `lineage_platform.cli.main` with this project's env."""
+        from lineage_platform import cli
+
+        for name in LINEAGE_VARS:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in self.env(**extra).items():
+            if name in LINEAGE_VARS:
+                monkeypatch.setenv(name, value)
+        monkeypatch.setattr(sys, "argv", ["lineage", *args])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            cli.main()
+        out, err = capsys.readouterr()
+        code = info.value.code
+        return (0 if code is None else int(code)), out, err
 
     def sql(self, statement: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
         """Edit the database behind the platform's back, as an attacker with file access would."""

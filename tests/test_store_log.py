@@ -9,13 +9,13 @@ import duckdb
 import pytest
 from logkit import Project, dataset, sha, uses
 
-from lineage_platform.attest import PARALLEL_MIN, append_records, sign_records
+from lineage_platform import attest, verify
+from lineage_platform.attest import append_records, sign_records
 from lineage_platform.audit import verify_store
 from lineage_platform.errors import VerificationError
 from lineage_platform.log import SignedCheckpoint
 from lineage_platform.records import InputRef
 from lineage_platform.store import MIGRATIONS, Store
-from lineage_platform.verify import PARALLEL_MIN as VERIFY_PARALLEL_MIN
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def project(tmp_path: Path) -> Project:
 
 def test_batches_get_increasing_indices_and_one_checkpoint_each(project: Project) -> None:
     key = project.signer()
-    batches = [[dataset(0), dataset(1), dataset(2)], [dataset(3)], [dataset(i) for i in range(4, 8)]]
+    batches = [[dataset(i) for i in range(3)], [dataset(3)], [dataset(i) for i in range(4, 8)]]
     results = [append_records(project.store, key, batch) for batch in batches]
 
     assert [r.indices for r in results] == [(0, 1, 2), (3,), (4, 5, 6, 7)]
@@ -102,7 +102,9 @@ def test_an_older_schema_is_migrated_forward_with_its_log_intact(tmp_path: Path)
     project = Project.create(tmp_path / "proj")
     project.home.mkdir(exist_ok=True)
     with duckdb.connect(str(project.db)) as con:  # a file written before migrations 2 and up
-        con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
+        con.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
+        )
         con.execute(MIGRATIONS[0][1])
         con.execute("INSERT INTO schema_version (version) VALUES (1)")
     key = project.signer()
@@ -175,14 +177,19 @@ def test_supersedes_must_name_an_earlier_record(project: Project) -> None:
         verify_store(project.store, project.ring.trust())
 
 
-def test_large_logs_sign_and_verify_in_parallel_with_the_same_result(project: Project) -> None:
-    """Above the thresholds both sides use worker processes; bytes and verdicts must not change."""
+def test_large_logs_sign_and_verify_in_parallel_with_the_same_result(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the thresholds both sides use worker processes; bytes and verdicts must not change.
+
+    The thresholds are lowered so that a small log takes the parallel paths (several chunks).
+    """
+    monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
+    monkeypatch.setattr(verify, "PARALLEL_MIN", 100)
     key = project.signer()
-    n = max(PARALLEL_MIN, VERIFY_PARALLEL_MIN) + 100
+    n = 700
     records = [dataset(i) for i in range(n)]
-    assert sign_records(records[:PARALLEL_MIN], key, workers=2) == sign_records(
-        records[:PARALLEL_MIN], key
-    )
+    assert sign_records(records, key, workers=2) == sign_records(records, key)
     append_records(project.store, key, records[:10], workers=2)
     append_records(project.store, key, records[10:], workers=2)
     trust = project.ring.trust()
@@ -196,7 +203,9 @@ def test_large_logs_sign_and_verify_in_parallel_with_the_same_result(project: Pr
     with pytest.raises(VerificationError) as info:
         verify_store(project.store, trust, workers=2)
     assert info.value.index == n - 50
-    assert str(info.value) == f"record {n - 50}: stored column kind does not match the signed record"
+    assert str(info.value) == (
+        f"record {n - 50}: stored column kind does not match the signed record"
+    )
     project.sql("UPDATE log_entries SET asset = 'x' WHERE idx = 7")
     with pytest.raises(VerificationError) as info:
         verify_store(project.store, trust, workers=2)

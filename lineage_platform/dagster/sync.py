@@ -497,8 +497,13 @@ def sync_project(
     passphrase: bytes | None,
     on_batch: Callable[[SyncResult], None] | None = None,
     workers: int = 1,
+    limit: int = 5000,
 ) -> SyncResult:
-    """`lineage sync`: the sensor's logic once, against the instance under the state folder."""
+    """`lineage sync`: the sensor's logic once, against the instance under the state folder.
+
+    Each batch of `limit` materializations commits before the next is read, so a sync that is
+    killed resumes where its last commit left off.
+    """
     from lineage_platform.dagster.workspace import load_definitions, open_instance
 
     defs = load_definitions(settings.project_dir)
@@ -511,6 +516,7 @@ def sync_project(
             materializable_keys(defs),
             store,
             ring.signer(passphrase),
+            limit=limit,
             workers=workers,
             on_batch=on_batch,
         )
