@@ -66,7 +66,8 @@ def _sensor(db: str, home: str, keys_pem: bytes, out: Any) -> None:
 
     key = SigningKey.from_pem(keys_pem, None)
     with dg.DagsterInstance.from_config(home) as instance:
-        result = sync_all(instance, [dg.AssetKey("rush_data")], Store(Path(db), 120), key, limit=500)
+        store = Store(Path(db), 120)
+        result = sync_all(instance, [dg.AssetKey("rush_data")], store, key, limit=500)
     out.put(result.appended)
 
 
@@ -83,6 +84,7 @@ def _settler(db: str, keys_pem: bytes, out: Any) -> None:
 
 def setup(tmp: Path, backlog: int) -> tuple[Path, Path, Path, bytes]:
     import dagster as dg
+    import pyarrow as pa
 
     from lineage_platform.attest import append_records
     from lineage_platform.dagster.metadata import dataset_metadata
@@ -91,7 +93,6 @@ def setup(tmp: Path, backlog: int) -> tuple[Path, Path, Path, bytes]:
     from lineage_platform.signing import SigningKey
     from lineage_platform.store import Store
     from lineage_platform.usage import ingest, validate_events
-    import pyarrow as pa
 
     key = SigningKey.generate()
     db, spool, home = tmp / "lineage.duckdb", tmp / "spool", tmp / "dagster"
