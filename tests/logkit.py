@@ -80,11 +80,12 @@ class Project:
     root: Path
 
     @classmethod
-    def create(cls, root: Path, passphrase: str | None = None) -> Project:
+    def create(cls, root: Path, passphrase: str | None = None, keys: bool = True) -> Project:
         root.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "workspace.yaml", root / "workspace.yaml")
         project = cls(root)
-        project.ring.init(passphrase.encode() if passphrase else None)
+        if keys:
+            project.ring.init(passphrase.encode() if passphrase else None)
         return project
 
     def copy(self, root: Path) -> Project:
