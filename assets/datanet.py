@@ -8,6 +8,7 @@ import pandas as pd
 
 from assets.prepare import CONTRIBUTOR, load_params
 from lineage_platform.dagster import LineageSettingsResource, dataset_metadata
+from lineage_platform.dagster.metadata import people_first
 from lineage_platform.hashing import sha256_file
 from lineage_platform.integrations.dvc import output_md5
 
@@ -53,7 +54,7 @@ def contributions(
     meta["contributor"] = contributor
     meta["rows"] = dg.MetadataValue.int(len(frame))
     meta["dvc_md5"] = md5
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(sha))
+    return dg.MaterializeResult(metadata=people_first(meta), data_version=dg.DataVersion(sha))
 
 
 @dg.asset(
@@ -100,4 +101,4 @@ def datanet(lineage: LineageSettingsResource) -> dg.MaterializeResult:
     meta["rows"] = dg.MetadataValue.int(len(frame))
     meta["contributors"] = table
     meta["dvc_md5"] = md5
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(sha))
+    return dg.MaterializeResult(metadata=people_first(meta), data_version=dg.DataVersion(sha))

@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from assets.datanet import PARAMS, datanet
 from assets.prepare import FEATURES, LABEL, load_params
 from lineage_platform.dagster import LineageSettingsResource, model_metadata
+from lineage_platform.dagster.metadata import people_first
 from lineage_platform.hashing import sha256_bytes
 from lineage_platform.integrations.dvc import output_md5
 from lineage_platform.integrations.mlflow import log_training_run, run_url
@@ -64,4 +65,4 @@ def digits_classifier(
     meta["training_data_dvc_md5"] = md5
     meta["validation_accuracy"] = dg.MetadataValue.float(accuracy)
     meta["training_rows"] = dg.MetadataValue.int(len(frame))
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(sha))
+    return dg.MaterializeResult(metadata=people_first(meta), data_version=dg.DataVersion(sha))

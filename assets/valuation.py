@@ -18,6 +18,7 @@ from lineage_platform.dagster import (
     valuation_metadata,
 )
 from lineage_platform.dagster.checks import EFFICIENCY
+from lineage_platform.dagster.metadata import people_first
 from lineage_platform.errors import LineageError
 from lineage_platform.hashing import sha256_file
 from lineage_platform.valuation.choose import METHODS, efficiency_target, value_contributors
@@ -144,4 +145,6 @@ def digits_classifier_valuation(
     meta["shares"] = dg.MetadataValue.md(shares_chart(shares, stderr, result.as_dict()))
     meta["method"] = result.method
     meta["duplicate rows discounted"] = sum(d.rows for d in result.discounted)
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(result.digest()))
+    return dg.MaterializeResult(
+        metadata=people_first(meta), data_version=dg.DataVersion(result.digest())
+    )

@@ -85,3 +85,9 @@ def read_text(value: Any) -> str | None:
     if isinstance(raw, (dict, list)):
         return json.dumps(raw)
     return str(raw)
+
+
+def people_first(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The UI lists metadata in order: readable entries first, the sensor's `lineage/*` last."""
+    mine = {k: v for k, v in meta.items() if not k.startswith("lineage/")}
+    return {**mine, **{k: v for k, v in meta.items() if k.startswith("lineage/")}}
