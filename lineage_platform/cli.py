@@ -64,7 +64,7 @@ def demo() -> None:
 
     cfg = settings()
     with out.status("running the demo") as status:
-        summary = run_demo(cfg, passphrase(), on_step=lambda msg: status.update(msg))
+        summary = run_demo(cfg, passphrase(), on_step=lambda msg: status.update(escape(msg)))
     table = Table(title="Materialized assets", title_justify="left")
     table.add_column("asset", no_wrap=True)
     for col in ("kind", "rows", "sha256", "dvc md5", "mlflow run"):
