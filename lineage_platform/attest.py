@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from lineage_platform.log import Checkpoint, SignedCheckpoint
-from lineage_platform.records import PAYLOAD_TYPE, AttributionRecord
-from lineage_platform.signing import Envelope, Signature, SigningKey, pae, sign_envelope
+from lineage_platform.records import AttributionRecord
+from lineage_platform.signing import SigningKey, sign_envelope
 from lineage_platform.store import AppendResult, Entry, Store
 
 ORIGIN = "lineage-platform.local/log"
@@ -24,8 +24,8 @@ ORIGIN = "lineage-platform.local/log"
 PARALLEL_MIN = 4_000
 
 _worker_key: SigningKey | None = None
-# What forked workers sign: the PAE bytes of every record, shared by fork instead of pickled.
-_shared_messages: Sequence[bytes] | None = None
+# What forked workers sign: the records themselves, shared by fork instead of pickled.
+_shared_records: Sequence[AttributionRecord] | None = None
 
 
 def entry_for(record: AttributionRecord, key: SigningKey) -> Entry:
@@ -54,14 +54,21 @@ def _init_worker(pem: bytes) -> None:
     _worker_key = SigningKey.from_pem(pem, None)
 
 
-def _sign_span(job: tuple[int, int, Sequence[bytes] | None]) -> list[bytes]:
-    start, stop, messages = job
-    if messages is None:
-        assert _shared_messages is not None
-        messages = _shared_messages[start:stop]
+_Signed = tuple[list[bytes], list[str], list[str]]  # envelopes, record digests, idempotency keys
+
+
+def _sign_span(job: tuple[int, int, Sequence[AttributionRecord] | None]) -> _Signed:
+    start, stop, records = job
+    if records is None:
+        assert _shared_records is not None
+        records = _shared_records[start:stop]
     assert _worker_key is not None
-    sign = _worker_key.sign
-    return [sign(m) for m in messages]
+    entries = [entry_for(r, _worker_key) for r in records]
+    return (
+        [e.envelope for e in entries],
+        [e.record_digest for e in entries],
+        [e.idem_key for e in entries],
+    )
 
 
 def sign_records(
@@ -69,32 +76,34 @@ def sign_records(
 ) -> list[Entry]:
     """Sign in this process, or across `workers` processes for large backlogs.
 
-    In parallel, only the Ed25519 signatures are computed by the workers: they get the PAE
-    bytes (by fork where that is the start method) and send back 64 bytes per record.
+    In parallel the workers do all the per-record work (encode, sign, hash) and send back
+    only the bytes and hashes that are new; the records reach them by fork where that is
+    the start method, so nothing is pickled on the way in.
     """
-    global _shared_messages
+    global _shared_records
     if workers <= 1 or len(records) < PARALLEL_MIN:
         return [entry_for(r, key) for r in records]
-    payloads = [r.to_bytes() for r in records]
-    messages = [pae(PAYLOAD_TYPE, p) for p in payloads]
     size = max(1000, -(-len(records) // (workers * 4)))
     spans = [(a, min(a + size, len(records))) for a in range(0, len(records), size)]
     context = multiprocessing.get_context()
     shared = context.get_start_method() == "fork"
-    jobs = [(a, b, None if shared else messages[a:b]) for a, b in spans]
-    _shared_messages = messages if shared else None
+    jobs = [(a, b, None if shared else records[a:b]) for a, b in spans]
+    _shared_records = records if shared else None
     try:
         # The key crosses to the workers in memory only, as an unencrypted PEM.
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init_worker, initargs=(key.to_pem(None),)
         ) as ex:
-            signatures = [sig for part in ex.map(_sign_span, jobs) for sig in part]
+            parts = list(ex.map(_sign_span, jobs))
     finally:
-        _shared_messages = None
+        _shared_records = None
     keyid = key.keyid
+    envelopes = [e for part in parts for e in part[0]]
+    digests = [d for part in parts for d in part[1]]
+    idem_keys = [k for part in parts for k in part[2]]
     return [
-        _entry(r, p, Envelope(p, PAYLOAD_TYPE, (Signature(keyid, sig),)).to_json(), keyid)
-        for r, p, sig in zip(records, payloads, signatures, strict=True)
+        Entry(env, digest, idem, r.kind, r.asset, r.partition, r.sha256, keyid, r.recorded_at)
+        for r, env, digest, idem in zip(records, envelopes, digests, idem_keys, strict=True)
     ]
 
 

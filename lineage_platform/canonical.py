@@ -80,13 +80,13 @@ def _scan(obj: object) -> int:
         d: dict[object, object] = obj  # type: ignore[assignment]
         for k, v in d.items():
             if not isinstance(k, str):
-                raise _Bad(f"object key {k!r} is not a string")
+                raise _Bad(f"object key {k!r:.60} is not a string")
             if not k.isascii() and any(ord(c) > 0xFFFF for c in k):
                 status = _SLOW
             try:
                 s = _scan(v)
             except _Bad as e:
-                e.path.append(f".{k}" if k.isidentifier() else f"[{k!r}]")
+                e.path.append(f".{k:.40}" if k.isidentifier() else f"[{k!r:.40}]")
                 raise
             if s > status:
                 status = s
@@ -195,7 +195,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise ValueError(f"duplicate key {k!r}")
+            raise ValueError(f"duplicate key {k!r:.60}")
         out[k] = v
     return out
 

@@ -93,3 +93,13 @@ class IntegrationError(LineageError):
     """DVC, MLflow or Dagster state cannot be read (corrupt dvc.lock, unreachable MLflow store)."""
 
     exit_code = 14
+
+
+def shown(text: str, limit: int = 48) -> str:
+    """Untrusted text (a key name, a keyid) as a message may quote it: on one line, cut short.
+
+    Plain text is kept as it is; anything with control or other non-printable characters is
+    escaped the way `repr` does, so a hostile name cannot forge lines on a terminal or in a log.
+    """
+    cut = text[:limit] + "…" if len(text) > limit else text
+    return cut if cut.isprintable() else repr(cut)

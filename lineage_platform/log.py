@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lineage_platform.canonical import loads_strict
-from lineage_platform.errors import ProofError, RecordError
+from lineage_platform.errors import ProofError, RecordError, shown
 from lineage_platform.signing import SigningKey, TrustStore, b64decode_strict
 
 __all__ = [
@@ -387,7 +387,7 @@ class SignedCheckpoint:
             raise RecordError("checkpoint: expected a JSON object")
         for k in obj:
             if k not in _SIGNED_KEYS and k != "timestamp":
-                raise RecordError(f"checkpoint.{k}: unknown key")
+                raise RecordError(f"checkpoint.{shown(k)}: unknown key")
         for k in _SIGNED_KEYS:
             if k not in obj:
                 raise RecordError(f"checkpoint.{k}: missing")

@@ -27,7 +27,7 @@ from lineage_platform.canonical import (
     json_string,
     loads_strict,
 )
-from lineage_platform.errors import RecordError
+from lineage_platform.errors import RecordError, shown
 
 __all__ = [
     "KINDS",
@@ -55,8 +55,9 @@ MAX_RECORD_BYTES = 1_000_000
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-# Control characters break logs and terminals; lone surrogates cannot be encoded as UTF-8.
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# Control characters (C0, DEL and C1, which holds the 8-bit terminal escape CSI) break logs and
+# terminals; lone surrogates cannot be encoded as UTF-8.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _RFC3339_UTC = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z"
 )
@@ -138,20 +139,24 @@ def _set(obj: object, name: str, value: object) -> None:
 
 
 _KEYSETS: dict[tuple[str, ...], frozenset[str]] = {}
+_raw_decode = json.JSONDecoder().raw_decode  # the C scanner, without json.loads' wrapping
+
+
+def _keyset(keys: tuple[str, ...]) -> frozenset[str]:
+    keyset = _KEYSETS.get(keys)
+    if keyset is None:
+        keyset = _KEYSETS[keys] = frozenset(keys)
+    return keyset
 
 
 def _strict_object(obj: object, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    if type(obj) is dict:  # fast accept: exactly the expected keys
-        keyset = _KEYSETS.get(keys)
-        if keyset is None:
-            keyset = _KEYSETS[keys] = frozenset(keys)
-        if obj.keys() == keyset:
-            return obj
+    if type(obj) is dict and obj.keys() == _keyset(keys):  # fast accept: exactly those keys
+        return obj
     if not isinstance(obj, dict):
         raise RecordError(f"{path}: expected an object, got {_json_type(obj)}")
     for k in obj:
         if k not in keys:
-            raise RecordError(f"{path}.{k}: unknown key")
+            raise RecordError(f"{path}.{shown(k)}: unknown key")
     for k in keys:
         if k not in obj:
             raise RecordError(f"{path}.{k}: missing")
@@ -345,7 +350,7 @@ class AttributionRecord:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise RecordError(
-                f"predicate.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}"
+                f"predicate.kind: expected one of {', '.join(KINDS)}, got {self.kind!r:.60}"
             )
         _text(self.asset, "predicate.asset")
         _hex(self.sha256, "subject[0].digest.sha256", _HEX64, 64)
@@ -480,15 +485,15 @@ class AttributionRecord:
         if obj.keys() != _TOP_KEYSET:
             for k in obj:
                 if k not in _TOP_KEYS:
-                    raise RecordError(f"{k}: unknown key")
+                    raise RecordError(f"{shown(k)}: unknown key")
             for k in _TOP_KEYS:
                 if k not in obj:
                     raise RecordError(f"{k}: missing")
         if obj["_type"] != STATEMENT_TYPE:
-            raise RecordError(f"_type: expected {STATEMENT_TYPE!r}, got {obj['_type']!r}")
+            raise RecordError(f"_type: expected {STATEMENT_TYPE!r}, got {obj['_type']!r:.60}")
         if obj["predicateType"] != PREDICATE_TYPE:
             raise RecordError(
-                f"predicateType: expected {PREDICATE_TYPE!r}, got {obj['predicateType']!r}"
+                f"predicateType: expected {PREDICATE_TYPE!r}, got {obj['predicateType']!r:.60}"
             )
         subjects = obj["subject"]
         if not isinstance(subjects, list) or len(subjects) != 1:
@@ -499,19 +504,34 @@ class AttributionRecord:
         if subject["name"] != p["asset"]:
             raise RecordError("subject[0].name: must equal predicate.asset")
 
+        # Both build straight from an object with exactly the right keys (the common case),
+        # naming the path only when something is wrong; the messages are _child's.
         def ref(name: str, build: type[Any], keys: tuple[str, ...]) -> Any:
-            if p[name] is None:
+            value = p[name]
+            if value is None:
                 return None
+            if type(value) is dict and value.keys() == _keyset(keys):
+                try:
+                    return build(**value)
+                except RecordError as e:
+                    raise RecordError(f"predicate.{name}.{e}") from None
             return _child(
-                f"predicate.{name}", build, _strict_object(p[name], f"predicate.{name}", keys)
+                f"predicate.{name}", build, _strict_object(value, f"predicate.{name}", keys)
             )
 
         def items(name: str, build: type[Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
             raw = p[name]
             if not isinstance(raw, list):
                 raise RecordError(f"predicate.{name}: expected an array, got {_json_type(raw)}")
+            keyset = _keyset(keys)
             out = []
             for i, item in enumerate(raw):
+                if type(item) is dict and item.keys() == keyset:
+                    try:
+                        out.append(build(**item))
+                        continue
+                    except RecordError as e:
+                        raise RecordError(f"predicate.{name}[{i}].{e}") from None
                 path = f"predicate.{name}[{i}]"
                 out.append(_child(path, build, _strict_object(item, path, keys)))
             return tuple(out)
@@ -558,8 +578,10 @@ class AttributionRecord:
         # duplicate keys, NaN, unsafe integers or bad UTF-8, so the strict parser would build
         # the same record; anything else goes the strict way, which also names the problem.
         try:
-            fast = cls.from_statement(json.loads(data))
-            if fast.to_bytes() == data:
+            text = data.decode("utf-8")
+            obj, end = _raw_decode(text)
+            fast = cls.from_statement(obj)
+            if end == len(text) and fast.to_bytes() == data:
                 return fast
         except Exception:  # the strict path below decides, with its own message
             pass

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from lineage_platform.canonical import loads_strict
-from lineage_platform.errors import KeyFileError, RecordError, SignatureError
+from lineage_platform.errors import KeyFileError, RecordError, SignatureError, shown
 from lineage_platform.records import MAX_RECORD_BYTES, PAYLOAD_TYPE
 
 __all__ = [
@@ -316,7 +316,9 @@ class TrustStore:
         try:
             return self._by_id[keyid]
         except (KeyError, TypeError):
-            raise SignatureError(f"{what}: key {str(keyid)[:12]}… is not trusted") from None
+            raise SignatureError(
+                f"{what}: key {shown(str(keyid)[:12])}… is not trusted"
+            ) from None
 
     def keyids(self) -> tuple[str, ...]:
         return tuple(self._by_id)
@@ -357,10 +359,10 @@ class TrustStore:
             try:
                 key = PublicKey.from_b64(b64)
             except KeyFileError as e:
-                raise KeyFileError(f"trust store: key {keyid[:12]}…: {e}") from None
+                raise KeyFileError(f"trust store: key {shown(keyid[:12])}…: {e}") from None
             if key.keyid != keyid:
                 raise KeyFileError(
-                    f"trust store: keyid {keyid[:12]}… does not match its key "
+                    f"trust store: keyid {shown(keyid[:12])}… does not match its key "
                     f"(which is {key.keyid[:12]}…)"
                 )
             keys.append(key)
@@ -477,11 +479,21 @@ class Envelope:
         # Lenient extraction and base64 are fine: the re-encoding must reproduce every byte.
         try:
             if m := _ONE_SIGNATURE.fullmatch(data):
-                payload, payload_type, keyid, sig = m.groups()
-                sigs: tuple[Signature, ...] = (
-                    Signature(keyid.decode("ascii"), binascii.a2b_base64(sig)),
+                b64_payload, b64_type, b64_keyid, b64_sig = m.groups()
+                payload_type, keyid = b64_type.decode("ascii"), b64_keyid.decode("ascii")
+                sig = binascii.a2b_base64(b64_sig)
+                env = cls(
+                    binascii.a2b_base64(b64_payload), payload_type, (Signature(keyid, sig),)
                 )
-                env = cls(binascii.a2b_base64(payload), payload_type.decode("ascii"), sigs)
+                # What to_json() would write, piece by piece: printable ASCII strings need no
+                # escapes, and both base64 fields must be the standard encoding.
+                canonical = (
+                    payload_type.isprintable()
+                    and keyid.isprintable()
+                    and binascii.b2a_base64(sig, newline=False) == b64_sig
+                    and binascii.b2a_base64(env.payload, newline=False) == b64_payload
+                )
+                return env if canonical else None
             else:
                 obj = json.loads(data)
                 a2b = binascii.a2b_base64
@@ -521,7 +533,7 @@ class Envelope:
 def _exact_keys(obj: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> None:
     for k in obj:
         if k not in keys:
-            raise RecordError(f"{prefix}{k}: unknown key")
+            raise RecordError(f"{prefix}{shown(k)}: unknown key")
     for k in keys:
         if k not in obj:
             raise RecordError(f"{prefix}{k}: missing")
@@ -552,4 +564,4 @@ def verify_envelope(env: Envelope, trust: TrustStore, what: str = "envelope") ->
             failure = failure or e
     if failure is not None:
         raise failure
-    raise SignatureError(f"{what}: key {env.signatures[0].keyid[:12]}… is not trusted")
+    raise SignatureError(f"{what}: key {shown(env.signatures[0].keyid[:12])}… is not trusted")

@@ -102,6 +102,33 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
     # Every log value must be signed or re-derivable by verify; a local clock reading is neither.
     (3, "ALTER TABLE checkpoints DROP COLUMN created_at"),
+    (
+        # Column compression picked for append speed: every commit re-compresses the open row
+        # group, and DuckDB's default (FSST) on the envelopes and on random hashes costs about
+        # as much as signing. zstd for the envelopes, none for hashes: on 60,000 records a
+        # 10,000-record batch commits in 30 µs/record instead of 57, in a 43% smaller file.
+        4,
+        f"""
+        CREATE TABLE log_entries_v4 (
+            idx           BIGINT PRIMARY KEY,
+            envelope      BLOB NOT NULL USING COMPRESSION zstd,
+            leaf_hash     BLOB NOT NULL USING COMPRESSION uncompressed,
+            record_digest VARCHAR NOT NULL USING COMPRESSION uncompressed,
+            idem_key      VARCHAR NOT NULL UNIQUE,
+            kind          VARCHAR NOT NULL,
+            asset         VARCHAR NOT NULL,
+            partition     VARCHAR,
+            sha256        VARCHAR NOT NULL USING COMPRESSION uncompressed,
+            keyid         VARCHAR NOT NULL,
+            recorded_at   VARCHAR NOT NULL
+        );
+        INSERT INTO log_entries_v4 ({LOG_COLUMNS}) SELECT {LOG_COLUMNS} FROM log_entries;
+        DROP INDEX log_entries_asset;
+        DROP TABLE log_entries;
+        ALTER TABLE log_entries_v4 RENAME TO log_entries;
+        CREATE INDEX log_entries_asset ON log_entries (asset, partition, sha256);
+        """,
+    ),
 )
 
 

@@ -35,11 +35,34 @@ SCHEMA = pa.schema(
 # The natural epoch of an event: its UTC day.
 EPOCH_SQL = "strftime(f.occurred_at, '%Y-%m-%d')"
 INT64_MAX = 2**63 - 1
-_CONTROL = r"[\x00-\x1f\x7f]"
+_CONTROL = r"[\x00-\x1f\x7f-\x9f]"  # C0, DEL and C1 control characters
 
 
 def _first_row(mask: pa.Array) -> int:
     return int(pc.index(mask, True).as_py())
+
+
+def _shown(text: str) -> str:
+    """A name from the input as it can be printed on one line: quoted when it is not plain."""
+    return text if text.isprintable() else repr(text)
+
+
+def _column_names(table: pa.Table) -> list[str]:
+    try:
+        return list(table.column_names)
+    except UnicodeDecodeError:  # a file's header, read as bytes, that is not UTF-8
+        raise UsageError("usage events: column names are not valid UTF-8") from None
+
+
+def _strings(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    """Text as Arrow strings; numbers become their digits, anything else is refused."""
+    if pa.types.is_string(col.type):
+        return col
+    try:
+        return pc.cast(col, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        what = "invalid UTF-8" if pa.types.is_binary(col.type) else f"{col.type} values"
+        raise UsageError(f"{name}: expected text, got {what}") from None
 
 
 def _amount(table: pa.Table, name: str) -> pa.Array:
@@ -62,9 +85,7 @@ def _amount(table: pa.Table, name: str) -> pa.Array:
 
 
 def _text(table: pa.Table, name: str) -> pa.Array:
-    col = table.column(name)
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        col = pc.cast(col, pa.string())
+    col = _strings(table.column(name), name)
     if col.null_count:
         raise UsageError(f"{name}: row {_first_row(col.is_null())} is empty")
     bad = pc.or_(pc.equal(pc.utf8_length(col), 0), pc.match_substring_regex(col, _CONTROL))
@@ -75,17 +96,16 @@ def _text(table: pa.Table, name: str) -> pa.Array:
 
 def validate_events(table: pa.Table, now: datetime | None = None) -> pa.Table:
     """The canonical usage table, or a `UsageError` naming the first bad column and row."""
-    names = set(table.column_names)
+    names = set(_column_names(table))
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise UsageError(f"usage events: missing column(s) {', '.join(missing)}")
     unknown = sorted(names - set(REQUIRED) - set(OPTIONAL))
     if unknown:
-        raise UsageError(f"usage events: unknown column(s) {', '.join(unknown)}")
+        raise UsageError(f"usage events: unknown column(s) {', '.join(map(_shown, unknown))}")
     n = table.num_rows
     if "event_id" in names:
-        ids = table.column("event_id")
-        ids = pc.cast(ids, pa.string()) if not pa.types.is_string(ids.type) else ids
+        ids = _strings(table.column("event_id"), "event_id")
         bad = pc.match_substring_regex(ids, _CONTROL)
         if n and pc.any(bad).as_py():
             raise UsageError(f"event_id: row {_first_row(bad)} has control characters")
@@ -104,7 +124,8 @@ def validate_events(table: pa.Table, now: datetime | None = None) -> pa.Table:
             col = col.cast(pa.timestamp("us", tz=col.type.tz))
             col = col.cast(pa.int64()).cast(pa.timestamp("us"))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise UsageError(f"occurred_at: not a timestamp ({exc})") from exc
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(f"occurred_at: not a timestamp ({_shown(first)})") from exc
         if col.null_count:
             raise UsageError(f"occurred_at: row {_first_row(col.is_null())} is empty")
         occurred = col.combine_chunks()
@@ -146,7 +167,7 @@ def read_events(path: Path) -> pa.Table:
             return feather.read_table(path)
     except FileNotFoundError as exc:
         raise UsageError(f"{path}: no such file") from exc
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:  # a damaged file: any of Arrow's errors
         raise UsageError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from exc
     raise UsageError(f"{path}: unknown format {suffix!r} (use .parquet, .csv, .jsonl or .arrow)")
 
@@ -177,7 +198,7 @@ def ingest(store: Store, events: pa.Table) -> tuple[int, int]:
     models = pc.unique(events.column("model")).to_pylist()
     unknown = sorted(set(models) - known)
     if unknown:
-        shown = ", ".join(unknown[:3]) + (" …" if len(unknown) > 3 else "")
+        shown = ", ".join(map(_shown, unknown[:3])) + (" …" if len(unknown) > 3 else "")
         raise UsageError(f"unknown model(s): {shown} (no signed model record in the log)")
     return store.ingest_usage(events, EPOCH_SQL)
 
@@ -192,7 +213,7 @@ def ingest_files(store: Store, paths: Iterable[Path]) -> tuple[int, int]:
     for path in paths:
         try:
             table = read_events(path)
-            if not {"event_id", "occurred_at"} & set(table.column_names):
+            if not {"event_id", "occurred_at"} & set(_column_names(table)):
                 raise UsageError(
                     "needs an event_id or occurred_at column (else a replay counts twice)"
                 )

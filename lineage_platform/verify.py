@@ -103,7 +103,7 @@ def _derive(index: int, data: bytes, trust: TrustStore) -> tuple[_Row, _Inputs, 
             Envelope.from_json(data)  # malformed: raises with the field named
             raise VerificationError(f"{what}: stored bytes are not the canonical envelope", index)
         if env.payload_type != PAYLOAD_TYPE:
-            raise VerificationError(f"{what}: payloadType {env.payload_type!r}", index)
+            raise VerificationError(f"{what}: payloadType {env.payload_type!r:.60}", index)
         verify_envelope(env, trust, what=what)
         record = AttributionRecord.from_bytes(env.payload)
     except VerificationError:

@@ -181,7 +181,7 @@ def _kill_soon_after_first_commit(
     deadline = time.monotonic() + 60
     while not db.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.6))
+    time.sleep(rng.uniform(0.1, 2.0))  # a sync of this backlog takes about 3 s
     if proc.poll() is not None:
         return False
     os.killpg(proc.pid, signal.SIGKILL)

@@ -10,6 +10,7 @@ import pytest
 from logkit import Project, dataset, sha, uses
 
 from lineage_platform import attest, verify
+from lineage_platform import store as store_module
 from lineage_platform.attest import append_records, sign_records
 from lineage_platform.audit import verify_store
 from lineage_platform.errors import VerificationError
@@ -115,6 +116,23 @@ def test_an_older_schema_is_migrated_forward_with_its_log_intact(tmp_path: Path)
     versions = [r[0] for r in project.sql("SELECT version FROM schema_version ORDER BY 1")]
     assert versions == [v for v, _ in MIGRATIONS]
     assert verify_store(old, project.ring.trust()).records == 1
+
+
+def test_each_migration_keeps_the_log_it_finds(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log written under every earlier schema version survives every later migration."""
+    key = project.signer()
+    for version in range(1, len(MIGRATIONS)):
+        monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:version])
+        append_records(project.store, key, [dataset(version)])
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    before = project.snapshot()
+    project.store.migrate()
+    assert project.snapshot() == before
+    rows = project.sql("SELECT version FROM schema_version ORDER BY version")
+    assert [r[0] for r in rows] == [v for v, _ in MIGRATIONS]
+    assert verify_store(project.store, project.ring.trust()).records == len(MIGRATIONS) - 1
 
 
 def test_input_references_to_earlier_records_verify(project: Project) -> None:

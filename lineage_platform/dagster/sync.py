@@ -6,7 +6,9 @@
 Events are read per asset key with a storage-id cursor (`instance.fetch_materializations`), so
 several events in one tick, partitions, and assets added later are all seen. The append commits
 before the cursor moves; a tick retried after a crash finds the records by their idempotency key
-(Dagster run id + storage id) and appends nothing twice.
+(Dagster run id + storage id) and appends nothing twice. Each input names the upstream
+materialization the run actually read (Dagster's input event pointer), so its log index is that
+event's own record even when several records share the same content hash.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -369,24 +372,28 @@ def pending_events(
     return events, bool(heads) or any(more.values())
 
 
-def sync_once(
-    instance: dg.DagsterInstance,
-    asset_keys: Iterable[dg.AssetKey],
-    store: Store,
-    key: SigningKey,
-    cursor: Cursor | None = None,
-    limit: int = 1000,
-    workers: int = 1,
-    on_append: Callable[[int], None] | None = None,
-) -> SyncResult:
-    """One bounded batch: read, build, sign, append (committed), then return the new cursor.
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What one batch read from the instance: its events and each event's inputs."""
 
-    A record names the log index of each input's own record, so an event whose input is
-    recorded in this same batch waits for a later append: the batch goes in as a few layers
-    (its depth of dependencies within the batch, 3 for the example), one transaction each.
-    """
-    cursor = cursor or Cursor()
-    keys = list(asset_keys)
+    cursor: Cursor  # where this batch was read from
+    events: list[dg.EventLogRecord]
+    more: bool
+    inputs: dict[int, list[_Input]]  # storage id -> inputs
+
+    @property
+    def seen(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.events:
+            name = _asset(e)
+            out[name] = max(e.storage_id, out.get(name, 0))
+        return out
+
+
+def _read_batch(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey], cursor: Cursor, limit: int
+) -> _Batch:
+    """Only reads the instance, so `sync_all` reads the next batch while this one commits."""
     events, more = pending_events(instance, keys, cursor, limit)
     pointers = {e.storage_id: _pointers(e) for e in events}
     wanted: dict[str, set[int]] = {}
@@ -396,10 +403,26 @@ def sync_once(
     states = _UpstreamStates(instance, events, cursor, {k.to_user_string() for k in keys})
     states.resolve(wanted)
     inputs = {e.storage_id: states.inputs(pointers[e.storage_id]) for e in events}
+    return _Batch(cursor, events, more, inputs)
 
+
+def _write_batch(
+    batch: _Batch,
+    store: Store,
+    key: SigningKey,
+    workers: int = 1,
+    on_append: Callable[[int], None] | None = None,
+) -> SyncResult:
+    """Sign and append what is not in the log yet; returns the cursor past the whole batch.
+
+    A record names the log index of each input's own record, so an event whose input is
+    recorded in this same batch waits for a later append: the batch goes in as a few layers
+    (its depth of dependencies within the batch, 3 for the example), one transaction each.
+    """
+    events, inputs = batch.events, batch.inputs
     own = {e.storage_id: idempotency_key(e) for e in events}
-    upstream = {idempotency_key(i.event) for ins in inputs.values() for i in ins if i.event}
-    logged = store.indices_for(sorted(set(own.values()) | upstream)) if events else {}
+    read = {idempotency_key(i.event) for ins in inputs.values() for i in ins if i.event}
+    logged = store.indices_for(sorted(set(own.values()) | read)) if events else {}
 
     indices: dict[tuple[str, int], int] = {}
     skipped = appended = 0
@@ -410,11 +433,12 @@ def sync_once(
             indices[(e.run_id, e.storage_id)] = logged[own[e.storage_id]]
             skipped += 1
             continue
-        layer = max(
-            (depth[i.event.storage_id] + 1 for i in inputs[e.storage_id]
-             if i.event is not None and i.event.storage_id in depth),
-            default=0,
-        )
+        below = [
+            depth[i.event.storage_id]
+            for i in inputs[e.storage_id]
+            if i.event is not None and i.event.storage_id in depth
+        ]
+        layer = max(below, default=-1) + 1
         depth[e.storage_id] = layer
         if layer == len(layers):
             layers.append([])
@@ -433,12 +457,12 @@ def sync_once(
             by_content[ref] = store.latest_index(i.asset, i.sha256, i.partition)
         return by_content[ref]
 
+    def record_for(e: dg.EventLogRecord) -> AttributionRecord:
+        refs = [InputRef(i.asset, i.sha256, log_index(i)) for i in inputs[e.storage_id]]
+        return build_record(e, refs)
+
     for layer_events in layers:
-        records = [
-            build_record(e, [InputRef(i.asset, i.sha256, log_index(i)) for i in inputs[sid]])
-            for e in layer_events
-            for sid in [e.storage_id]
-        ]
+        records = [record_for(e) for e in layer_events]
         result = append_records(store, key, records, workers=workers)
         appended += result.appended
         skipped += result.skipped
@@ -448,11 +472,25 @@ def sync_once(
         if on_append:
             on_append(len(layer_events))
 
-    seen: dict[str, int] = {}
-    for e in events:
-        name = _asset(e)
-        seen[name] = max(e.storage_id, seen.get(name, 0))
-    return SyncResult(cursor.advanced(seen), len(events), appended, skipped, more, indices, seen)
+    seen = batch.seen
+    return SyncResult(
+        batch.cursor.advanced(seen), len(events), appended, skipped, batch.more, indices, seen
+    )
+
+
+def sync_once(
+    instance: dg.DagsterInstance,
+    asset_keys: Iterable[dg.AssetKey],
+    store: Store,
+    key: SigningKey,
+    cursor: Cursor | None = None,
+    limit: int = 1000,
+    workers: int = 1,
+    on_append: Callable[[int], None] | None = None,
+) -> SyncResult:
+    """One bounded batch: read, build, sign, append (committed), then return the new cursor."""
+    batch = _read_batch(instance, list(asset_keys), cursor or Cursor(), limit)
+    return _write_batch(batch, store, key, workers, on_append)
 
 
 def sync_all(
@@ -464,23 +502,36 @@ def sync_all(
     workers: int = 1,
     on_batch: Callable[[SyncResult], None] | None = None,
 ) -> SyncResult:
-    """Catch up completely (`lineage sync`), resuming from what the log already holds."""
+    """Catch up completely (`lineage sync`), resuming from what the log already holds.
+
+    The next batch is read (Dagster's deserialization, Python) while this one is signed and
+    committed (DuckDB, which releases the GIL). Reading never moves the cursor: each batch's
+    cursor is returned only once its appends have committed.
+    """
+    keys = list(asset_keys)
     cursor = Cursor(store.dagster_cursor())
     total_read = total_appended = total_skipped = 0
     indices: dict[tuple[str, int], int] = {}
     seen: dict[str, int] = {}
-    while True:
-        result = sync_once(instance, asset_keys, store, key, cursor, limit, workers)
-        total_read += result.read
-        total_appended += result.appended
-        total_skipped += result.skipped
-        indices.update(result.indices)
-        seen.update(result.seen)
-        cursor = result.cursor
-        if on_batch:
-            on_batch(result)
-        if not result.has_more:
-            break
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lineage-read") as reader:
+        upcoming = reader.submit(_read_batch, instance, keys, cursor, limit)
+        while True:
+            batch = upcoming.result()
+            if batch.more:
+                upcoming = reader.submit(
+                    _read_batch, instance, keys, batch.cursor.advanced(batch.seen), limit
+                )
+            result = _write_batch(batch, store, key, workers)
+            total_read += result.read
+            total_appended += result.appended
+            total_skipped += result.skipped
+            indices.update(result.indices)
+            seen.update(result.seen)
+            cursor = result.cursor
+            if on_batch:
+                on_batch(result)
+            if not result.has_more:
+                break
     return SyncResult(cursor, total_read, total_appended, total_skipped, False, indices, seen)
 
 
