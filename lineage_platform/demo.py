@@ -32,7 +32,12 @@ def run_demo(
     passphrase: bytes | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> DemoSummary:
-    from lineage_platform.dagster.workspace import load_definitions, materialize_all, open_instance
+    from lineage_platform.dagster.workspace import (
+        load_definitions,
+        materialize_all,
+        open_instance,
+        run_checks,
+    )
 
     step = on_step or (lambda _msg: None)
     summary_payouts: list[tuple[str, int]] = []
@@ -76,6 +81,14 @@ def run_demo(
             f"{len(st.payouts)} accounts, statement root {st.root[:16]}… (log index {st.log_index})"
         )
         summary_payouts.extend(st.payouts)
+    step("asset checks")
+    with open_instance(settings) as instance:
+        checks = run_checks(defs, instance)
+    failed = sorted(name for name, ok in checks.items() if not ok)
+    lines.append(
+        f"asset checks: {len(checks) - len(failed)} of {len(checks)} passed"
+        + (f" (failed: {', '.join(failed)})" if failed else "")
+    )
     step("lineage verify")
     report = verify_store(store, ring.trust())
     lines.append(f"lineage verify: {report.summary()}")

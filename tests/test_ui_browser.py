@@ -115,7 +115,13 @@ def test_pages_show_lineage_contributors_and_attribution(ui: int) -> None:
             skip.click()
         except PlaywrightTimeout:
             pass
-        page.get_by_text("datanet", exact=True).first.wait_for(timeout=60_000)
+        page.goto(
+            f"{base}/assets/digits_classifier_valuation?view=lineage&lineageScope=upstream"
+            "&lineageDepth=5",
+            wait_until="networkidle",
+        )
+        page.get_by_text("contributions").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)  # the graph lays itself out after the data arrives
         page.screenshot(path=str(SHOTS / "ui-lineage.png"))
 
         page.goto(f"{base}/assets/datanet?view=events", wait_until="networkidle")
