@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 STATE  ?= $(if $(LINEAGE_HOME),$(LINEAGE_HOME),$(CURDIR)/.lineage)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test ui bench lint soak clean
+.PHONY: install demo test ui bench scale lint soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ ui: install
 
 bench: install
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+scale: install
+	$(BIN)/python benchmarks/scale.py
 
 lint: install
 	$(BIN)/ruff check lineage_platform assets tests benchmarks

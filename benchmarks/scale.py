@@ -1,0 +1,118 @@
+"""How each figure grows with size: log, settlement, KNN-Shapley, sensor catch-up (3+ sizes each).
+
+    python benchmarks/scale.py                 # the figures in docs/performance.md (~15 min)
+    python benchmarks/scale.py --only log knn  # a subset
+
+Log: append (signing included, 2 signing workers), `verify_store`, `export_bundle`, and the
+latency of one inclusion proof, at 10k / 100k / 1M records. Settlement, sensor: the benchmark
+scripts beside this one at three sizes. KNN-Shapley: 25k / 50k / 100k rows x 1,000 test rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def log_figures(n: int) -> str:
+    from lineage_platform.attest import append_records
+    from lineage_platform.audit import export_bundle, prove_inclusion, verify_store
+    from lineage_platform.records import AttributionRecord, Contributor, DagsterRef
+    from lineage_platform.signing import SigningKey, TrustStore
+    from lineage_platform.store import Store
+
+    key = SigningKey.generate()
+    trust = TrustStore.of(key)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "log.duckdb")
+        batch = 50_000
+        t = time.perf_counter()
+        for start in range(0, n, batch):
+            records = [
+                AttributionRecord(
+                    kind="dataset", asset="scale/part", partition=f"p{i % 97}",
+                    sha256=hashlib.sha256(str(i).encode()).hexdigest(),
+                    recorded_at="2026-11-24T00:00:00.000000Z",
+                    dagster=DagsterRef("run-scale", i),
+                    contributors=(Contributor(f"c{i % 1000}", rows=1 + i % 50),),
+                )
+                for i in range(start, min(n, start + batch))
+            ]
+            append_records(store, key, records, workers=2)
+        append_s = time.perf_counter() - t
+        t = time.perf_counter()
+        verify_store(store, trust)
+        verify_s = time.perf_counter() - t
+        t = time.perf_counter()
+        export_bundle(store, trust, Path(tmp) / "bundle")
+        export_s = time.perf_counter() - t
+        t = time.perf_counter()
+        prove_inclusion(store, trust, n // 2)
+        prove_s = time.perf_counter() - t
+        size_mb = (Path(tmp) / "log.duckdb").stat().st_size / 1e6
+    return (f"| {n:,} | {n / append_s:,.0f}/s ({append_s:.1f} s) | {n / verify_s:,.0f}/s "
+            f"({verify_s:.1f} s) | {export_s:.1f} s | {prove_s * 1000:.0f} ms | {size_mb:.0f} MB |")
+
+
+def knn_figures(n_train: int, n_test: int = 1000, d: int = 20) -> str:
+    import resource
+
+    from lineage_platform.valuation import knn_shapley
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n_train, d))
+    y = rng.integers(0, 10, size=n_train)
+    xt = rng.normal(size=(n_test, d))
+    yt = rng.integers(0, 10, size=n_test)
+    t = time.perf_counter()
+    knn_shapley(x, y, xt, yt, 5)
+    took = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return f"| {n_train:,} x {n_test:,} | {took:.2f} s | {peak:.0f} MB (process peak so far) |"
+
+
+def run_script(args: list[str]) -> str:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=HERE.parent)
+    return proc.stdout.strip() + (f"\n(exit {proc.returncode}: {proc.stderr[-500:]})"
+                                  if proc.returncode else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=["log", "knn", "settlement", "sensor"])
+    args = parser.parse_args()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print(f"machine: {os.cpu_count()} cores, {memory:.0f} GiB")
+    if "log" in args.only:
+        print("\n| records | append | verify | export | inclusion proof | DuckDB file |")
+        print("|---|---|---|---|---|---|")
+        for n in (10_000, 100_000, 1_000_000):
+            print(log_figures(n), flush=True)
+    if "knn" in args.only:
+        print("\n| KNN-Shapley train x test | time | memory |")
+        print("|---|---|---|")
+        for n in (25_000, 50_000, 100_000):
+            print(knn_figures(n), flush=True)
+    if "settlement" in args.only:
+        for n in (100_000, 300_000, 1_000_000):
+            print(f"\n## bench_settlement.py --events {n}")
+            print(run_script([str(HERE / "bench_settlement.py"), "--events", str(n)]), flush=True)
+    if "sensor" in args.only:
+        for n in (1_000, 3_000, 10_000):
+            print(f"\n## bench_sensor.py --events {n}")
+            print(run_script([str(HERE / "bench_sensor.py"), "--events", str(n)]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
