@@ -36,6 +36,12 @@ bench: install
 scale: install
 	$(BIN)/python benchmarks/scale.py
 
+# The long form of the fault and fuzz tests `make test` runs briefly: 20 SIGKILL trials over a
+# 5,000-event backlog, then ten minutes of fuzzing every parser of untrusted input.
+soak: install
+	LINEAGE_FAULT_TRIALS=20 LINEAGE_FAULT_BACKLOG=5000 $(BIN)/python -m pytest -q -s tests/faults
+	$(BIN)/python benchmarks/fuzz.py --minutes 10
+
 lint: install
 	$(BIN)/ruff check lineage_platform assets tests benchmarks
 	$(BIN)/mypy

@@ -27,6 +27,7 @@ from lineage_platform.signing import SigningKey, TrustStore, b64decode_strict
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "MAX_CHECKPOINT_BYTES",
     "Checkpoint",
     "CompactRange",
     "SignedCheckpoint",
@@ -340,6 +341,8 @@ class Checkpoint:
 
 
 _SIGNED_KEYS = ("keyid", "origin", "root_hash", "signature", "tree_size")
+#: A signed checkpoint is a few hundred bytes; refuse anything far larger before parsing it.
+MAX_CHECKPOINT_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +385,8 @@ class SignedCheckpoint:
 
     @classmethod
     def from_json(cls, data: bytes) -> SignedCheckpoint:
+        if len(data) > MAX_CHECKPOINT_BYTES:
+            raise RecordError(f"checkpoint: {len(data)} bytes exceeds {MAX_CHECKPOINT_BYTES}")
         obj = loads_strict(data, "checkpoint")
         if not isinstance(obj, dict):
             raise RecordError("checkpoint: expected a JSON object")

@@ -563,6 +563,31 @@ class AttributionRecord:
         )
 
     @classmethod
+    def _from_canonical(cls, obj: Any) -> AttributionRecord:
+        """The record a canonical statement holds, for `from_bytes` to check by re-encoding.
+
+        Only safe behind that check: the statement's shape is not checked here.
+        """
+        p = obj["predicate"]
+        dagster, dvc, mlflow, details = p["dagster"], p["dvc"], p["mlflow"], p["details"]
+        return cls(
+            kind=p["kind"],
+            asset=p["asset"],
+            sha256=obj["subject"][0]["digest"]["sha256"],
+            recorded_at=p["recorded_at"],
+            data_version=p["data_version"],
+            code_version=p["code_version"],
+            dagster=None if dagster is None else DagsterRef(**dagster),
+            dvc=None if dvc is None else DvcRef(**dvc),
+            mlflow=None if mlflow is None else MlflowRef(**mlflow),
+            inputs=tuple([InputRef(**i) for i in p["inputs"]]),
+            contributors=tuple([Contributor(**c) for c in p["contributors"]]),
+            details=None if details is None else _canonical_details(details),
+            supersedes=p["supersedes"],
+            partition=p["partition"],
+        )
+
+    @classmethod
     def from_bytes(cls, data: bytes, *, require_canonical: bool = True) -> AttributionRecord:
         """Parse signed payload bytes. By default they must be canonical, so that the payload
         hash and `digest()` agree and no two byte strings decode to the same record."""
@@ -574,13 +599,15 @@ class AttributionRecord:
                 f"payload: {len(data)} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
             )
         # Fast path for canonical bytes (what every stored envelope carries): the C decoder
-        # without hooks, then the re-encoding must equal the input. Canonical bytes hold no
-        # duplicate keys, NaN, unsafe integers or bad UTF-8, so the strict parser would build
-        # the same record; anything else goes the strict way, which also names the problem.
+        # without hooks, the fields taken without the structural checks, then the re-encoding
+        # must equal the input. Canonical bytes hold no duplicate keys, NaN, unsafe integers
+        # or bad UTF-8, and have exactly the statement's shape (to_bytes writes it), so the
+        # strict parser would build the same record; the field values are validated either
+        # way. Anything else goes the strict way, which also names the problem.
         try:
             text = data.decode("utf-8")
             obj, end = _raw_decode(text)
-            fast = cls.from_statement(obj)
+            fast = cls._from_canonical(obj)
             if end == len(text) and fast.to_bytes() == data:
                 return fast
         except Exception:  # the strict path below decides, with its own message

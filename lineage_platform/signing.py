@@ -35,6 +35,7 @@ from lineage_platform.records import MAX_RECORD_BYTES, PAYLOAD_TYPE
 
 __all__ = [
     "MAX_ENVELOPE_BYTES",
+    "MAX_TRUST_STORE_BYTES",
     "Envelope",
     "PublicKey",
     "Signature",
@@ -50,6 +51,8 @@ __all__ = [
 
 #: A record payload base64-encoded, plus room for a few signatures.
 MAX_ENVELOPE_BYTES = MAX_RECORD_BYTES * 4 // 3 + 64 * 1024
+#: About 9,000 keys: far more than any rotation history; a larger file is refused unparsed.
+MAX_TRUST_STORE_BYTES = 1024 * 1024
 _SIG_LEN = 64
 _RAW_KEY_LEN = 32
 
@@ -348,6 +351,8 @@ class TrustStore:
     @classmethod
     def from_json(cls, data: bytes) -> TrustStore:
         """Parse a trust store, checking each keyid against its key (a mismatch is tampering)."""
+        if len(data) > MAX_TRUST_STORE_BYTES:
+            raise KeyFileError(f"trust store: {len(data)} bytes exceeds {MAX_TRUST_STORE_BYTES}")
         try:
             obj = loads_strict(data, "trust store")
         except RecordError as e:

@@ -299,6 +299,8 @@ class Store:
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"{self.path}: {first}") from exc
+        except OSError as exc:  # a full or failing disk under Python's own writes
+            raise StoreError(f"{self.path}: {exc.strerror or exc}") from exc
 
     @staticmethod
     def _version(con: duckdb.DuckDBPyConnection) -> int:

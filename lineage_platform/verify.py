@@ -273,16 +273,18 @@ def _results(view: LogView, trust: TrustStore, workers: int) -> Iterator[_Done]:
             )
             for kind, a, b in spans
         ]
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            yield from pool.map(_run, jobs)
-    finally:
+        yield from pool.map(_run, jobs)
+    finally:  # also when the caller stops at the first failure: drop the chunks not started
+        pool.shutdown(wait=True, cancel_futures=True)
         _shared = None
 
 
 def _chunks(count: int, workers: int) -> list[tuple[int, int]]:
-    """About eight chunks per worker: the last one to finish holds the others up less."""
-    size = max(250, -(-count // (workers * 8)))
+    """About 32 chunks per worker, so that a worker left alone with the last chunk idles the
+    other core only briefly; forked workers share the data, so a chunk costs little."""
+    size = max(250, -(-count // (workers * 32)))
     return [(a, min(a + size, count)) for a in range(0, count, size)]
 
 

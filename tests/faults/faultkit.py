@@ -198,20 +198,3 @@ def observe(
     elif held:
         line.closed.append(time.monotonic())
     return line
-
-
-class KillWindow:
-    """How long a process keeps writing after its first transaction began: kill points are drawn
-    from it. Starts from a guess, then follows what uninterrupted runs showed."""
-
-    def __init__(self, guess: float, rng: random.Random) -> None:
-        self.span = guess
-        self.rng = rng
-
-    def draw(self) -> float:
-        return self.rng.uniform(0.0, self.span)
-
-    def learn(self, line: Timeline) -> None:
-        span = line.write_span
-        if not line.killed and span is not None and span > 0.05:
-            self.span = span

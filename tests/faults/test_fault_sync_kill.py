@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -30,7 +31,6 @@ from tests.faults.faultkit import (
     PROC,
     SEED,
     TRIALS,
-    KillWindow,
     cli_env,
     code_location,
     fast_scratch,
@@ -44,8 +44,9 @@ BATCH_SIZES = (64, 500, 5000)  # many small commits, a few, or one transaction p
 
 
 @pytest.fixture(scope="module")
-def backlog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
-    """A code location and a Dagster instance holding BACKLOG runless materializations."""
+def backlog(tmp_path_factory: pytest.TempPathFactory) -> Backlog:
+    """A code location, a Dagster instance holding BACKLOG runless materializations, and how
+    long an uninterrupted `lineage sync` of it writes (kill points are drawn from that span)."""
     root = code_location(tmp_path_factory.mktemp("faults-sync") / "project")
     scratch = fast_scratch()
     try:
@@ -57,7 +58,21 @@ def backlog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
         template = shutil.copytree(home, root / "template")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return root, template, expected
+    state = root / "calibration"
+    shutil.copytree(template, state / "dagster")
+    proc = spawn(["sync", "--json"], cli_env(root, state), cwd=root)
+    line = observe(proc, state / "lineage.duckdb")
+    assert proc.returncode == 0 and line.write_span is not None, line.stderr
+    assert json.loads(line.stdout)["appended"] == len(expected)
+    return Backlog(root, template, expected, line.write_span)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    root: Path
+    home: Path
+    expected: list[str]  # the idempotency key of every materialization in the instance
+    write_span: float
 
 
 def _logged_keys(store: Store) -> list[str]:
@@ -75,12 +90,11 @@ def _tree_size(store: Store) -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(not PROC, reason="kill points are placed by watching /proc/<pid>/fd")
 def test_sync_killed_at_random_points_logs_every_materialization_exactly_once(
-    backlog: tuple[Path, Path, list[str]], tmp_path: Path
+    backlog: Backlog, tmp_path: Path
 ) -> None:
-    root, home, expected = backlog
+    root, home, expected = backlog.root, backlog.home, backlog.expected
     total = len(expected)
     rng = random.Random(SEED)
-    window = KillWindow(0.2 + 0.002 * total, rng)
     outcomes: list[str] = []
     for trial in range(TRIALS):
         state = tmp_path / f"trial{trial}"
@@ -88,6 +102,8 @@ def test_sync_killed_at_random_points_logs_every_materialization_exactly_once(
         env = cli_env(root, state)
         store = Store(state / "lineage.duckdb")
         batch = str(rng.choice(BATCH_SIZES))
+        # Small batches write in many more (and smaller) transactions than one big one.
+        span = backlog.write_span * (3.0 if batch == "64" else 1.2)
         args = ["sync", "--json", "--batch-size", batch]
         seen = 0
         for attempt in range(1 + trial % 2):
@@ -97,10 +113,10 @@ def test_sync_killed_at_random_points_logs_every_materialization_exactly_once(
                 # Anywhere from the start: importing, creating the key ring, reading Dagster.
                 line = observe(proc, store.path, kill_after_start=rng.uniform(0.0, 3.0))
             else:
-                line = observe(proc, store.path, kill_after_open=window.draw())
+                # Inside or between its transactions: a small batch size makes many of them.
+                line = observe(proc, store.path, kill_after_open=rng.uniform(0, span))
             if not line.killed:
                 assert proc.returncode == 0, f"{where}: {line.stderr}"
-                window.learn(line)
                 outcomes.append("finished")
                 seen = total
                 break
@@ -118,7 +134,6 @@ def test_sync_killed_at_random_points_logs_every_materialization_exactly_once(
 
         proc = spawn(args, env, cwd=root)
         line = observe(proc, store.path)
-        window.learn(line)
         assert proc.returncode == 0, line.stderr
         result = json.loads(line.stdout)
         assert result["appended"] == total - seen, (trial, SEED, result, seen)
