@@ -20,6 +20,8 @@ import yaml
 from lineage_platform.errors import IntegrationError
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
+# Nothing may reach the network at run time: DVC would otherwise send usage analytics.
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 @contextmanager
