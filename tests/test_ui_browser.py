@@ -1,7 +1,8 @@
 """The Dagster UI as a person sees it: lineage graph, contributor table, attribution metadata.
 
 Runs `dagster dev` on 127.0.0.1 over a demo'd copy of the project, queries GraphQL for the asset
-graph, and drives Debian's chromium with Playwright for the pages, saving screenshots to docs/img.
+graph, and drives Debian's chromium with Playwright for the pages; with
+LINEAGE_UPDATE_SCREENSHOTS=1 its screenshots replace the ones in docs/img.
 Skipped, with the reason printed, only when chromium is not installed (.ci/run installs it).
 """
 
@@ -27,7 +28,8 @@ from tests.conftest import REPO
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-SHOTS = REPO / "docs" / "img"
+# LINEAGE_UPDATE_SCREENSHOTS=1 refreshes the docs' pictures; otherwise they go to a temp folder.
+SHOTS = REPO / "docs" / "img" if os.environ.get("LINEAGE_UPDATE_SCREENSHOTS") else None
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)"
@@ -98,11 +100,12 @@ def test_graphql_asset_graph_is_contributions_datanet_model(ui: int) -> None:
     assert "digits_classifier" in deps["digits_classifier_valuation"]
 
 
-def test_pages_show_lineage_contributors_and_attribution(ui: int) -> None:
+def test_pages_show_lineage_contributors_and_attribution(ui: int, tmp_path: Path) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = SHOTS or tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{ui}"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
@@ -122,25 +125,27 @@ def test_pages_show_lineage_contributors_and_attribution(ui: int) -> None:
         )
         page.get_by_text("contributions").first.wait_for(timeout=60_000)
         page.wait_for_timeout(1500)  # the graph lays itself out after the data arrives
-        page.screenshot(path=str(SHOTS / "ui-lineage.png"))
+        page.screenshot(path=str(shots / "ui-lineage.png"))
 
         page.goto(f"{base}/assets/datanet?view=events", wait_until="networkidle")
         page.get_by_text("share_of_rows").first.wait_for(timeout=60_000)
         assert page.get_by_text("alice").count() > 0
         assert page.get_by_text("lineage/dvc_md5").count() > 0
-        page.screenshot(path=str(SHOTS / "ui-datanet-contributors.png"), full_page=True)
+        page.screenshot(path=str(shots / "ui-datanet-contributors.png"), full_page=True)
 
         page.goto(f"{base}/assets/digits_classifier?view=events", wait_until="networkidle")
         page.get_by_text("lineage/mlflow_run_id").first.wait_for(timeout=60_000)
-        page.screenshot(path=str(SHOTS / "ui-model.png"), full_page=True)
+        page.screenshot(path=str(shots / "ui-model.png"), full_page=True)
 
         page.goto(f"{base}/assets/digits_classifier_valuation?view=events",
                   wait_until="networkidle")
         page.get_by_text("contributor values").first.wait_for(timeout=60_000)
         assert page.get_by_text("erin").count() > 0
-        page.screenshot(path=str(SHOTS / "ui-valuation.png"), full_page=True)
+        page.screenshot(path=str(shots / "ui-valuation.png"), full_page=True)
 
         page.goto(f"{base}/assets/digits_classifier?view=checks", wait_until="networkidle")
         page.get_by_text("attribution_recorded").first.wait_for(timeout=60_000)
-        page.screenshot(path=str(SHOTS / "ui-checks.png"), full_page=True)
+        page.screenshot(path=str(shots / "ui-checks.png"), full_page=True)
         browser.close()
+    assert all((shots / f"ui-{n}.png").stat().st_size > 10_000
+               for n in ("lineage", "datanet-contributors", "model", "valuation", "checks"))
