@@ -3,9 +3,11 @@ run cleanly: every materialization is in the log exactly once and `lineage verif
 
 Short form: LINEAGE_FAULT_TRIALS (3) trials over a LINEAGE_FAULT_BACKLOG (500) event backlog;
 `make soak`: 20 trials over 5,000 events. Each trial starts from an empty log and a copy of the
-same Dagster instance; kill points fall while the process holds the DuckDB file (inside its
-transactions) or, in every third trial, anywhere from its start (key creation, reading Dagster);
-every other trial kills the recovering sync a second time.
+same Dagster instance, and a random batch size (many small commits or a few large ones). Kill
+points are drawn from the span an uninterrupted sync spends between opening the DuckDB file first
+and closing it last (measured once), so they fall inside or between its transactions; in every
+third trial, anywhere from its start (key creation, reading Dagster). Every other trial kills the
+recovering sync a second time.
 """
 
 from __future__ import annotations
