@@ -18,7 +18,9 @@ so. Its findings are written to the folder printed at the end (crash-* files lib
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -37,21 +39,46 @@ ATHERIS_TARGETS = ("records", "envelopes", "checkpoints", "trust_stores", "usage
 SUFFIXES = (".csv", ".jsonl", ".parquet", ".arrow")
 
 
-def run_hypothesis(name: str, seconds: float, folder: Path) -> tuple[int, str | None]:
-    """Examples run and the first failure (None when clean), in rounds with fresh seeds."""
+def hypothesis_child(name: str, seconds: float, folder: Path) -> None:
+    """Runs in its own process, so that a crash (a segfault in a C extension) is a finding too:
+    each input is pickled to `last-input.pickle` before it is tried. Prints one JSON result."""
     from tests.faults.fuzz_targets import BUILDERS, build_world
 
     target = BUILDERS[name](build_world(folder))
+    check = target.check
+    last = folder / "last-input.pickle"
+
+    def keep_then_check(value: object) -> None:
+        last.write_bytes(pickle.dumps(value))
+        check(value)
+
+    target.check = keep_then_check
     deadline = time.monotonic() + seconds
     rng = random.Random()
-    while time.monotonic() < deadline:
+    failure = None
+    while time.monotonic() < deadline and failure is None:
         try:
             target.run(500, seed=rng.randrange(2**32))
         except Exception as exc:  # a finding: report what hypothesis shrank it to
             notes = "\n".join(getattr(exc, "__notes__", []))
             found = "".join(traceback.format_exception_only(exc)).strip()
-            return target.examples, f"{found}\n{notes}".strip()
-    return target.examples, None
+            failure = f"{found}\n{notes}".strip()
+    print(json.dumps({"count": target.examples, "failure": failure}))
+
+
+def run_hypothesis(name: str, seconds: float, folder: Path) -> tuple[int, str | None]:
+    """Examples run and the first failure (None when clean), in rounds with fresh seeds."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", "hypothesis", name, "--seconds", str(seconds),
+         "--folder", str(folder)],
+        capture_output=True, text=True, timeout=seconds + 600, cwd=ROOT,
+    )
+    if done.returncode != 0:
+        died = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        tail = "\n".join(done.stderr.strip().splitlines()[-12:])
+        return 0, f"the process died ({died}); last input: {folder / 'last-input.pickle'}\n{tail}"
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return int(result["count"]), result["failure"]
 
 
 def atheris_child(name: str, seconds: float, folder: Path) -> None:
@@ -98,7 +125,7 @@ def atheris_child(name: str, seconds: float, folder: Path) -> None:
 def run_atheris(name: str, seconds: float, folder: Path) -> tuple[int, str | None]:
     folder.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        [sys.executable, __file__, "--atheris-child", name, "--seconds", str(seconds),
+        [sys.executable, __file__, "--child", "atheris", name, "--seconds", str(seconds),
          "--folder", str(folder)],
         capture_output=True, text=True, timeout=seconds + 300, cwd=ROOT,
     )
@@ -106,7 +133,7 @@ def run_atheris(name: str, seconds: float, folder: Path) -> tuple[int, str | Non
     count = int(runs.group(1)) if runs else 0
     if done.returncode == 0:
         return count, None
-    lines = done.stderr.splitlines()
+    lines = (done.stdout + "\n" + done.stderr).splitlines()  # the Python traceback: stdout
     start = next((i for i, line in enumerate(lines) if "Uncaught Python exception" in line), 0)
     crash = next((line for line in lines if "Test unit written to" in line), "")
     return count, "\n".join([*lines[start : start + 30], crash]).strip()
@@ -119,12 +146,14 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="total time (default 10)")
     parser.add_argument("--only", nargs="*", choices=list(BUILDERS), help="just these targets")
     parser.add_argument("--no-atheris", action="store_true", help="hypothesis targets only")
-    parser.add_argument("--atheris-child", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.atheris_child:
-        atheris_child(args.atheris_child, args.seconds, args.folder)
+    if args.child:
+        engine, name = args.child
+        child = hypothesis_child if engine == "hypothesis" else atheris_child
+        child(name, args.seconds, args.folder)
         return 0
 
     names = args.only or list(BUILDERS)

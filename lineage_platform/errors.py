@@ -101,5 +101,5 @@ def shown(text: str, limit: int = 48) -> str:
     Plain text is kept as it is; anything with control or other non-printable characters is
     escaped the way `repr` does, so a hostile name cannot forge lines on a terminal or in a log.
     """
-    cut = text[:limit] + "…" if len(text) > limit else text
-    return cut if cut.isprintable() else repr(cut)
+    escaped = text if text.isprintable() else repr(text)
+    return escaped[:limit] + "…" if len(escaped) > limit else escaped

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lineage_platform.errors import UsageError
+from lineage_platform.errors import UsageError, shown
 from lineage_platform.store import Store
 
 REQUIRED = ("model", "caller", "units", "fee")
@@ -40,11 +40,6 @@ _CONTROL = r"[\x00-\x1f\x7f-\x9f]"  # C0, DEL and C1 control characters
 
 def _first_row(mask: pa.Array) -> int:
     return int(pc.index(mask, True).as_py())
-
-
-def _shown(text: str) -> str:
-    """A name from the input as it can be printed on one line: quoted when it is not plain."""
-    return text if text.isprintable() else repr(text)
 
 
 def _column_names(table: pa.Table) -> list[str]:
@@ -102,7 +97,7 @@ def validate_events(table: pa.Table, now: datetime | None = None) -> pa.Table:
         raise UsageError(f"usage events: missing column(s) {', '.join(missing)}")
     unknown = sorted(names - set(REQUIRED) - set(OPTIONAL))
     if unknown:
-        raise UsageError(f"usage events: unknown column(s) {', '.join(map(_shown, unknown))}")
+        raise UsageError(f"usage events: unknown column(s) {', '.join(map(shown, unknown))}")
     n = table.num_rows
     if "event_id" in names:
         ids = _strings(table.column("event_id"), "event_id")
@@ -125,7 +120,7 @@ def validate_events(table: pa.Table, now: datetime | None = None) -> pa.Table:
             col = col.cast(pa.int64()).cast(pa.timestamp("us"))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(f"occurred_at: not a timestamp ({_shown(first)})") from exc
+            raise UsageError(f"occurred_at: not a timestamp ({shown(first, 200)})") from exc
         if col.null_count:
             raise UsageError(f"occurred_at: row {_first_row(col.is_null())} is empty")
         occurred = col.combine_chunks()
@@ -145,6 +140,14 @@ def validate_events(table: pa.Table, now: datetime | None = None) -> pa.Table:
     )
 
 
+def _checked(table: pa.Table) -> pa.Table:
+    """Parquet and Arrow IPC buffers come from the file as they are: check every offset, length
+    and UTF-8 string before a kernel reads them (a damaged file could otherwise crash the
+    process, not just fail)."""
+    table.validate(full=True)
+    return table
+
+
 def read_events(path: Path) -> pa.Table:
     """Parquet, CSV, JSON lines or Arrow IPC, chosen by the file suffix."""
     suffix = path.suffix.lower()
@@ -152,7 +155,7 @@ def read_events(path: Path) -> pa.Table:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(path)
+            return _checked(pq.read_table(path))
         if suffix == ".csv":
             import pyarrow.csv as pcsv
 
@@ -164,11 +167,12 @@ def read_events(path: Path) -> pa.Table:
         if suffix in (".arrow", ".feather", ".ipc"):
             import pyarrow.feather as feather
 
-            return feather.read_table(path)
+            return _checked(feather.read_table(path))
     except FileNotFoundError as exc:
         raise UsageError(f"{path}: no such file") from exc
     except (pa.ArrowException, OSError) as exc:  # a damaged file: any of Arrow's errors
-        raise UsageError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from exc
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{path}: unreadable ({shown(first, 200)})") from exc
     raise UsageError(f"{path}: unknown format {suffix!r} (use .parquet, .csv, .jsonl or .arrow)")
 
 
@@ -198,8 +202,8 @@ def ingest(store: Store, events: pa.Table) -> tuple[int, int]:
     models = pc.unique(events.column("model")).to_pylist()
     unknown = sorted(set(models) - known)
     if unknown:
-        shown = ", ".join(map(_shown, unknown[:3])) + (" …" if len(unknown) > 3 else "")
-        raise UsageError(f"unknown model(s): {shown} (no signed model record in the log)")
+        names = ", ".join(map(shown, unknown[:3])) + (" …" if len(unknown) > 3 else "")
+        raise UsageError(f"unknown model(s): {names} (no signed model record in the log)")
     return store.ingest_usage(events, EPOCH_SQL)
 
 

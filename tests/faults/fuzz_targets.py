@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as with_seed
 from hypothesis import strategies as st
 
 from lineage_platform import usage
@@ -199,8 +200,6 @@ class Target:
             self._counted(value)
 
         if seed is not None:
-            from hypothesis import seed as with_seed
-
             fuzz = with_seed(seed)(fuzz)
         fuzz()
 

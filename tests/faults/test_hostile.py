@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import click
 import dagster as dg
+import pyarrow as pa
+import pyarrow.feather as feather
 import pytest
 import typer.main
 from cryptography.hazmat.primitives import serialization
@@ -202,6 +205,31 @@ def test_records_and_usage_refuse_control_characters_in_ids(bad: str) -> None:
     table = usage.one_event("clf", bad, 1, 5, "e1", datetime.now(UTC))
     with pytest.raises(UsageError, match="caller: row 0 is empty or has control characters"):
         usage.validate_events(table)
+
+
+def test_an_arrow_file_with_forged_offsets_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """Found by benchmarks/fuzz.py: one changed byte in an Arrow file's string offsets read
+    fine, then crashed the process (SIGSEGV) in the first kernel that read the column."""
+    table = pa.table({"event_id": ["a", "b"], "model": ["clf", "clf"], "caller": ["x", "y"],
+                      "units": [1, 2], "fee": [1, 2]})
+    path = tmp_path / "calls.arrow"
+    feather.write_feather(table, path, compression="uncompressed")
+    offsets = struct.pack("<3i", 0, 3, 6)  # "clf", "clf"
+    assert path.read_bytes().count(offsets) == 1
+    path.write_bytes(path.read_bytes().replace(offsets, struct.pack("<3i", 0, 3, 1 << 30)))
+    with pytest.raises(UsageError, match=r"calls\.arrow: unreadable \(.*offsets"):
+        usage.read_events(path)
+
+
+def test_a_usage_file_full_of_control_characters_gets_one_short_line(tmp_path: Path) -> None:
+    """Found by atheris: Arrow's CSV error quotes the bad row, whose escaped control characters
+    made a 700-character message."""
+    path = tmp_path / "calls.csv"
+    path.write_bytes(b"\x18" * 9 + b"\n" + b"\x18" * 60 + b"," + b"\x1b[2J" * 60 + b"\n")
+    with pytest.raises(UsageError) as refused:
+        usage.read_events(path)
+    message = str(refused.value)
+    assert "\n" not in message and "\x1b" not in message and len(message) < 300, message
 
 
 HUGE = 100 * 1024 * 1024
