@@ -83,6 +83,10 @@ def test_daemon_ticks_sign_every_materialization(project_copy, tmp_path: Path) -
         LINEAGE_HOME=str(settings.state_dir),
         LINEAGE_SENSOR_INTERVAL_S="2",
     )
+    # Create the instance's SQLite schema first: dagster dev's processes and this test would
+    # otherwise race to run the same migrations ("table alembic_version already exists").
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_asset_keys()
     log = tmp_path / "dagster-dev.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(
