@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,19 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 @app.callback()
 def _root() -> None:
     """Signed data and model lineage, Shapley valuation and settlement on Dagster."""
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int], None]]:
+    """A live count on stderr for work that can take seconds; silent when not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda n: bar.advance(task, n)
 
 
 def settings() -> Settings:
@@ -476,11 +491,14 @@ def verify(
     from lineage_platform.signing import TrustStore
 
     pinned = TrustStore.load(keys) if keys is not None else None
-    if bundle is not None:
-        report = audit.verify_bundle(bundle, pinned)
-    else:
-        cfg = settings()
-        report = audit.verify_store(store(cfg), pinned or keyring(cfg).trust())
+    with progress_bar("verifying records") as advance:
+        if bundle is not None:
+            report = audit.verify_bundle(bundle, pinned, progress=advance)
+        else:
+            cfg = settings()
+            report = audit.verify_store(
+                store(cfg), pinned or keyring(cfg).trust(), progress=advance
+            )
     if as_json:
         out.print_json(
             data={
