@@ -30,20 +30,10 @@ import pyarrow.json as pjson
 
 from lineage_platform.errors import LineageError, UsageError
 from lineage_platform.store import Store
-from lineage_platform.usage import INT64_MAX, ingest, validate_events
+from lineage_platform.usage import INT64_MAX, SCHEMA, ingest, validate_events
 
 READY = ".ready.jsonl"
 OPEN = ".open.jsonl"
-SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("model", pa.string()),
-        ("caller", pa.string()),
-        ("units", pa.int64()),
-        ("fee", pa.int64()),
-        ("occurred_at", pa.timestamp("us")),
-    ]
-)
 
 
 def _amount(value: object, name: str) -> int:
