@@ -15,7 +15,11 @@ from lineage_platform.dagster import (
     settlement_schedule,
     usage_spool_sensor,
 )
-from lineage_platform.dagster.checks import log_verified_checks, shapley_efficiency_check
+from lineage_platform.dagster.checks import (
+    log_verified_checks,
+    operations_check,
+    shapley_efficiency_check,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 ASSETS = [contributions, datanet, digits_classifier, digits_classifier_valuation]
@@ -26,6 +30,7 @@ defs = dg.Definitions(
         *attribution_checks([a.key for a in ASSETS]),
         *log_verified_checks([a.key for a in ASSETS]),
         shapley_efficiency_check(digits_classifier_valuation.key),
+        operations_check(digits_classifier.key),
     ],
     sensors=[lineage_sensor, usage_spool_sensor],
     jobs=[settlement_job],

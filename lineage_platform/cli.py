@@ -297,7 +297,8 @@ def usage_ingest(
     """
     from lineage_platform import usage
 
-    inserted, replays = usage.ingest_files(store(settings()), files)
+    with out.status(f"ingesting {len(files)} file(s)"):
+        inserted, replays = usage.ingest_files(store(settings()), files)
     out.print(f"ingested {inserted} events ({replays} replays ignored)")
 
 

@@ -6,7 +6,11 @@
 import dagster as dg
 
 from lineage_platform.audit import verify_store
-from lineage_platform.dagster.resources import LineageSignerResource, LineageStoreResource
+from lineage_platform.dagster.resources import (
+    LineageSettingsResource,
+    LineageSignerResource,
+    LineageStoreResource,
+)
 from lineage_platform.dagster.sensor import latest_record
 from lineage_platform.errors import LineageError
 
@@ -66,6 +70,39 @@ def shapley_efficiency_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
         return dg.AssetCheckResult(
             passed=gap <= float(value["tolerance"]),
             metadata={**{k: v for k, v in value.items() if v is not None}, "gap": gap},
+        )
+
+    return _check
+
+
+def operations_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    """`lineage status` as a check: unsettled closed epochs, spooled usage, lock contention."""
+
+    @dg.asset_check(
+        asset=key,
+        name="settlement_up_to_date",
+        description="No closed epoch waits for settlement; shows pending fees, spools, lock waits.",
+    )
+    def _check(
+        lineage: LineageSettingsResource, lineage_store: LineageStoreResource
+    ) -> dg.AssetCheckResult:
+        from datetime import UTC, datetime
+
+        from lineage_platform.status import store_gauges
+
+        spool = lineage.settings().spool_dir
+        gauges = store_gauges(lineage_store.store(), spool, datetime.now(UTC))
+        return dg.AssetCheckResult(
+            passed=not gauges.closed_unsettled_epochs,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "closed unsettled epochs": ", ".join(gauges.closed_unsettled_epochs) or "none",
+                "pending fees (minor units)": gauges.unsettled_fees,
+                "open epoch fees": gauges.open_epoch_fees,
+                "spooled usage files": gauges.spooled_files,
+                "store lock waits (1 h)": gauges.lock_waits_last_hour,
+                "log size": gauges.log_size,
+            },
         )
 
     return _check
