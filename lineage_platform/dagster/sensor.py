@@ -55,8 +55,9 @@ def _check_events(
     result: SyncResult,
     checked: Iterable[dg.AssetKey],
     store: Store,
-) -> list[dg.AssetCheckEvaluation]:
-    """One passing evaluation per asset whose newest materialization this tick recorded."""
+) -> list[dg.AssetCheckEvaluation | dg.AssetObservation]:
+    """Per asset whose newest materialization this tick recorded: a passing check, and an
+    observation on the asset's event timeline naming the record that attests it."""
     recorded: dict[dg.AssetKey, tuple[dg.EventLogRecord, int]] = {}
     for key in checked:
         latest = latest_record(context.instance, key)
@@ -70,7 +71,23 @@ def _check_events(
         [[idx for _, idx in recorded.values()]],
     )
     derived = {int(i): (str(digest), str(keyid)) for i, digest, keyid in rows}
-    return [
+    observations: list[dg.AssetCheckEvaluation | dg.AssetObservation] = [
+        dg.AssetObservation(
+            asset_key=key,
+            partition=latest.asset_materialization.partition if latest.asset_materialization
+            else None,
+            metadata={
+                "attribution": "signed into the log (attribution_recorded re-verifies it)",
+                "log_index": idx,
+                "record_digest": derived[idx][0],
+                "key_id": derived[idx][1],
+                "materialization storage_id": latest.storage_id,
+            },
+        )
+        for key, (latest, idx) in recorded.items()
+        if idx in derived
+    ]
+    return observations + [
         dg.AssetCheckEvaluation(
             asset_key=key,
             check_name=CHECK_NAME,
