@@ -18,8 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from lineage_platform.allocation import (
     Allocation,
     LineageGraph,
@@ -39,7 +37,7 @@ from lineage_platform.log import (
 )
 from lineage_platform.records import AttributionRecord, InputRef, details_json, utc_timestamp
 from lineage_platform.signing import Envelope, SigningKey
-from lineage_platform.store import Store
+from lineage_platform.store import Connection, Store
 
 EPOCH = timedelta(days=1)
 POLICY_FILE = "settlement.toml"
@@ -179,7 +177,7 @@ class Derivation:
 
 
 def derive(
-    con: duckdb.DuckDBPyConnection, epoch: str, policy: Policy, before: int | None = None
+    con: Connection, epoch: str, policy: Policy, before: int | None = None
 ) -> Derivation:
     fees, digest, count = Store.epoch_inputs(con, epoch)
     records = _records(Store.log_envelopes(con, GRAPH_KINDS, before))
@@ -196,16 +194,14 @@ def derive(
     )
 
 
-def _statement(store: Store, con: duckdb.DuckDBPyConnection, epoch: str) -> Statement:
+def _statement(store: Store, con: Connection, epoch: str) -> Statement:
     row = store.settled_epoch(con, epoch)
     if row is None:
         raise SettlementError(f"epoch {epoch} is not settled")
-    payouts = con.execute(
-        "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY account", [epoch]
-    ).fetchall()
+    payouts = Store.epoch_payouts(con, epoch)
     return Statement(
         epoch, int(row["fees_total"]), int(row["paid_total"]),
-        tuple((str(a), int(n)) for a, n in payouts), str(row["root"]), int(row["log_index"]),
+        tuple(payouts), str(row["root"]), int(row["log_index"]),
         already_settled=True,
     )
 
@@ -306,15 +302,15 @@ def verify_settlements(store: Store) -> int:
     with store.reader() as con:
         epochs = [
             store.settled_epoch(con, str(e))
-            for (e,) in con.execute("SELECT epoch FROM epochs ORDER BY epoch").fetchall()
+            for e in Store.settled_epoch_ids(con)
         ]
         for row in epochs:
             assert row is not None
             epoch, idx = str(row["epoch"]), int(row["log_index"])
-            env = con.execute("SELECT envelope FROM log_entries WHERE idx = ?", [idx]).fetchall()
-            if not env:
+            env = Store.envelope_at(con, idx)
+            if env is None:
                 raise VerificationError(f"epoch {epoch}: settlement record {idx} missing", idx)
-            record = AttributionRecord.from_bytes(Envelope.from_json(bytes(env[0][0])).payload)
+            record = AttributionRecord.from_bytes(Envelope.from_json(env).payload)
             signed = record.details_obj() or {}
             if record.kind != "settlement" or record.partition != epoch:
                 raise VerificationError(f"epoch {epoch}: log index {idx} is not its record", idx)
@@ -323,12 +319,8 @@ def verify_settlements(store: Store) -> int:
                 d = derive(con, epoch, policy, before=idx)
             except LineageError as exc:
                 raise VerificationError(f"epoch {epoch}: cannot re-derive ({exc})", idx) from exc
-            payouts = con.execute(
-                "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY account", [epoch]
-            ).fetchall()
-            ledger = con.execute(
-                "SELECT debit, credit, amount FROM ledger WHERE epoch = ? ORDER BY seq", [epoch]
-            ).fetchall()
+            payouts = Store.epoch_payouts(con, epoch)
+            ledger = Store.epoch_ledger(con, epoch)
             start, end = epoch_bounds(epoch)
             checks: Mapping[str, tuple[object, object]] = {
                 "window": (
@@ -367,22 +359,15 @@ def verify_settlements(store: Store) -> int:
     return len(epochs)
 
 
-def _verify_no_strays(con: duckdb.DuckDBPyConnection) -> None:
+def _verify_no_strays(con: Connection) -> None:
     """Every signed settlement has its epoch row, and no payout or posting lacks one."""
-    for idx, epoch in con.execute(
-        "SELECT l.idx, l.partition FROM log_entries l LEFT JOIN epochs e ON e.log_index = l.idx "
-        "WHERE l.kind = 'settlement' AND (e.epoch IS NULL OR e.epoch IS DISTINCT FROM l.partition) "
-        "ORDER BY l.idx"
-    ).fetchall():
+    records, rows = Store.stray_settlement_rows(con)
+    for idx, epoch in records:
         raise VerificationError(
-            f"epoch {epoch}: signed settlement record {idx} has no matching epochs row", int(idx)
+            f"epoch {epoch}: signed settlement record {idx} has no matching epochs row", idx
         )
-    for table in ("payouts", "ledger"):
-        for (epoch,) in con.execute(
-            f"SELECT DISTINCT epoch FROM {table} WHERE epoch NOT IN (SELECT epoch FROM epochs) "
-            "ORDER BY epoch"
-        ).fetchall():
-            raise VerificationError(f"epoch {epoch}: {table} rows but no settled epoch row")
+    for table, epoch in rows:
+        raise VerificationError(f"epoch {epoch}: {table} rows but no settled epoch row")
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,18 +392,13 @@ def account_statement(store: Store, account: str) -> list[PayoutProof]:
     """An account's payouts, each with its inclusion proof against the signed settlement root."""
     out = []
     with store.reader() as con:
-        epochs = con.execute(
-            "SELECT e.epoch, e.log_index FROM payouts p JOIN epochs e USING (epoch) "
-            "WHERE p.account = ? ORDER BY e.epoch",
-            [account],
-        ).fetchall()
-        for epoch, idx in epochs:
-            env = con.execute("SELECT envelope FROM log_entries WHERE idx = ?", [idx]).fetchall()
-            record = AttributionRecord.from_bytes(Envelope.from_json(bytes(env[0][0])).payload)
+        for epoch, idx in Store.account_epochs(con, account):
+            env = Store.envelope_at(con, idx)
+            if env is None:
+                raise VerificationError(f"epoch {epoch}: settlement record {idx} missing", idx)
+            record = AttributionRecord.from_bytes(Envelope.from_json(env).payload)
             root = bytes.fromhex(str((record.details_obj() or {}).get("root", "")))
-            rows = con.execute(
-                "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY account", [epoch]
-            ).fetchall()
+            rows = Store.epoch_payouts(con, epoch)
             leaves = [leaf_hash(payout_leaf(str(epoch), str(a), int(n))) for a, n in rows]
             pos = [str(a) for a, _ in rows].index(account)
             path = inclusion_proof(leaves, pos, len(leaves))

@@ -28,6 +28,8 @@ from lineage_platform.errors import StoreBusyError, StoreError
 from lineage_platform.log import Checkpoint, CompactRange, SignedCheckpoint, leaf_hash
 
 HASH_LEN = 32
+# Callers in the coordination layer (settlement) hold a connection inside store transactions.
+Connection = duckdb.DuckDBPyConnection
 LOG_COLUMNS = (
     "idx, envelope, leaf_hash, record_digest, idem_key, kind, asset, partition, sha256, keyid, "
     "recorded_at"
@@ -665,3 +667,57 @@ class Store:
         """Read-only query for reports (payouts, statements, status)."""
         with self.reader() as con:
             return [tuple(r) for r in con.execute(sql, list(args)).fetchall()]
+
+    # -- settlement reads (the queries `settlement.py` needs, kept in the one DuckDB module) --
+    @staticmethod
+    def epoch_payouts(con: Connection, epoch: str) -> list[tuple[str, int]]:
+        rows = con.execute(
+            "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY account", [epoch]
+        ).fetchall()
+        return [(str(a), int(n)) for a, n in rows]
+
+    @staticmethod
+    def epoch_ledger(con: Connection, epoch: str) -> list[tuple[str, str, int]]:
+        rows = con.execute(
+            "SELECT debit, credit, amount FROM ledger WHERE epoch = ? ORDER BY seq", [epoch]
+        ).fetchall()
+        return [(str(d), str(c), int(n)) for d, c, n in rows]
+
+    @staticmethod
+    def settled_epoch_ids(con: Connection) -> list[str]:
+        rows = con.execute("SELECT epoch FROM epochs ORDER BY epoch").fetchall()
+        return [str(e) for (e,) in rows]
+
+    @staticmethod
+    def envelope_at(con: Connection, idx: int) -> bytes | None:
+        rows = con.execute("SELECT envelope FROM log_entries WHERE idx = ?", [idx]).fetchall()
+        return bytes(rows[0][0]) if rows else None
+
+    @staticmethod
+    def account_epochs(con: Connection, account: str) -> list[tuple[str, int]]:
+        rows = con.execute(
+            "SELECT e.epoch, e.log_index FROM payouts p JOIN epochs e USING (epoch) "
+            "WHERE p.account = ? ORDER BY e.epoch",
+            [account],
+        ).fetchall()
+        return [(str(e), int(i)) for e, i in rows]
+
+    @staticmethod
+    def stray_settlement_rows(
+        con: Connection,
+    ) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
+        """(signed settlement records without their epoch row, (table, epoch) rows without one)."""
+        records = con.execute(
+            "SELECT l.idx, l.partition FROM log_entries l "
+            "LEFT JOIN epochs e ON e.log_index = l.idx WHERE l.kind = 'settlement' "
+            "AND (e.epoch IS NULL OR e.epoch IS DISTINCT FROM l.partition) ORDER BY l.idx"
+        ).fetchall()
+        rows = [
+            (table, str(epoch))
+            for table in ("payouts", "ledger")
+            for (epoch,) in con.execute(
+                f"SELECT DISTINCT epoch FROM {table} "
+                "WHERE epoch NOT IN (SELECT epoch FROM epochs) ORDER BY epoch"
+            ).fetchall()
+        ]
+        return [(int(i), str(p)) for i, p in records], rows
