@@ -476,13 +476,6 @@ class Store:
             ).fetchall()
         return table, [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
 
-    def read_checkpoint_rows(self) -> list[tuple[int, bytes, bytes]]:
-        with self.reader() as con:
-            rows = con.execute(
-                "SELECT tree_size, checkpoint, frontier FROM checkpoints ORDER BY tree_size"
-            ).fetchall()
-        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
-
     def latest_checkpoint(self) -> bytes | None:
         with self.reader() as con:
             rows = con.execute(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from lineage_platform.records import (
 from lineage_platform.settlement import settle
 from lineage_platform.signing import SigningKey, TrustStore
 from lineage_platform.store import Store
+from tests.ledger_world import signed_state
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCH = "2026-01-05"
@@ -91,14 +91,7 @@ class ExportWorld:
 
 
 def make_export_world(root: Path, settled: bool = True) -> ExportWorld:
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "workspace.yaml", root / "workspace.yaml")
-    state = root / ".lineage"
-    settings = Settings(root, state, f"sqlite:///{state / 'mlflow.db'}")
-    ring = KeyRing(settings.keys_dir)
-    ring.init(None)
-    key = ring.signer(None)
-    store = Store(settings.duckdb_path)
+    settings, key, store = signed_state(root)
     idx: dict[str, int] = {}
 
     def add(name: str, rec: AttributionRecord) -> None:

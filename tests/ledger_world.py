@@ -92,8 +92,8 @@ def _append(index: dict[str, int], store: Store, key: SigningKey, rec: Attributi
     index[rec.asset] = attest.append_records(store, key, [rec]).indices[0]
 
 
-def make_world(root: Path) -> World:
-    """Project folder (workspace.yaml), key ring, and the signed lineage in the module doc."""
+def signed_state(root: Path) -> tuple[Settings, SigningKey, Store]:
+    """A project folder (workspace.yaml), its key ring, and an empty store under .lineage/."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "workspace.yaml", root / "workspace.yaml")
     state = root / ".lineage"
@@ -102,6 +102,12 @@ def make_world(root: Path) -> World:
     ring.init(None)
     key = ring.signer(None)
     store = Store(settings.duckdb_path)
+    return settings, key, store
+
+
+def make_world(root: Path) -> World:
+    """Project folder (workspace.yaml), key ring, and the signed lineage in the module doc."""
+    settings, key, store = signed_state(root)
     idx: dict[str, int] = {}
 
     def ref(asset: str) -> InputRef:

@@ -39,6 +39,7 @@ from lineage_platform.records import (
     MlflowRef,
     canonical_json,
     details_json,
+    utc_timestamp,
 )
 from lineage_platform.signing import SigningKey
 from lineage_platform.store import Store
@@ -145,7 +146,7 @@ def _details(mat: dg.AssetMaterialization) -> str | None:
 
 
 def _timestamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_timestamp(datetime.fromtimestamp(ts, UTC))
 
 
 RUNLESS_RUN_ID = "runless"
