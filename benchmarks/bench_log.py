@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -88,17 +89,20 @@ def raw_rates(messages: list[bytes], rounds: int = 3) -> tuple[float, float]:
 
 
 _pairs: list[tuple[bytes, bytes]] = []  # (signature, message), shared with forked processes
+_barrier: list[Any] = []
 
 
 def _verify_all(_: int) -> float:
     key = Ed25519PrivateKey.generate()
     public = key.public_key()
     pairs = [(key.sign(m), m) for _, m in _pairs]
+    _barrier[0].wait()  # both processes verify at the same time, not one while the other signs
     return timed(lambda: [public.verify(s, m) for s, m in pairs])
 
 
 def _sign_all(_: int) -> float:
     sign = Ed25519PrivateKey.generate().sign
+    _barrier[0].wait()
     return timed(lambda: [sign(m) for _, m in _pairs])
 
 
@@ -109,11 +113,14 @@ def two_process_rates(messages: list[bytes]) -> tuple[float, float]:
     context = multiprocessing.get_context("fork")
     rates = []
     for fn in (_sign_all, _verify_all):
-        with context.Pool(2) as pool:
-            pool.map(fn, [0, 0])  # warm up
-            start = time.perf_counter()
-            pool.map(fn, [0, 0])
-            rates.append(2 * len(messages) / (time.perf_counter() - start))
+        best = 0.0
+        for _ in range(2):  # the best of two, as for the single-core rates
+            _barrier[:] = [context.Barrier(2)]  # reaches the pool's processes by fork
+            with context.Pool(2) as pool:
+                # Each process times only its own loop; the slower one sets the pace.
+                slowest = max(pool.map(fn, [0, 1], chunksize=1))
+            best = max(best, 2 * len(messages) / slowest)
+        rates.append(best)
     return rates[0], rates[1]
 
 
@@ -132,8 +139,7 @@ def bench_append(
     store.migrate()
 
     def run() -> None:
-        for s in range(0, len(records), batch):
-            append_records(store, key, records[s : s + batch], workers=workers)
+        append_records(store, key, records, workers=workers, batch_size=batch)
 
     cpu = cpu_seconds()
     result = rate(len(records), timed(run))
@@ -182,8 +188,10 @@ def main() -> None:
                 f"{results[workers]:10,.0f} records/s  "
                 f"= {results[workers] / raw_sign:.2f}x raw sign"
             )
-            print(f"  (CPU, all processes: {cpu_per:.1f} µs/record; raw sign alone is "
-                  f"{1e6 / raw_sign:.1f})")
+            print(
+                f"  (CPU, all processes: {cpu_per:.1f} µs/record; raw sign alone is "
+                f"{1e6 / raw_sign:.1f})"
+            )
         best = max(results, key=lambda w: results[w])
         path = folder / f"append_w{best}.duckdb"
         store = Store(path)
@@ -199,8 +207,10 @@ def main() -> None:
         assert report is not None and report.records == n
         v_rate = rate(n, t_verify)
         print(f"verify_store ({cores} processes):        {v_rate:10,.0f} records/s")
-        print(f"  (CPU, all processes: {cpu_per:.1f} µs/record; raw verify alone is "
-              f"{1e6 / raw_verify:.1f})")
+        print(
+            f"  (CPU, all processes: {cpu_per:.1f} µs/record; raw verify alone is "
+            f"{1e6 / raw_verify:.1f})"
+        )
         append_ratio = results[best] / raw_sign
         verify_ratio = v_rate / raw_verify
         print(

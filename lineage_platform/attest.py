@@ -4,15 +4,17 @@
     result.indices   # log index of each record (an already-recorded one keeps its index)
 
 Records are signed before the store transaction opens, so the DuckDB lock is held only for the
-bulk insert and one checkpoint signature.
+bulk insert and one checkpoint signature. A large backlog given with `batch_size` goes in as
+several transactions, and worker processes sign the next batches while one commits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import multiprocessing
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 
 from lineage_platform.log import Checkpoint, SignedCheckpoint
 from lineage_platform.records import AttributionRecord
@@ -71,33 +73,40 @@ def _sign_span(job: tuple[int, int, Sequence[AttributionRecord] | None]) -> _Sig
     )
 
 
-def sign_records(
-    records: Sequence[AttributionRecord], key: SigningKey, workers: int = 1
-) -> list[Entry]:
-    """Sign in this process, or across `workers` processes for large backlogs.
+_Submit = Callable[[int, int], "Future[_Signed]"]
 
-    In parallel the workers do all the per-record work (encode, sign, hash) and send back
-    only the bytes and hashes that are new; the records reach them by fork where that is
-    the start method, so nothing is pickled on the way in.
-    """
+
+@contextmanager
+def _signing_pool(
+    records: Sequence[AttributionRecord], key: SigningKey, workers: int
+) -> Iterator[_Submit]:
+    """`submit(start, stop)` signs records[start:stop] in a worker; the records reach the
+    workers by fork where that is the start method, so nothing is pickled on the way in."""
     global _shared_records
-    if workers <= 1 or len(records) < PARALLEL_MIN:
-        return [entry_for(r, key) for r in records]
-    size = max(1000, -(-len(records) // (workers * 4)))
-    spans = [(a, min(a + size, len(records))) for a in range(0, len(records), size)]
     context = multiprocessing.get_context()
     shared = context.get_start_method() == "fork"
-    jobs = [(a, b, None if shared else records[a:b]) for a, b in spans]
     _shared_records = records if shared else None
     try:
         # The key crosses to the workers in memory only, as an unencrypted PEM.
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init_worker, initargs=(key.to_pem(None),)
         ) as ex:
-            parts = list(ex.map(_sign_span, jobs))
+
+            def submit(start: int, stop: int) -> Future[_Signed]:
+                return ex.submit(_sign_span, (start, stop, None if shared else records[start:stop]))
+
+            yield submit
     finally:
         _shared_records = None
-    keyid = key.keyid
+
+
+def _spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size, stop)) for a in range(start, stop, size)]
+
+
+def _entries(
+    records: Sequence[AttributionRecord], parts: Sequence[_Signed], keyid: str
+) -> list[Entry]:
     envelopes = [e for part in parts for e in part[0]]
     digests = [d for part in parts for d in part[1]]
     idem_keys = [k for part in parts for k in part[2]]
@@ -107,16 +116,71 @@ def sign_records(
     ]
 
 
+def sign_records(
+    records: Sequence[AttributionRecord], key: SigningKey, workers: int = 1
+) -> list[Entry]:
+    """Sign in this process, or across `workers` processes for large backlogs.
+
+    In parallel the workers do all the per-record work (encode, sign, hash) and send back
+    only the bytes and hashes that are new.
+    """
+    if workers <= 1 or len(records) < PARALLEL_MIN:
+        return [entry_for(r, key) for r in records]
+    size = max(1000, -(-len(records) // (workers * 4)))
+    with _signing_pool(records, key, workers) as submit:
+        futures = [submit(a, b) for a, b in _spans(0, len(records), size)]
+        parts = [f.result() for f in futures]
+    return _entries(records, parts, key.keyid)
+
+
 def append_records(
     store: Store,
     key: SigningKey,
     records: Sequence[AttributionRecord],
     origin: str = ORIGIN,
     workers: int = 1,
+    batch_size: int | None = None,
 ) -> AppendResult:
-    entries = sign_records(records, key, workers)
+    """Sign and append; with `batch_size`, one transaction and checkpoint per batch.
+
+    In batches, every batch is durable once its transaction commits (a crash loses only the
+    batch in flight, and a retry skips what is in), and with `workers` > 1 the workers sign
+    batch k+1 while this process commits batch k: signing and DuckDB's commit overlap.
+    """
 
     def sign_checkpoint(checkpoint: Checkpoint) -> SignedCheckpoint:
         return SignedCheckpoint.sign(checkpoint, key)
 
-    return store.append_entries(entries, sign_checkpoint, origin)
+    n = len(records)
+    if batch_size is None or batch_size >= n:
+        return store.append_entries(sign_records(records, key, workers), sign_checkpoint, origin)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    results: list[AppendResult] = []
+    if workers <= 1 or n < PARALLEL_MIN:
+        for a, b in _spans(0, n, batch_size):
+            entries = sign_records(records[a:b], key)
+            results.append(store.append_entries(entries, sign_checkpoint, origin))
+        return _combined(results)
+    # Chunks small enough that the first batch is ready soon and both workers share each batch.
+    chunk = max(250, -(-batch_size // (2 * workers)))
+    with _signing_pool(records, key, workers) as submit:
+        # Everything is queued at once: the workers run ahead while batches commit in order.
+        batches = [
+            (a, b, [submit(c, d) for c, d in _spans(a, b, chunk)])
+            for a, b in _spans(0, n, batch_size)
+        ]
+        for a, b, futures in batches:
+            entries = _entries(records[a:b], [f.result() for f in futures], key.keyid)
+            results.append(store.append_entries(entries, sign_checkpoint, origin))
+    return _combined(results)
+
+
+def _combined(results: Sequence[AppendResult]) -> AppendResult:
+    checkpoints = [r.checkpoint for r in results if r.checkpoint is not None]
+    return AppendResult(
+        tuple(i for r in results for i in r.indices),
+        sum(r.appended for r in results),
+        sum(r.skipped for r in results),
+        checkpoints[-1] if checkpoints else None,
+    )

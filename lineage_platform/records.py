@@ -12,13 +12,14 @@ Every error is a RecordError whose message starts with the JSON path of the offe
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from lineage_platform.canonical import (
     MAX_SAFE_INT,
@@ -139,7 +140,6 @@ def _set(obj: object, name: str, value: object) -> None:
 
 
 _KEYSETS: dict[tuple[str, ...], frozenset[str]] = {}
-_raw_decode = json.JSONDecoder().raw_decode  # the C scanner, without json.loads' wrapping
 
 
 def _keyset(keys: tuple[str, ...]) -> frozenset[str]:
@@ -605,10 +605,9 @@ class AttributionRecord:
         # strict parser would build the same record; the field values are validated either
         # way. Anything else goes the strict way, which also names the problem.
         try:
-            text = data.decode("utf-8")
-            obj, end = _raw_decode(text)
-            fast = cls._from_canonical(obj)
-            if end == len(text) and fast.to_bytes() == data:
+            # orjson: strict UTF-8, no NaN, no trailing data, and about twice the C json's speed.
+            fast = cls._from_canonical(orjson.loads(data))
+            if fast.to_bytes() == data:
                 return fast
         except Exception:  # the strict path below decides, with its own message
             pass

@@ -47,7 +47,7 @@ class Checked:
     """What one verified envelope says, kept for the cross-record checks."""
 
     derived: Derived
-    inputs: tuple[tuple[str, str, int | None], ...]
+    inputs: tuple[tuple[str, str, int | None], ...]  # (asset, sha256, log_index) where indexed
     supersedes: int | None
 
 
@@ -124,7 +124,10 @@ def _derive(index: int, data: bytes, trust: TrustStore) -> tuple[_Row, _Inputs, 
         _signer(env, trust),
         record.recorded_at,
     )
-    inputs = tuple([(i.asset, i.sha256, i.log_index) for i in record.inputs])
+    # Only inputs that name a log index take part in the cross-record checks.
+    inputs = tuple(
+        [(i.asset, i.sha256, i.log_index) for i in record.inputs if i.log_index is not None]
+    )
     return row, inputs, record.supersedes
 
 
@@ -163,7 +166,7 @@ class _Records:
     start: int
     stop: int
     columns: tuple[list[bytes], list[str], list[str], list[str], list[str], list[str]] | None
-    extras: list[tuple[int, _Inputs, int | None]]  # only records with inputs or supersedes
+    extras: list[tuple[int, _Inputs, int | None]]  # records with indexed inputs or supersedes
 
 
 # (envelopes, stored derived columns or None, checkpoints, trust): what forked workers read

@@ -496,3 +496,35 @@ def test_securesystemslib_envelope_verifies_with_ours() -> None:
     env2 = Envelope.from_json(json.dumps(other_id.to_dict()).encode())
     assert env2.signatures[0].keyid != ours.keyid
     ours.public_key.verify(env2.signatures[0].sig, env2.pae(), "sslib default keyid")
+
+
+_B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n"
+
+
+def _reencodes(text: bytes) -> bytes | None:
+    """The definition the fast check must agree with: decode leniently, re-encode, compare."""
+    try:
+        raw = base64.b64decode(text)
+    except ValueError:
+        return None
+    return raw if base64.b64encode(raw) == text else None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.binary(max_size=12),
+    st.lists(st.tuples(st.integers(0, 20), st.sampled_from(_B64_CHARS)), max_size=3),
+)
+def test_stored_base64_is_accepted_exactly_when_it_is_the_standard_encoding(
+    raw: bytes, edits: list[tuple[int, str]]
+) -> None:
+    from lineage_platform.signing import _b64_standard
+
+    text = bytearray(base64.b64encode(raw))
+    for pos, char in edits:  # replace, or append past the end: padding, stray bits, junk
+        if pos < len(text):
+            text[pos] = ord(char)
+        else:
+            text.append(ord(char))
+    assert _b64_standard(bytes(text)) == _reencodes(bytes(text))
+    assert _b64_standard(base64.b64encode(raw)) == raw

@@ -195,6 +195,36 @@ def test_supersedes_must_name_an_earlier_record(project: Project) -> None:
         verify_store(project.store, project.ring.trust())
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_backlog_in_batches_commits_each_batch_and_skips_what_is_in(
+    project: Project, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """`batch_size` splits one call into transactions (one checkpoint each); with workers the
+    later batches are signed while earlier ones commit: the log must be as if appended alone."""
+    monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
+    key = project.signer()
+    records = [dataset(i) for i in range(250)]
+    append_records(project.store, key, records[40:60])  # already in: a retry of a crashed run
+    result = append_records(project.store, key, records, workers=workers, batch_size=64)
+
+    assert result.indices[40:60] == tuple(range(20))
+    assert result.indices[:40] == tuple(range(20, 60))
+    assert result.indices[60:] == tuple(range(60, 250))
+    assert (result.appended, result.skipped) == (230, 20)
+    assert result.checkpoint is not None and result.checkpoint.checkpoint.tree_size == 250
+    _, checkpoints = project.store.read_log()
+    sizes = [SignedCheckpoint.from_json(c).checkpoint.tree_size for c in checkpoints]
+    # The 20-record append, then one checkpoint per batch of 64 records given: the first
+    # batch (records 0-63) held the 20 known ones, so it added 44.
+    assert sizes == [20, 20 + 44, 20 + 44 + 64, 20 + 44 + 128, 250]
+    table, _ = project.store.read_log()
+    expected = [r.idempotency_key() for r in records[40:60] + records[:40] + records[60:]]
+    assert table.column("idem_key").to_pylist() == expected
+    assert verify_store(project.store, project.ring.trust()).records == 250
+    with pytest.raises(ValueError, match="batch_size"):
+        append_records(project.store, key, records, batch_size=0)
+
+
 def test_large_logs_sign_and_verify_in_parallel_with_the_same_result(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
