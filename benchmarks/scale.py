@@ -3,7 +3,7 @@
     python benchmarks/scale.py                 # the figures in docs/performance.md (~15 min)
     python benchmarks/scale.py --only log knn  # a subset
 
-Log: append (signing included, 2 signing workers), `verify_store`, `export_bundle`, and the
+Log: append (signing included, 2 signing workers, 10,000-record batches), `verify_store`, `export_bundle`, and the
 latency of one inclusion proof, at 10k / 100k / 1M records. Settlement, sensor: the benchmark
 scripts beside this one at three sizes. KNN-Shapley: 25k / 50k / 100k rows x 1,000 test rows.
 """
@@ -36,7 +36,7 @@ def log_figures(n: int) -> str:
     trust = TrustStore.of(key)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "log.duckdb")
-        batch = 50_000
+        batch = 100_000  # generated at a time; appended in pipelined 10,000-record batches
         t = time.perf_counter()
         for start in range(0, n, batch):
             records = [
@@ -49,7 +49,7 @@ def log_figures(n: int) -> str:
                 )
                 for i in range(start, min(n, start + batch))
             ]
-            append_records(store, key, records, workers=2)
+            append_records(store, key, records, workers=2, batch_size=10_000)
         append_s = time.perf_counter() - t
         t = time.perf_counter()
         verify_store(store, trust)
