@@ -43,7 +43,7 @@ soak: install
 	$(BIN)/python benchmarks/fuzz.py --minutes 10
 
 lint: install
-	$(BIN)/ruff check lineage_platform assets tests benchmarks
+	$(BIN)/ruff check lineage_platform assets tests benchmarks deploy
 	$(BIN)/mypy
 
 clean:

@@ -3,9 +3,10 @@
     python benchmarks/scale.py                 # the figures in docs/performance.md (~15 min)
     python benchmarks/scale.py --only log knn  # a subset
 
-Log: append (signing included, 2 signing workers, 10,000-record batches), `verify_store`, `export_bundle`, and the
-latency of one inclusion proof, at 10k / 100k / 1M records. Settlement, sensor: the benchmark
-scripts beside this one at three sizes. KNN-Shapley: 25k / 50k / 100k rows x 1,000 test rows.
+Log: append (signing included, 2 signing workers, 10,000-record batches), `verify_store`,
+`export_bundle`, and the latency of one inclusion proof, at 10k / 100k / 1M records.
+Settlement, sensor: the benchmark scripts beside this one at three sizes.
+KNN-Shapley: 25k / 50k / 100k rows x 1,000 test rows.
 """
 
 from __future__ import annotations

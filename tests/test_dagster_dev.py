@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,16 +19,11 @@ from lineage_platform.errors import StoreError
 from lineage_platform.keys import KeyRing
 from lineage_platform.store import Store
 from tests.conftest import REPO
+from tests.deploy_world import free_port, stop_group
 from tests.sensor_world import platform_defs, read_records
 
 DAGSTER = REPO / ".venv" / "bin" / "dagster"
 WAIT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -61,22 +54,11 @@ def _signed(store: Store) -> int:
         return -1
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the whole process group (DESIGN §8), then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
 @pytest.mark.slow
 def test_daemon_ticks_sign_every_materialization(project_copy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     settings: Settings = project_copy()
     home = prepare_dagster_home(settings)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LINEAGE_", "DAGSTER_"))}
     env.update(
         DAGSTER_HOME=str(home),
@@ -108,7 +90,7 @@ def test_daemon_ticks_sign_every_materialization(project_copy, tmp_path: Path) -
         time.sleep(5)  # two more ticks: nothing new to sign, nothing signed twice
         assert _signed(store) == len(done)
     finally:
-        _stop(proc)
+        stop_group(proc)  # DESIGN §8: the whole process group
     assert proc.returncode is not None
 
     text = log.read_text(errors="replace")

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from lineage_platform.config import Settings
 from tests.conftest import REPO
+from tests.deploy_world import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,12 +34,6 @@ SHOTS = REPO / "docs" / "img" if os.environ.get("LINEAGE_UPDATE_SCREENSHOTS") el
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _graphql(port: int, query: str) -> dict:  # type: ignore[type-arg]
@@ -61,7 +55,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory, reproduced_project: Settings) -
     demo = subprocess.run([sys.executable, "-m", "lineage_platform.cli", "demo"], cwd=root,
                           env=env, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stderr[-3000:]
-    port = _free_port()
+    port = free_port()
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.Popen(
         [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
