@@ -145,8 +145,17 @@ def run(producers: int, events: int, cli_events: int, backlog: int, tmp: Path) -
         )
         for i in range(cli_events)
     ]
-    with ctx.Pool(producers) as pool:
+    pool = ctx.Pool(producers)
+    try:
         outcomes = pool.map(_producer, [(spool, i, events) for i in range(producers)])
+    except BaseException:
+        pool.terminate()
+        raise
+    # close + join, not the context manager's terminate(): SIGTERM may be ignored here (Dagster
+    # maps it to SIGINT's handler, and a background job ignores SIGINT), and spawned workers
+    # inherit that, so terminate() would wait for them forever.
+    pool.close()
+    pool.join()
     latencies = [lat for lat, _, _ in outcomes]
     # Throughput over the window in which producers were writing (not pool start-up).
     produced_s = max(e for _, _, e in outcomes) - min(b for _, b, _ in outcomes)
