@@ -38,7 +38,7 @@ def log_figures(n: int) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "log.duckdb")
         batch = 100_000  # generated at a time; appended in pipelined 10,000-record batches
-        t = time.perf_counter()
+        append_s = 0.0
         for start in range(0, n, batch):
             records = [
                 AttributionRecord(
@@ -50,8 +50,9 @@ def log_figures(n: int) -> str:
                 )
                 for i in range(start, min(n, start + batch))
             ]
+            t = time.perf_counter()  # the append alone, not building the records to append
             append_records(store, key, records, workers=2, batch_size=10_000)
-        append_s = time.perf_counter() - t
+            append_s += time.perf_counter() - t
         t = time.perf_counter()
         verify_store(store, trust)
         verify_s = time.perf_counter() - t
