@@ -430,9 +430,9 @@ def _b64_standard(text: bytes) -> bytes | None:
         raw = binascii.a2b_base64(text, strict_mode=True)
     except binascii.Error:
         return None
-    tail = len(raw) % 3
     if len(text) != 4 * -(-len(raw) // 3):  # strict mode lets "QUJD===" through
         return None
+    tail = len(raw) % 3
     if tail and binascii.b2a_base64(raw[-tail:], newline=False) != text[-4:]:
         return None
     return raw

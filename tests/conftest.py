@@ -11,6 +11,7 @@ import pytest
 
 from lineage_platform.config import Settings
 from lineage_platform.integrations import dvc
+from tests.deploy_world import Postgres, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "workspace.yaml")
@@ -65,3 +66,10 @@ def tree(root: Path, files: dict[str, str]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (skipped, saying why, without the binaries)."""
+    with postgres_server() as server:
+        yield server

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -27,7 +27,6 @@ from tests.deploy_world import (
     POSTGRES_YAML,
     Postgres,
     lineage_cli,
-    postgres_server,
     project_env,
     redis_server,
     stop_group,
@@ -48,12 +47,6 @@ MATERIALIZE = [
     str(BIN / "dagster"), "asset", "materialize", "-f", str(CELERY_DEFS),
     "--select", "datanet,digits_classifier", "-c", str(CELERY_YAML),
 ]  # fmt: skip
-
-
-@pytest.fixture
-def postgres() -> Iterator[Postgres]:
-    with postgres_server() as server:
-        yield server
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -6,7 +6,7 @@ PostgreSQL event log into the signed log, and `lineage verify` accepts the resul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dagster as dg
 import psycopg2
@@ -20,18 +20,11 @@ from tests.deploy_world import (
     POSTGRES_YAML,
     Postgres,
     lineage_cli,
-    postgres_server,
     use_instance_config,
 )
 from tests.sensor_world import materialization_ids, platform_defs, read_records
 
 KEYS = ["contributions", "datanet", "digits_classifier", "digits_classifier_valuation"]
-
-
-@pytest.fixture
-def postgres() -> Iterator[Postgres]:
-    with postgres_server() as server:
-        yield server
 
 
 def materialized_in_postgres(pg: Postgres) -> list[str]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from joblib import effective_n_jobs
 
-from lineage_platform.errors import ValuationError
 from lineage_platform.valuation.game import Coalition, Game
 from lineage_platform.valuation.result import ValuationResult
 from lineage_platform.valuation.stopping import MaxSamples, Monitor, StderrBelow, StoppingRule
@@ -31,10 +29,7 @@ def banzhaf(
     """MSR Banzhaf values; deterministic for a seed and a sample-based rule."""
     n = game.n
     rng = np.random.default_rng(seed)
-    jobs = effective_n_jobs(game.n_jobs)
-    batch = batch_size if batch_size is not None else (1 if jobs == 1 else 4 * jobs)
-    if batch < 1:
-        raise ValuationError(f"batch_size must be >= 1, got {batch_size}")
+    batch = game.sample_batch(batch_size)
     players = game.players
     inside = _Welford(n)
     outside = _Welford(n)

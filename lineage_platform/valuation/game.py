@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 
 from lineage_platform.errors import ValuationError
 from lineage_platform.valuation.result import Discount
@@ -66,6 +66,15 @@ class Game:
     @property
     def n(self) -> int:
         return len(self.players)
+
+    def sample_batch(self, batch_size: int | None) -> int:
+        """How many samples a sampling method walks side by side: enough to keep every joblib
+        worker busy (4 per worker), one when the game runs in this process alone."""
+        jobs = effective_n_jobs(self.n_jobs)
+        batch = batch_size if batch_size is not None else (1 if jobs == 1 else 4 * jobs)
+        if batch < 1:
+            raise ValuationError(f"batch_size must be >= 1, got {batch_size}")
+        return batch
 
     @property
     def grand(self) -> Coalition:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from joblib import effective_n_jobs
 
 from lineage_platform.errors import ValuationError
 from lineage_platform.valuation.game import Coalition, Game
@@ -64,10 +63,7 @@ def permutation_shapley(
     """
     n = game.n
     rng = np.random.default_rng(seed)
-    jobs = effective_n_jobs(game.n_jobs)
-    batch = batch_size if batch_size is not None else (1 if jobs == 1 else 4 * jobs)
-    if batch < 1:
-        raise ValuationError(f"batch_size must be >= 1, got {batch_size}")
+    batch = game.sample_batch(batch_size)
     u_empty, u_full = game.values([frozenset(), game.grand])
     players = np.array(game.players, dtype=object)
     count = np.zeros(n, dtype=np.int64)
