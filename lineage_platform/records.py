@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -42,8 +42,10 @@ __all__ = [
     "DvcRef",
     "InputRef",
     "MlflowRef",
+    "PayloadFacts",
     "canonical_json",
     "details_json",
+    "scan_payload",
     "utc_timestamp",
 ]
 
@@ -135,6 +137,68 @@ def _timestamp(value: object, field: str) -> str:
     return value
 
 
+# --- what each value object requires, as plain-value checks: the dataclasses run them on
+# construction and `scan_payload` on parsed JSON, so both accept exactly the same values. -------
+
+
+def _check_dagster(run_id: object, storage_id: object) -> None:
+    _text(run_id, "run_id")
+    _count(storage_id, "storage_id")
+
+
+def _check_dvc(path: object, md5: object) -> None:
+    _text(path, "path")
+    _hex(md5, "md5", _HEX32, 32)
+
+
+def _check_mlflow(run_id: object, model_id: object) -> None:
+    _text(run_id, "run_id")
+    _opt_text(model_id, "model_id")
+
+
+def _check_input(asset: object, sha256: object, log_index: object) -> None:
+    _text(asset, "asset")
+    _hex(sha256, "sha256", _HEX64, 64)
+    _opt_count(log_index, "log_index")
+
+
+def _check_contributor(
+    id: object, rows: object, sha256: object, weight: object, value: object, stderr: object
+) -> tuple[float | None, float | None, float | None]:
+    """Checks, and returns weight, value and stderr as floats (1 and 1.0 are one value)."""
+    _text(id, "id")
+    _opt_count(rows, "rows")
+    if sha256 is not None:
+        _hex(sha256, "sha256", _HEX64, 64)
+    normal = _opt_float(weight, "weight"), _opt_float(value, "value")
+    err = _opt_float(stderr, "stderr")
+    if err is not None and err < 0:
+        raise RecordError(f"stderr: must not be negative, got {err}")
+    return normal[0], normal[1], err
+
+
+def _check_statement(
+    kind: object,
+    asset: object,
+    sha256: object,
+    recorded_at: object,
+    data_version: object,
+    code_version: object,
+    supersedes: object,
+    partition: object,
+) -> None:
+    """The record's own scalar fields (the nested values check themselves)."""
+    if kind not in KINDS:
+        raise RecordError(f"predicate.kind: expected one of {', '.join(KINDS)}, got {kind!r:.60}")
+    _text(asset, "predicate.asset")
+    _hex(sha256, "subject[0].digest.sha256", _HEX64, 64)
+    _timestamp(recorded_at, "predicate.recorded_at")
+    _opt_text(data_version, "predicate.data_version")
+    _opt_text(code_version, "predicate.code_version")
+    _opt_count(supersedes, "predicate.supersedes")
+    _opt_text(partition, "predicate.partition")
+
+
 def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)  # normalizing a frozen instance inside __post_init__
 
@@ -200,8 +264,7 @@ class DagsterRef:
     storage_id: int
 
     def __post_init__(self) -> None:
-        _text(self.run_id, "run_id")
-        _count(self.storage_id, "storage_id")
+        _check_dagster(self.run_id, self.storage_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "storage_id": self.storage_id}
@@ -215,8 +278,7 @@ class DvcRef:
     md5: str
 
     def __post_init__(self) -> None:
-        _text(self.path, "path")
-        _hex(self.md5, "md5", _HEX32, 32)
+        _check_dvc(self.path, self.md5)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "md5": self.md5}
@@ -230,8 +292,7 @@ class MlflowRef:
     model_id: str | None = None
 
     def __post_init__(self) -> None:
-        _text(self.run_id, "run_id")
-        _opt_text(self.model_id, "model_id")
+        _check_mlflow(self.run_id, self.model_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "model_id": self.model_id}
@@ -246,9 +307,7 @@ class InputRef:
     log_index: int | None = None
 
     def __post_init__(self) -> None:
-        _text(self.asset, "asset")
-        _hex(self.sha256, "sha256", _HEX64, 64)
-        _opt_count(self.log_index, "log_index")
+        _check_input(self.asset, self.sha256, self.log_index)
 
     def to_dict(self) -> dict[str, Any]:
         return {"asset": self.asset, "sha256": self.sha256, "log_index": self.log_index}
@@ -270,20 +329,18 @@ class Contributor:
     stderr: float | None = None
 
     def __post_init__(self) -> None:
-        _text(self.id, "id")
-        _opt_count(self.rows, "rows")
-        if self.sha256 is not None:
-            _hex(self.sha256, "sha256", _HEX64, 64)
+        normal = _check_contributor(
+            self.id, self.rows, self.sha256, self.weight, self.value, self.stderr
+        )
         # Stored as float so 1 and 1.0 (which canonical JSON writes identically) are one value.
-        for name in ("weight", "value"):
-            given = getattr(self, name)
-            if given is not None and (normal := _opt_float(given, name)) is not given:
-                _set(self, name, normal)
-        stderr = _opt_float(self.stderr, "stderr")
-        if stderr is not None and stderr < 0:
-            raise RecordError(f"stderr: must not be negative, got {stderr}")
-        if stderr is not self.stderr:
-            _set(self, "stderr", stderr)
+        for name, given, value in zip(
+            ("weight", "value", "stderr"),
+            (self.weight, self.value, self.stderr),
+            normal,
+            strict=True,
+        ):
+            if value is not given:
+                _set(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -348,15 +405,16 @@ class AttributionRecord:
     partition: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise RecordError(
-                f"predicate.kind: expected one of {', '.join(KINDS)}, got {self.kind!r:.60}"
-            )
-        _text(self.asset, "predicate.asset")
-        _hex(self.sha256, "subject[0].digest.sha256", _HEX64, 64)
-        _timestamp(self.recorded_at, "predicate.recorded_at")
-        _opt_text(self.data_version, "predicate.data_version")
-        _opt_text(self.code_version, "predicate.code_version")
+        _check_statement(
+            self.kind,
+            self.asset,
+            self.sha256,
+            self.recorded_at,
+            self.data_version,
+            self.code_version,
+            self.supersedes,
+            self.partition,
+        )
         for name, cls in _REFS:
             ref = getattr(self, name)
             if ref is not None and not isinstance(ref, cls):
@@ -381,8 +439,6 @@ class AttributionRecord:
                     f"predicate.details: expected an object, got {_json_type(parsed)}"
                 )
             _set(self, "details", _canonical_details(parsed))
-        _opt_count(self.supersedes, "predicate.supersedes")
-        _opt_text(self.partition, "predicate.partition")
 
     # --- serialization --------------------------------------------------------------------------
 
@@ -423,42 +479,28 @@ class AttributionRecord:
         schema is fixed and validated: this is the hot path of every append (equality with
         `canonical_json(self.to_statement())` is property-tested).
         """
-        q = json_string
-        data = "".join(
-            (
-                _PREFIX,
-                q(self.asset),
-                ',"code_version":',
-                _opt_str(self.code_version),
-                ',"contributors":[',
-                ",".join([_contributor_json(c) for c in self.contributors]),
-                '],"dagster":',
-                _dagster_json(self.dagster),
-                ',"data_version":',
-                _opt_str(self.data_version),
-                ',"details":',
-                "null" if self.details is None else self.details,
-                ',"dvc":',
-                _dvc_json(self.dvc),
-                ',"inputs":[',
-                ",".join([_input_json(i) for i in self.inputs]),
-                '],"kind":',
-                q(self.kind),
-                ',"mlflow":',
-                _mlflow_json(self.mlflow),
-                ',"partition":',
-                _opt_str(self.partition),
-                ',"recorded_at":"',
-                self.recorded_at,
-                '","supersedes":',
-                "null" if self.supersedes is None else str(self.supersedes),
-                _MIDDLE,
-                self.sha256,
-                '"},"name":',
-                q(self.asset),
-                "}]}",
-            )
-        ).encode("utf-8")
+        d, v, m = self.dagster, self.dvc, self.mlflow
+        data = _statement_bytes(
+            self.kind,
+            self.asset,
+            self.sha256,
+            self.recorded_at,
+            self.data_version,
+            self.code_version,
+            "null" if d is None else _dagster_json(d.run_id, d.storage_id),
+            "null" if v is None else _dvc_json(v.path, v.md5),
+            "null" if m is None else _mlflow_json(m.run_id, m.model_id),
+            ",".join([_input_json(i.asset, i.sha256, i.log_index) for i in self.inputs]),
+            ",".join(
+                [
+                    _contributor_json(c.id, c.rows, c.sha256, c.weight, c.value, c.stderr)
+                    for c in self.contributors
+                ]
+            ),
+            self.details,
+            self.supersedes,
+            self.partition,
+        )
         if len(data) > MAX_RECORD_BYTES:
             raise RecordError(
                 f"statement: {len(data)} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
@@ -472,7 +514,7 @@ class AttributionRecord:
     def idempotency_key(self) -> str:
         """One materialization is logged at most once: keyed by its Dagster event, else content."""
         if self.dagster is not None:
-            return f"dagster:{self.dagster.run_id}:{self.dagster.storage_id}"
+            return _dagster_key(self.dagster.run_id, self.dagster.storage_id)
         return f"sha256:{self.digest()}"
 
     # --- parsing --------------------------------------------------------------------------------
@@ -564,7 +606,7 @@ class AttributionRecord:
 
     @classmethod
     def _from_canonical(cls, obj: Any) -> AttributionRecord:
-        """The record a canonical statement holds, for `from_bytes` to check by re-encoding.
+        """The record a statement holds once `_scan_canonical` has accepted its bytes.
 
         Only safe behind that check: the statement's shape is not checked here.
         """
@@ -598,23 +640,148 @@ class AttributionRecord:
             raise RecordError(
                 f"payload: {len(data)} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
             )
-        # Fast path for canonical bytes (what every stored envelope carries): the C decoder
-        # without hooks, the fields taken without the structural checks, then the re-encoding
-        # must equal the input. Canonical bytes hold no duplicate keys, NaN, unsafe integers
-        # or bad UTF-8, and have exactly the statement's shape (to_bytes writes it), so the
-        # strict parser would build the same record; the field values are validated either
-        # way. Anything else goes the strict way, which also names the problem.
-        try:
-            # orjson: strict UTF-8, no NaN, no trailing data, and about twice the C json's speed.
-            fast = cls._from_canonical(orjson.loads(data))
-            if fast.to_bytes() == data:
-                return fast
-        except Exception:  # the strict path below decides, with its own message
-            pass
+        # Canonical bytes (what every stored envelope carries) take the fast path; anything
+        # else goes the strict way, which also names the problem.
+        scanned = _scan_canonical(data)
+        if scanned is not None:
+            return cls._from_canonical(scanned[0])
         record = cls.from_statement(loads_strict(data, "payload"))
         if require_canonical and record.to_bytes() != data:
             raise RecordError("payload: not RFC 8785 canonical JSON (re-encoding differs)")
         return record
+
+
+class PayloadFacts(NamedTuple):
+    """What verification reads from one signed payload (see `scan_payload`).
+
+    A named tuple, not a frozen dataclass: one is built per record on the hot path of
+    `lineage verify`, where building the whole record cost a seventh of the work.
+    """
+
+    digest: str  # lowercase hex SHA-256 of the (canonical) payload
+    idem_key: str
+    kind: str
+    asset: str
+    partition: str | None
+    sha256: str
+    recorded_at: str
+    inputs: tuple[tuple[str, str, int | None], ...]  # (asset, sha256, log_index)
+    supersedes: int | None
+
+    @classmethod
+    def of(cls, record: AttributionRecord) -> PayloadFacts:
+        return cls(
+            record.digest(),
+            record.idempotency_key(),
+            record.kind,
+            record.asset,
+            record.partition,
+            record.sha256,
+            record.recorded_at,
+            tuple([(i.asset, i.sha256, i.log_index) for i in record.inputs]),
+            record.supersedes,
+        )
+
+
+def scan_payload(data: bytes) -> PayloadFacts:
+    """The facts of signed payload bytes, checked exactly as `AttributionRecord.from_bytes`
+    checks them (canonical bytes required) but without building the record.
+
+    Raises RecordError naming the field, as `from_bytes` does.
+    """
+    scanned = _scan_canonical(data)
+    if scanned is not None:
+        return scanned[1]
+    return PayloadFacts.of(AttributionRecord.from_bytes(data))
+
+
+def _scan_canonical(data: object) -> tuple[dict[str, Any], PayloadFacts] | None:
+    """The parsed statement and its facts when `data` is exactly the canonical bytes of a
+    valid record, else None (the strict parser then decides, and names the problem).
+
+    Each value goes through the dataclasses' own checks and `to_bytes`'s own writers; bytes
+    equal to that rewrite hold no unknown, missing or duplicate key, no other type or layout,
+    no NaN or unsafe integer (orjson refuses bad UTF-8, NaN and trailing data), so the strict
+    parser would build the same record.
+    """
+    if type(data) is not bytes or len(data) > MAX_RECORD_BYTES:
+        return None
+    try:
+        obj = orjson.loads(data)
+        p = obj["predicate"]
+        kind, asset, recorded_at = p["kind"], p["asset"], p["recorded_at"]
+        data_version, code_version = p["data_version"], p["code_version"]
+        supersedes, partition = p["supersedes"], p["partition"]
+        sha256 = obj["subject"][0]["digest"]["sha256"]
+        _check_statement(
+            kind, asset, sha256, recorded_at, data_version, code_version, supersedes, partition
+        )
+        dagster, dvc, mlflow = p["dagster"], p["dvc"], p["mlflow"]
+        idem_key = None
+        dagster_json = dvc_json = mlflow_json = "null"
+        if dagster is not None:
+            run_id, storage_id = dagster["run_id"], dagster["storage_id"]
+            _check_dagster(run_id, storage_id)
+            dagster_json = _dagster_json(run_id, storage_id)
+            idem_key = _dagster_key(run_id, storage_id)
+        if dvc is not None:
+            path, md5 = dvc["path"], dvc["md5"]
+            _check_dvc(path, md5)
+            dvc_json = _dvc_json(path, md5)
+        if mlflow is not None:
+            run_id, model_id = mlflow["run_id"], mlflow["model_id"]
+            _check_mlflow(run_id, model_id)
+            mlflow_json = _mlflow_json(run_id, model_id)
+        inputs = tuple([(i["asset"], i["sha256"], i["log_index"]) for i in p["inputs"]])
+        for asset_, sha_, index in inputs:
+            _check_input(asset_, sha_, index)
+        contributors = []
+        for c in p["contributors"]:
+            id_, rows, sha = c["id"], c["rows"], c["sha256"]
+            shares = _check_contributor(id_, rows, sha, c["weight"], c["value"], c["stderr"])
+            contributors.append(_contributor_json(id_, rows, sha, *shares))
+        details = p["details"]
+        if details is not None:
+            if type(details) is not dict:
+                return None
+            details = _canonical_details(details)
+        text = _statement_bytes(
+            kind,
+            asset,
+            sha256,
+            recorded_at,
+            data_version,
+            code_version,
+            dagster_json,
+            dvc_json,
+            mlflow_json,
+            ",".join([_input_json(*i) for i in inputs]),
+            ",".join(contributors),
+            details,
+            supersedes,
+            partition,
+        )
+    except Exception:  # anything unexpected: the strict parser judges (and names) it
+        return None
+    if text != data:
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    facts = PayloadFacts(
+        digest,
+        idem_key or f"sha256:{digest}",
+        kind,
+        asset,
+        partition,
+        sha256,
+        recorded_at,
+        inputs,
+        supersedes,
+    )
+    return obj, facts
+
+
+def _dagster_key(run_id: str, storage_id: int) -> str:
+    return f"dagster:{run_id}:{storage_id}"
 
 
 _PREFIX = f'{{"_type":{json_string(STATEMENT_TYPE)},"predicate":{{"asset":'
@@ -631,36 +798,96 @@ def _opt_num(x: float | int | None) -> str:
     return str(x) if type(x) is int else es6_number(x)
 
 
-def _dagster_json(d: DagsterRef | None) -> str:
-    if d is None:
-        return "null"
-    return f'{{"run_id":{json_string(d.run_id)},"storage_id":{d.storage_id}}}'
+# The canonical writers take checked plain values, so that `to_bytes` and `scan_payload` write
+# (and therefore accept) byte for byte the same statement.
 
 
-def _dvc_json(d: DvcRef | None) -> str:
-    return "null" if d is None else f'{{"md5":"{d.md5}","path":{json_string(d.path)}}}'
+def _statement_bytes(
+    kind: str,
+    asset: str,
+    sha256: str,
+    recorded_at: str,
+    data_version: str | None,
+    code_version: str | None,
+    dagster: str,
+    dvc: str,
+    mlflow: str,
+    inputs: str,
+    contributors: str,
+    details: str | None,
+    supersedes: int | None,
+    partition: str | None,
+) -> bytes:
+    """The statement's canonical bytes; nested values come already written (arrays without
+    their brackets), `details` as canonical JSON text."""
+    q = json_string
+    return "".join(
+        (
+            _PREFIX,
+            q(asset),
+            ',"code_version":',
+            _opt_str(code_version),
+            ',"contributors":[',
+            contributors,
+            '],"dagster":',
+            dagster,
+            ',"data_version":',
+            _opt_str(data_version),
+            ',"details":',
+            "null" if details is None else details,
+            ',"dvc":',
+            dvc,
+            ',"inputs":[',
+            inputs,
+            '],"kind":',
+            q(kind),
+            ',"mlflow":',
+            mlflow,
+            ',"partition":',
+            _opt_str(partition),
+            ',"recorded_at":"',
+            recorded_at,
+            '","supersedes":',
+            "null" if supersedes is None else str(supersedes),
+            _MIDDLE,
+            sha256,
+            '"},"name":',
+            q(asset),
+            "}]}",
+        )
+    ).encode("utf-8")
 
 
-def _mlflow_json(m: MlflowRef | None) -> str:
-    if m is None:
-        return "null"
-    return f'{{"model_id":{_opt_str(m.model_id)},"run_id":{json_string(m.run_id)}}}'
+def _dagster_json(run_id: str, storage_id: int) -> str:
+    return f'{{"run_id":{json_string(run_id)},"storage_id":{storage_id}}}'
 
 
-def _contributor_json(c: Contributor) -> str:
-    sha = "null" if c.sha256 is None else '"' + c.sha256 + '"'
+def _dvc_json(path: str, md5: str) -> str:
+    return f'{{"md5":"{md5}","path":{json_string(path)}}}'
+
+
+def _mlflow_json(run_id: str, model_id: str | None) -> str:
+    return f'{{"model_id":{_opt_str(model_id)},"run_id":{json_string(run_id)}}}'
+
+
+def _contributor_json(
+    id: str,
+    rows: int | None,
+    sha256: str | None,
+    weight: float | None,
+    value: float | None,
+    stderr: float | None,
+) -> str:
+    sha = "null" if sha256 is None else '"' + sha256 + '"'
     return (
-        f'{{"id":{json_string(c.id)},"rows":{_opt_num(c.rows)},"sha256":{sha},'
-        f'"stderr":{_opt_num(c.stderr)},"value":{_opt_num(c.value)},'
-        f'"weight":{_opt_num(c.weight)}}}'
+        f'{{"id":{json_string(id)},"rows":{_opt_num(rows)},"sha256":{sha},'
+        f'"stderr":{_opt_num(stderr)},"value":{_opt_num(value)},'
+        f'"weight":{_opt_num(weight)}}}'
     )
 
 
-def _input_json(i: InputRef) -> str:
-    return (
-        f'{{"asset":{json_string(i.asset)},"log_index":{_opt_num(i.log_index)},'
-        f'"sha256":"{i.sha256}"}}'
-    )
+def _input_json(asset: str, sha256: str, log_index: int | None) -> str:
+    return f'{{"asset":{json_string(asset)},"log_index":{_opt_num(log_index)},"sha256":"{sha256}"}}'
 
 
 def _canonical_details(obj: dict[str, Any]) -> str:

@@ -438,6 +438,47 @@ def _b64_standard(text: bytes) -> bytes | None:
     return raw
 
 
+def _one_signature(data: bytes) -> tuple[bytes, str, str, bytes] | None:
+    """(payload, payloadType, keyid, sig) when `data` is exactly what `Envelope.to_json()`
+    writes for a one-signature envelope (the usual stored form), else None."""
+    m = _ONE_SIGNATURE.fullmatch(data)
+    if m is None:
+        return None
+    b64_payload, b64_type, b64_keyid, b64_sig = m.groups()
+    payload_type, keyid = b64_type.decode("ascii"), b64_keyid.decode("ascii")
+    payload, sig = _b64_standard(b64_payload), _b64_standard(b64_sig)
+    # What to_json() would write, piece by piece: printable ASCII strings need no escapes, a
+    # signature is 64 bytes, and both base64 fields must be the standard encoding.
+    if payload is None or sig is None or len(sig) != _SIG_LEN or not payload_type:
+        return None
+    if not (payload_type.isprintable() and keyid.isprintable()):
+        return None
+    return payload, payload_type, keyid, sig
+
+
+def open_stored(
+    data: bytes, trust: TrustStore, what: str = "envelope"
+) -> tuple[bytes, str, str] | None:
+    """(payload, payloadType, signer's keyid) of stored one-signature envelope bytes whose
+    signature verifies with a trusted key; raises SignatureError as `verify_envelope` does.
+
+    None when `data` is not exactly such an envelope's `to_json()`: the caller then takes
+    `Envelope.from_json` and `verify_envelope`, which judge the other forms. The hot path of
+    `lineage verify`, which skips building the Envelope.
+    """
+    if type(data) is not bytes or len(data) > MAX_ENVELOPE_BYTES:
+        return None
+    try:
+        one = _one_signature(data)
+    except Exception:  # e.g. non-ASCII in a field: the general path judges and names it
+        return None
+    if one is None:
+        return None
+    payload, payload_type, keyid, sig = one
+    trust.get(keyid, what).verify(sig, pae(payload_type, payload), what)
+    return payload, payload_type, keyid
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """A DSSE envelope. `to_json()` bytes are what the log stores and hashes into its leaf."""
@@ -498,20 +539,12 @@ class Envelope:
         """
         if not isinstance(data, bytes) or len(data) > MAX_ENVELOPE_BYTES:
             return None
-        # Lenient extraction and base64 are fine: the re-encoding must reproduce every byte.
         try:
-            if m := _ONE_SIGNATURE.fullmatch(data):
-                b64_payload, b64_type, b64_keyid, b64_sig = m.groups()
-                payload_type, keyid = b64_type.decode("ascii"), b64_keyid.decode("ascii")
-                payload, sig = _b64_standard(b64_payload), _b64_standard(b64_sig)
-                # What to_json() would write, piece by piece: printable ASCII strings need no
-                # escapes, and both base64 fields must be the standard encoding.
-                if payload is None or sig is None:
-                    return None
-                if not (payload_type.isprintable() and keyid.isprintable()):
-                    return None
+            if one := _one_signature(data):
+                payload, payload_type, keyid, sig = one
                 return cls(payload, payload_type, (Signature(keyid, sig),))
             else:
+                # Lenient parsing is fine: the re-encoding must reproduce every byte.
                 obj = json.loads(data)
                 a2b = binascii.a2b_base64
                 sigs = tuple([Signature(s["keyid"], a2b(s["sig"])) for s in obj["signatures"]])

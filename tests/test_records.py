@@ -27,8 +27,10 @@ from lineage_platform.records import (
     DvcRef,
     InputRef,
     MlflowRef,
+    PayloadFacts,
     canonical_json,
     details_json,
+    scan_payload,
     utc_timestamp,
 )
 
@@ -458,6 +460,61 @@ def test_from_bytes_is_strict(edit: Any, message: str) -> None:
     assert str(exc.value).startswith(message), str(exc.value)
 
 
+@pytest.mark.parametrize(("edit", "message"), PARSE_ERRORS)
+def test_scan_payload_refuses_what_from_bytes_refuses(edit: Any, message: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        scan_payload(mutate(edit))
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+def test_scan_payload_reads_the_facts_verify_compares() -> None:
+    r = full_record()
+    data = r.to_bytes()
+    facts = scan_payload(data)
+    assert facts.digest == hashlib.sha256(data).hexdigest()
+    assert facts.idem_key == "dagster:run-1:42"
+    assert (facts.kind, facts.asset, facts.partition) == ("model", "models/digits", "alice")
+    assert (facts.sha256, facts.recorded_at, facts.supersedes) == (H1, T, 1)
+    assert facts.inputs == (("datanet", H2, 3),)
+    bare = AttributionRecord("dataset", "datanet", sha256=H2, recorded_at=T)
+    bare_bytes = bare.to_bytes()
+    expected = f"sha256:{hashlib.sha256(bare_bytes).hexdigest()}"
+    assert scan_payload(bare_bytes).idem_key == expected
+
+
+def test_scan_payload_refuses_non_canonical_bytes() -> None:
+    r = full_record()
+    pretty = json.dumps(r.to_statement(), indent=2).encode()
+    with pytest.raises(RecordError, match=r"^payload: not RFC 8785 canonical"):
+        scan_payload(pretty)
+    # Values the C decoder reads back to the same record but canonical JSON writes otherwise.
+    data = r.to_bytes()
+    for old, new in ((b'"weight":0.25', b'"weight":2.5e-1'), (b'"rows":10', b'"rows":10.0')):
+        assert old in data
+        with pytest.raises(RecordError):
+            scan_payload(data.replace(old, new))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_scan_payload_agrees_with_from_bytes_on_mutated_bytes(data: st.DataObject) -> None:
+    """The verify hot path accepts exactly what the strict parser accepts, with its facts."""
+    good = bytearray(full_record().to_bytes())
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(good) - 1))
+        good[at] = data.draw(st.integers(0, 255))
+    payload = bytes(good)
+    try:
+        expected: PayloadFacts | None = PayloadFacts.of(AttributionRecord.from_bytes(payload))
+    except RecordError:
+        expected = None
+    if expected is None:
+        with pytest.raises(RecordError):
+            scan_payload(payload)
+    else:
+        assert scan_payload(payload) == expected
+
+
 def test_from_bytes_refuses_bad_bytes() -> None:
     good = full_record().to_bytes()
     with pytest.raises(RecordError, match=r"^payload: malformed JSON"):
@@ -541,3 +598,6 @@ def test_record_bytes_round_trip(r: AttributionRecord) -> None:
     assert back == r
     assert back.to_bytes() == data
     assert back.digest() == r.digest()
+    facts = scan_payload(data)
+    assert facts == PayloadFacts.of(r)
+    assert facts.digest == hashlib.sha256(data).hexdigest()

@@ -28,6 +28,7 @@ from lineage_platform.signing import (
     SigningKey,
     TrustStore,
     keyid_for,
+    open_stored,
     pae,
     passphrase_from_env,
     sign_envelope,
@@ -398,6 +399,48 @@ def test_tampering_with_serialized_envelope_never_verifies(
     # spelling of the same bytes; the verifier separately insists on canonical stored bytes).
     assert env.payload == payload and env.payload_type == PAYLOAD_TYPE
     assert env.signatures[0].keyid == key.keyid
+
+
+@settings(max_examples=150, deadline=None)
+@given(payload=st.binary(max_size=120), data=st.data())
+def test_open_stored_agrees_with_the_general_path(payload: bytes, data: st.DataObject) -> None:
+    """The verify hot path opens exactly the canonical one-signature envelopes, raising what
+    `verify_envelope` raises; whatever else it leaves (None) to the general path."""
+    key = _module_key()
+    trust = TrustStore.of(key)
+    blob = bytearray(sign_envelope(payload, key).to_json())
+    for _ in range(data.draw(st.integers(0, 2))):
+        i = data.draw(st.integers(0, len(blob) - 1))
+        blob[i] = data.draw(st.integers(0, 255))
+    stored = bytes(blob)
+    env = Envelope.from_stored(stored)  # the canonical bytes parse; nothing else does
+    try:
+        opened = open_stored(stored, trust, "record 9")
+    except SignatureError as exc:
+        assert env is not None
+        with pytest.raises(SignatureError) as general:
+            verify_envelope(env, trust, "record 9")
+        assert str(exc) == str(general.value)
+        return
+    if opened is None:
+        return  # not the usual form: the general path judges it
+    assert env is not None
+    verify_envelope(env, trust)
+    assert opened == (env.payload, env.payload_type, key.keyid)
+
+
+def test_open_stored_refuses_untrusted_and_forged(key: SigningKey, other: SigningKey) -> None:
+    stored = sign_envelope(PAYLOAD, other).to_json()
+    assert open_stored(stored, TrustStore.of(other)) == (PAYLOAD, PAYLOAD_TYPE, other.keyid)
+    with pytest.raises(SignatureError) as exc:
+        open_stored(stored, TrustStore.of(key), "record 42")
+    assert str(exc.value) == f"record 42: key {other.keyid[:12]}… is not trusted"
+    forged = stored.replace(other.keyid.encode(), key.keyid.encode())
+    with pytest.raises(SignatureError, match=f"does not verify with key {key.keyid[:12]}"):
+        open_stored(forged, TrustStore.of(key), "record 5")
+    both = Envelope(PAYLOAD, PAYLOAD_TYPE, sign_envelope(PAYLOAD, key).signatures * 2)
+    assert open_stored(both.to_json(), TrustStore.of(key)) is None  # the general path's case
+    assert open_stored(stored.replace(b",", b", ", 1), TrustStore.of(other)) is None
 
 
 _KEY: list[SigningKey] = []

@@ -40,12 +40,15 @@ from lineage_platform.records import (
     DvcRef,
     InputRef,
     MlflowRef,
+    PayloadFacts,
     details_json,
+    scan_payload,
 )
 from lineage_platform.signing import (
     Envelope,
     SigningKey,
     TrustStore,
+    open_stored,
     sign_envelope,
     verify_envelope,
 )
@@ -265,6 +268,9 @@ def _record_target(world: World) -> Target:
                 assert parsed.to_bytes() == data
             if parsed is not None:
                 assert AttributionRecord.from_bytes(parsed.to_bytes()) == parsed
+            if canonical:  # verify's scan accepts exactly what the strict parse accepts
+                facts = only_lineage_errors(lambda: scan_payload(data))
+                assert facts == (None if parsed is None else PayloadFacts.of(parsed))
 
     strategy = (
         st.binary(max_size=300)
@@ -281,6 +287,10 @@ def _envelope_target(world: World) -> Target:
         originals[(env.payload, env.payload_type)] = env
 
     def check(data: bytes) -> None:
+        opened = only_lineage_errors(lambda: open_stored(data, world.trust) or False)
+        if opened:  # verify's hot path opened it: the canonical envelope, signed and trusted
+            env = Envelope.from_stored(data)
+            assert env is not None and (env.payload, env.payload_type) in originals
         env = only_lineage_errors(lambda: Envelope.from_json(data))
         if env is None:
             return
