@@ -14,11 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from lineage_platform.errors import ConfigError, KeyFileError, RecordError, VerificationError
 from lineage_platform.log import SignedCheckpoint, inclusion_proof, leaf_hash, verify_inclusion
 from lineage_platform.signing import TrustStore
 from lineage_platform.store import Store
-from lineage_platform.verify import DERIVED_FIELDS, LogView, VerifyReport, verify_log
+from lineage_platform.verify import (
+    DERIVED_FIELDS,
+    Ahead,
+    LogView,
+    VerifyReport,
+    ahead_size,
+    verify_log,
+)
 
 ENVELOPES = "envelopes.jsonl"
 CHECKPOINT = "checkpoint.json"
@@ -32,15 +41,26 @@ def verify_store(
     workers: int | None = None,
 ) -> VerifyReport:
     """Read-only: every envelope, every derived column, every checkpoint and its frontier."""
-    table, rows = store.read_snapshot()  # one connection: no append can fall in between
-    view = LogView(
-        envelopes=table.column("envelope").to_pylist(),
-        checkpoints=[cp for _, cp, _ in rows],
-        derived=[table.column(name).to_pylist() for name in DERIVED_FIELDS],
-        frontiers=[(size, frontier) for size, _, frontier in rows],
-        indices=table.column("idx").to_pylist(),
-    )
-    report = verify_log(view, trust, workers, progress)
+    started: list[Ahead] = []
+
+    def start(head: pa.Table) -> None:  # the first records, verified while the rest is read
+        derived = [head.column(name).to_pylist() for name in DERIVED_FIELDS]
+        started.append(Ahead(head.column("envelope").to_pylist(), derived, trust))
+
+    try:
+        # One connection: no append can fall in between.
+        table, rows = store.read_snapshot(head=(lambda n: ahead_size(n, workers), start))
+        view = LogView(
+            envelopes=table.column("envelope").to_pylist(),
+            checkpoints=[cp for _, cp, _ in rows],
+            derived=[table.column(name).to_pylist() for name in DERIVED_FIELDS],
+            frontiers=[(size, frontier) for size, _, frontier in rows],
+            indices=table.column("idx").to_pylist(),
+        )
+        report = verify_log(view, trust, workers, progress, started[0] if started else None)
+    finally:
+        for ahead in started:
+            ahead.close()
     for size, cp_json, _ in rows:
         if SignedCheckpoint.from_json(cp_json).checkpoint.tree_size != size:
             raise VerificationError(f"checkpoint row {size}: tree size column was edited", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import duckdb
@@ -258,3 +259,64 @@ def test_large_logs_sign_and_verify_in_parallel_with_the_same_result(
     with pytest.raises(VerificationError) as info:
         verify_store(project.store, trust, workers=2)
     assert info.value.index == 7
+
+
+def _snapshot_view(store: Store) -> verify.LogView:
+    table, rows = store.read_snapshot()
+    return verify.LogView(
+        envelopes=table.column("envelope").to_pylist(),
+        checkpoints=[cp for _, cp, _ in rows],
+        derived=[table.column(name).to_pylist() for name in verify.DERIVED_FIELDS],
+        frontiers=[(size, frontier) for size, _, frontier in rows],
+        indices=table.column("idx").to_pylist(),
+    )
+
+
+def test_the_records_verified_while_the_log_is_read_count_only_if_they_are_the_log_s(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`verify_store` starts on the first records before it has read the rest (`Ahead`).
+    Their results count only when the snapshot begins with exactly those entries; when the
+    background process dies, those records are verified after all."""
+    monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
+    monkeypatch.setattr(verify, "PARALLEL_MIN", 100)
+    n = 640
+    append_records(project.store, project.signer(), [dataset(i) for i in range(n)], workers=2)
+    trust = project.ring.trust()
+    k = verify.ahead_size(n, workers=2)
+    assert 4 < k < n and verify.ahead_size(n, workers=1) == 0
+
+    def head(view: verify.LogView) -> tuple[list[bytes], list[list[object]]]:
+        assert view.derived is not None
+        return list(view.envelopes[:k]), [list(column[:k]) for column in view.derived]
+
+    # The head of a log whose record 3 was edited after it was read: it is not the snapshot's,
+    # so the snapshot's own records are verified (and pass).
+    project.sql("UPDATE log_entries SET kind = 'model' WHERE idx = 3")
+    stale = verify.Ahead(*head(_snapshot_view(project.store)), trust)
+    project.sql("UPDATE log_entries SET kind = 'dataset' WHERE idx = 3")
+    view = _snapshot_view(project.store)
+    assert not stale.matches(view)
+    assert verify.verify_log(view, trust, workers=2, ahead=stale).records == n
+
+    # The reverse: a clean head read first, record 3 edited before the snapshot: the edit is
+    # found, by the check of the snapshot's own head.
+    clean = verify.Ahead(*head(view), trust)
+    project.sql("UPDATE log_entries SET kind = 'model' WHERE idx = 3")
+    edited = _snapshot_view(project.store)
+    assert not clean.matches(edited)
+    with pytest.raises(VerificationError) as info:
+        verify.verify_log(edited, trust, workers=2, ahead=clean)
+    assert info.value.index == 3
+
+    # A background process that dies before it answers: its records are verified here.
+    monkeypatch.setattr(verify, "_run_ahead", lambda job, send: os._exit(3))
+    dead = verify.Ahead(*head(edited), trust)
+    assert dead.matches(edited)
+    with pytest.raises(VerificationError) as info:
+        verify.verify_log(edited, trust, workers=2, ahead=dead)
+    assert info.value.index == 3
+    # And through verify_store, whose head is read in the snapshot's own connection.
+    with pytest.raises(VerificationError) as info:
+        verify_store(project.store, trust, workers=2)
+    assert info.value.index == 3
