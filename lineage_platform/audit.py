@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
 
@@ -34,6 +34,39 @@ CHECKPOINT = "checkpoint.json"
 KEYS = "keys.json"
 
 
+class ArrowColumn(Sequence[Any]):
+    """A snapshot column as a sequence whose slices become Python objects only when taken.
+
+    Verification's forked workers slice their own chunks out of the parent's Arrow buffers:
+    the parent converts nothing it does not read, and no worker writes (by reference counts)
+    to pages it shares with the parent, which would copy them.
+    """
+
+    def __init__(self, column: pa.ChunkedArray) -> None:
+        self._column = column
+
+    def __len__(self) -> int:
+        return len(self._column)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self._column))
+            values = self._column.slice(start, max(stop - start, 0)).to_pylist()
+            return values if step == 1 else values[::step]
+        if not -len(self._column) <= index < len(self._column):
+            raise IndexError(index)
+        return self._column[index].as_py()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._column.to_pylist())
+
+
 def verify_store(
     store: Store,
     trust: TrustStore,
@@ -51,9 +84,9 @@ def verify_store(
         # One connection: no append can fall in between.
         table, rows = store.read_snapshot(head=(lambda n: ahead_size(n, workers), start))
         view = LogView(
-            envelopes=table.column("envelope").to_pylist(),
+            envelopes=ArrowColumn(table.column("envelope")),
             checkpoints=[cp for _, cp, _ in rows],
-            derived=[table.column(name).to_pylist() for name in DERIVED_FIELDS],
+            derived=[ArrowColumn(table.column(name)) for name in DERIVED_FIELDS],
             frontiers=[(size, frontier) for size, _, frontier in rows],
             indices=table.column("idx").to_pylist(),
         )

@@ -164,10 +164,14 @@ class _Failure:
     index: int | None
 
 
+# The derived columns the cross-record checks read, in the order _Records.columns holds them.
+_KEPT = ("leaf_hash", "idem_key", "kind", "asset", "sha256", "keyid")
+
+
 @dataclass(frozen=True, slots=True)
 class _Records:
-    """A chunk's results. `columns` (leaf_hash, idem_key, kind, asset, sha256, keyid) only
-    when there were no stored columns to compare with: else those, now checked, serve."""
+    """A chunk's results. `columns` (the _KEPT ones) only when there were no stored columns
+    to compare with: else those, now checked, serve."""
 
     start: int
     stop: int
@@ -332,7 +336,9 @@ def _results(
         if ahead is not None:
             ahead.close()
         yield _check_checkpoints(0, view.checkpoints, trust)
-        yield _check_records(0, view.envelopes, stored, trust)
+        # Slices: a view's sequences may convert to Python objects only when sliced.
+        whole = None if stored is None else [column[0:n] for column in stored]
+        yield _check_records(0, view.envelopes[0:n], whole, trust)
         return
     checkpoint_spans = [("checkpoints", a, b) for a, b in _chunks(m, workers)]
     spans = checkpoint_spans + [("records", a + k, b + k) for a, b in _chunks(n - k, workers)]
@@ -412,14 +418,16 @@ def verify_log(
     if stored is not None and [len(c) for c in stored] != [n] * len(DERIVED_FIELDS):
         raise VerificationError(f"stored columns do not hold one value per record ({n})", None)
 
-    # What the cross-record checks read: the stored columns once a worker has matched them to
-    # the signed records, else the worker's own columns.
-    leaves: list[bytes] = [] if stored is None else _column(stored, "leaf_hash")
-    assets: list[str] = [] if stored is None else _column(stored, "asset")
-    sha256s: list[str] = [] if stored is None else _column(stored, "sha256")
-    idem_keys: list[str] = [] if stored is None else _column(stored, "idem_key")
-    kinds: list[str] = [] if stored is None else _column(stored, "kind")
-    keyids: list[str] = [] if stored is None else _column(stored, "keyid")
+    # What the cross-record checks read, taken chunk by chunk as the results come in: the
+    # stored columns once a worker has matched them to the signed records, else the worker's
+    # own columns.
+    leaves: list[bytes] = []
+    idem_keys: list[str] = []
+    kinds: list[str] = []
+    assets: list[str] = []
+    sha256s: list[str] = []
+    keyids: list[str] = []
+    kept = None if stored is None else [stored[DERIVED_FIELDS.index(name)] for name in _KEPT]
     seen_keys: dict[str, int] = {}
     signed: list[SignedCheckpoint] = []
     tree: _Tree | None = None
@@ -431,13 +439,15 @@ def verify_log(
             continue
         if tree is None:  # every checkpoint is in: they come first
             tree = _Tree(signed, dict(view.frontiers or []), n)
+        got: Sequence[Sequence[Any]]
         if done.columns is not None:
-            leaves.extend(done.columns[0])
-            idem_keys.extend(done.columns[1])
-            kinds.extend(done.columns[2])
-            assets.extend(done.columns[3])
-            sha256s.extend(done.columns[4])
-            keyids.extend(done.columns[5])
+            got = done.columns
+        else:
+            assert kept is not None  # a worker returns no columns only when it had stored ones
+            got = [column[done.start : done.stop] for column in kept]
+        have: tuple[list[Any], ...] = (leaves, idem_keys, kinds, assets, sha256s, keyids)
+        for column, values in zip(have, got, strict=True):
+            column.extend(values)
         first = _first_replay(done.start, idem_keys[done.start : done.stop], seen_keys)
         for i, inputs, supersedes in done.extras:
             if first is not None and first.index is not None and first.index <= i:
@@ -467,10 +477,6 @@ def verify_log(
     return VerifyReport(
         n, len(signed), signed[-1].checkpoint.root_hash.hex(), keys, dict(Counter(kinds))
     )
-
-
-def _column(stored: Sequence[Sequence[object]], name: str) -> list[Any]:
-    return list(stored[DERIVED_FIELDS.index(name)])
 
 
 def _first_replay(

@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 from logkit import Project, dataset, sha, uses
 
 from lineage_platform import attest, verify
 from lineage_platform import store as store_module
 from lineage_platform.attest import append_records, sign_records
-from lineage_platform.audit import verify_store
+from lineage_platform.audit import ArrowColumn, verify_store
 from lineage_platform.errors import VerificationError
 from lineage_platform.log import SignedCheckpoint
 from lineage_platform.records import InputRef
@@ -320,3 +321,15 @@ def test_the_records_verified_while_the_log_is_read_count_only_if_they_are_the_l
     with pytest.raises(VerificationError) as info:
         verify_store(project.store, trust, workers=2)
     assert info.value.index == 3
+
+
+def test_a_snapshot_column_reads_as_the_python_values_it_holds() -> None:
+    values = [b"a", None, b"c", b"d", b"e"]
+    column = ArrowColumn(pa.chunked_array([values[:2], values[2:]], pa.binary()))
+    assert len(column) == 5 and list(column) == values
+    for cut in (slice(1, 4), slice(-2, None), slice(None, None, 2), slice(4, 1), slice(0, 99)):
+        assert column[cut] == values[cut], cut
+    assert (column[0], column[1], column[-1]) == (b"a", None, b"e")
+    for outside in (5, -6):
+        with pytest.raises(IndexError):
+            column[outside]
