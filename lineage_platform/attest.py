@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 
-from lineage_platform.log import Checkpoint, SignedCheckpoint
+from lineage_platform.log import Checkpoint, SignedCheckpoint, leaf_hash
 from lineage_platform.records import AttributionRecord
 from lineage_platform.signing import SigningKey, sign_envelope
-from lineage_platform.store import AppendResult, Entry, Store
+from lineage_platform.store import AppendResult, Entry, EntryColumns, Store
 
 ORIGIN = "lineage-platform.local/log"
 # Below this many records, starting worker processes costs more than it saves.
@@ -62,7 +62,8 @@ def _init_worker(pem: bytes) -> None:
         os.nice(WORKER_NICENESS)
 
 
-_Signed = tuple[list[bytes], list[str], list[str]]  # envelopes, record digests, idempotency keys
+# Envelopes, record digests, idempotency keys and leaf hashes of a span of records.
+_Signed = tuple[list[bytes], list[str], list[str], list[bytes]]
 
 
 def _sign_span(job: tuple[int, int, Sequence[AttributionRecord] | None]) -> _Signed:
@@ -72,10 +73,12 @@ def _sign_span(job: tuple[int, int, Sequence[AttributionRecord] | None]) -> _Sig
         records = _shared_records[start:stop]
     assert _worker_key is not None
     entries = [entry_for(r, _worker_key) for r in records]
+    envelopes = [e.envelope for e in entries]
     return (
-        [e.envelope for e in entries],
+        envelopes,
         [e.record_digest for e in entries],
         [e.idem_key for e in entries],
+        [leaf_hash(e) for e in envelopes],  # here, not in the process that holds the lock
     )
 
 
@@ -112,24 +115,35 @@ def _spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
 
 def _entries(
     records: Sequence[AttributionRecord], parts: Sequence[_Signed], keyid: str
-) -> list[Entry]:
-    envelopes = [e for part in parts for e in part[0]]
-    digests = [d for part in parts for d in part[1]]
-    idem_keys = [k for part in parts for k in part[2]]
-    return [
-        Entry(env, digest, idem, r.kind, r.asset, r.partition, r.sha256, keyid, r.recorded_at)
-        for r, env, digest, idem in zip(records, envelopes, digests, idem_keys, strict=True)
-    ]
+) -> EntryColumns:
+    """The workers' parts and the records' own fields as columns: no object per entry."""
+    return EntryColumns(
+        envelope=[e for part in parts for e in part[0]],
+        record_digest=[d for part in parts for d in part[1]],
+        idem_key=[k for part in parts for k in part[2]],
+        kind=[r.kind for r in records],
+        asset=[r.asset for r in records],
+        partition=[r.partition for r in records],
+        sha256=[r.sha256 for r in records],
+        keyid=[keyid] * len(records),
+        recorded_at=[r.recorded_at for r in records],
+        leaf_hash=[h for part in parts for h in part[3]],
+    )
 
 
 def sign_records(
     records: Sequence[AttributionRecord], key: SigningKey, workers: int = 1
 ) -> list[Entry]:
-    """Sign in this process, or across `workers` processes for large backlogs.
+    """Sign in this process, or across `workers` processes for large backlogs."""
+    signed = _sign(records, key, workers)
+    return signed.entries() if isinstance(signed, EntryColumns) else signed
 
-    In parallel the workers do all the per-record work (encode, sign, hash) and send back
-    only the bytes and hashes that are new.
-    """
+
+def _sign(
+    records: Sequence[AttributionRecord], key: SigningKey, workers: int
+) -> list[Entry] | EntryColumns:
+    """In parallel the workers do all the per-record work (encode, sign, hash) and send back
+    only the bytes and hashes that are new; the result is then columns."""
     if workers <= 1 or len(records) < PARALLEL_MIN:
         return [entry_for(r, key) for r in records]
     size = max(1000, -(-len(records) // (workers * 4)))
@@ -159,7 +173,7 @@ def append_records(
 
     n = len(records)
     if batch_size is None or batch_size >= n:
-        return store.append_entries(sign_records(records, key, workers), sign_checkpoint, origin)
+        return store.append_entries(_sign(records, key, workers), sign_checkpoint, origin)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     results: list[AppendResult] = []
@@ -177,8 +191,8 @@ def append_records(
             for a, b in _spans(0, n, batch_size)
         ]
         for a, b, futures in batches:
-            entries = _entries(records[a:b], [f.result() for f in futures], key.keyid)
-            results.append(store.append_entries(entries, sign_checkpoint, origin))
+            columns = _entries(records[a:b], [f.result() for f in futures], key.keyid)
+            results.append(store.append_entries(columns, sign_checkpoint, origin))
     return _combined(results)
 
 

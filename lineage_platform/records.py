@@ -606,7 +606,7 @@ class AttributionRecord:
 
     @classmethod
     def _from_canonical(cls, obj: Any) -> AttributionRecord:
-        """The record a statement holds once `_scan_canonical` has accepted its bytes.
+        """The record a canonical statement holds, for `from_bytes` to check by re-encoding.
 
         Only safe behind that check: the statement's shape is not checked here.
         """
@@ -640,11 +640,17 @@ class AttributionRecord:
             raise RecordError(
                 f"payload: {len(data)} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
             )
-        # Canonical bytes (what every stored envelope carries) take the fast path; anything
-        # else goes the strict way, which also names the problem.
-        scanned = _scan_canonical(data)
-        if scanned is not None:
-            return cls._from_canonical(scanned[0])
+        # Fast path for canonical bytes (what every stored envelope carries): the record built
+        # from the parsed statement without the structural checks (its values are checked on
+        # construction), then its re-encoding must equal the input, which only the canonical
+        # bytes of exactly the statement's shape do. Anything else goes the strict way, which
+        # also names the problem. (`scan_payload` is the same gate without the record.)
+        try:
+            fast = cls._from_canonical(orjson.loads(data))
+            if fast.to_bytes() == data:
+                return fast
+        except Exception:  # the strict path below decides, with its own message
+            pass
         record = cls.from_statement(loads_strict(data, "payload"))
         if require_canonical and record.to_bytes() != data:
             raise RecordError("payload: not RFC 8785 canonical JSON (re-encoding differs)")
@@ -689,15 +695,13 @@ def scan_payload(data: bytes) -> PayloadFacts:
 
     Raises RecordError naming the field, as `from_bytes` does.
     """
-    scanned = _scan_canonical(data)
-    if scanned is not None:
-        return scanned[1]
-    return PayloadFacts.of(AttributionRecord.from_bytes(data))
+    facts = _scan_canonical(data)
+    return facts if facts is not None else PayloadFacts.of(AttributionRecord.from_bytes(data))
 
 
-def _scan_canonical(data: object) -> tuple[dict[str, Any], PayloadFacts] | None:
-    """The parsed statement and its facts when `data` is exactly the canonical bytes of a
-    valid record, else None (the strict parser then decides, and names the problem).
+def _scan_canonical(data: object) -> PayloadFacts | None:
+    """The facts of `data` when it is exactly the canonical bytes of a valid record, else None
+    (the strict parser then decides, and names the problem).
 
     Each value goes through the dataclasses' own checks and `to_bytes`'s own writers; bytes
     equal to that rewrite hold no unknown, missing or duplicate key, no other type or layout,
@@ -766,7 +770,7 @@ def _scan_canonical(data: object) -> tuple[dict[str, Any], PayloadFacts] | None:
     if text != data:
         return None
     digest = hashlib.sha256(data).hexdigest()
-    facts = PayloadFacts(
+    return PayloadFacts(
         digest,
         idem_key or f"sha256:{digest}",
         kind,
@@ -777,7 +781,6 @@ def _scan_canonical(data: object) -> tuple[dict[str, Any], PayloadFacts] | None:
         inputs,
         supersedes,
     )
-    return obj, facts
 
 
 def _dagster_key(run_id: str, storage_id: int) -> str:

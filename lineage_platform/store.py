@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,48 @@ class Entry:
     sha256: str
     keyid: str
     recorded_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryColumns:
+    """Entries as columns: a large batch appends without building an object per entry.
+
+    `leaf_hash`, when the signer already computed it (beside the envelope, in its worker),
+    saves the committing process hashing every envelope again; verify re-derives it anyway.
+    """
+
+    envelope: Sequence[bytes]
+    record_digest: Sequence[str]
+    idem_key: Sequence[str]
+    kind: Sequence[str]
+    asset: Sequence[str]
+    partition: Sequence[str | None]
+    sha256: Sequence[str]
+    keyid: Sequence[str]
+    recorded_at: Sequence[str]
+    leaf_hash: Sequence[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.envelope)
+        if any(len(column) != n for column in self._columns()[1:]):
+            raise ValueError("entry columns differ in length")
+
+    def __len__(self) -> int:
+        return len(self.envelope)
+
+    def _columns(self) -> list[Sequence[object]]:
+        columns = [getattr(self, name) for name in _ENTRY_FIELDS]
+        return columns if self.leaf_hash is None else [*columns, self.leaf_hash]
+
+    @classmethod
+    def of(cls, entries: Sequence[Entry]) -> EntryColumns:
+        return cls(*([getattr(e, name) for e in entries] for name in _ENTRY_FIELDS))
+
+    def entries(self) -> list[Entry]:
+        return [Entry(*row) for row in zip(*self._columns()[: len(_ENTRY_FIELDS)], strict=True)]
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +394,7 @@ class Store:
 
     def append_entries(
         self,
-        entries: Sequence[Entry],
+        entries: Sequence[Entry] | EntryColumns,
         sign_checkpoint: Callable[[Checkpoint], SignedCheckpoint],
         origin: str,
     ) -> AppendResult:
@@ -363,44 +405,49 @@ class Store:
     def _append(
         self,
         con: duckdb.DuckDBPyConnection,
-        entries: Sequence[Entry],
+        entries: Sequence[Entry] | EntryColumns,
         sign_checkpoint: Callable[[Checkpoint], SignedCheckpoint],
         origin: str,
     ) -> AppendResult:
         """The append itself, inside a transaction the caller holds (settlement joins it)."""
-        keys = [e.idem_key for e in entries]
+        batch = entries if isinstance(entries, EntryColumns) else EntryColumns.of(entries)
+        keys = batch.idem_key
         known = self._indices_for(con, keys)
         frontier = self._frontier(con)
         start = frontier.size
-        fresh: list[Entry] = []
+        fresh: list[int] = []  # positions in the batch of the entries to write
         seen: dict[str, int] = {}
         indices: list[int] = []
-        for entry in entries:
-            if entry.idem_key in known:
-                indices.append(known[entry.idem_key])
-            elif entry.idem_key in seen:
-                indices.append(seen[entry.idem_key])
+        for position, key in enumerate(keys):
+            if key in known:
+                indices.append(known[key])
+            elif key in seen:
+                indices.append(seen[key])
             else:
-                seen[entry.idem_key] = start + len(fresh)
+                seen[key] = start + len(fresh)
                 indices.append(start + len(fresh))
-                fresh.append(entry)
+                fresh.append(position)
         if not fresh:
-            return AppendResult(tuple(indices), 0, len(entries), None)
-        leaves = [leaf_hash(e.envelope) for e in fresh]
+            return AppendResult(tuple(indices), 0, len(batch), None)
+        every = len(fresh) == len(batch)
+        envelopes = batch.envelope if every else [batch.envelope[i] for i in fresh]
+        if batch.leaf_hash is None:
+            leaves = [leaf_hash(e) for e in envelopes]
+        else:
+            leaves = list(batch.leaf_hash) if every else [batch.leaf_hash[i] for i in fresh]
         frontier.extend(leaves)
         table = pa.table(
             {
                 "idx": pa.array(range(start, start + len(fresh)), pa.int64()),
-                "envelope": pa.array([e.envelope for e in fresh], pa.binary()),
+                "envelope": pa.array(envelopes, pa.binary()),
                 "leaf_hash": pa.array(leaves, pa.binary()),
-                "record_digest": [e.record_digest for e in fresh],
-                "idem_key": [e.idem_key for e in fresh],
-                "kind": [e.kind for e in fresh],
-                "asset": [e.asset for e in fresh],
-                "partition": pa.array([e.partition for e in fresh], pa.string()),
-                "sha256": [e.sha256 for e in fresh],
-                "keyid": [e.keyid for e in fresh],
-                "recorded_at": [e.recorded_at for e in fresh],
+                **{
+                    name: pa.array(
+                        getattr(batch, name) if every else [getattr(batch, name)[i] for i in fresh],
+                        pa.string(),
+                    )
+                    for name in _ENTRY_FIELDS[1:]
+                },
             }
         )
         con.register("new_entries", table)
@@ -411,7 +458,7 @@ class Store:
             "INSERT INTO checkpoints (tree_size, checkpoint, frontier) VALUES (?, ?, ?)",
             [frontier.size, signed.to_json(), b"".join(frontier.to_hashes())],
         )
-        return AppendResult(tuple(indices), len(fresh), len(entries) - len(fresh), signed)
+        return AppendResult(tuple(indices), len(fresh), len(batch) - len(fresh), signed)
 
     @staticmethod
     def _indices_for(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[str, int]:

@@ -16,9 +16,9 @@ from lineage_platform import store as store_module
 from lineage_platform.attest import append_records, sign_records
 from lineage_platform.audit import ArrowColumn, verify_store
 from lineage_platform.errors import VerificationError
-from lineage_platform.log import SignedCheckpoint
+from lineage_platform.log import SignedCheckpoint, leaf_hash
 from lineage_platform.records import InputRef
-from lineage_platform.store import MIGRATIONS, Store
+from lineage_platform.store import MIGRATIONS, EntryColumns, Store
 
 
 @pytest.fixture
@@ -333,3 +333,20 @@ def test_a_snapshot_column_reads_as_the_python_values_it_holds() -> None:
     for outside in (5, -6):
         with pytest.raises(IndexError):
             column[outside]
+
+
+def test_entries_as_columns_append_what_entries_as_rows_append(project: Project) -> None:
+    """The workers' columnar batches (leaf hashes included) and single entries are one log."""
+    key = project.signer()
+    rows = sign_records([dataset(i) for i in range(6)], key)
+    columns = EntryColumns.of(rows[3:])
+    assert columns.entries() == rows[3:] and len(columns) == 3
+    with_leaves = dataclasses.replace(columns, leaf_hash=[leaf_hash(e.envelope) for e in rows[3:]])
+    project.store.append_entries(rows[:3], lambda cp: SignedCheckpoint.sign(cp, key), "o")
+    result = project.store.append_entries(
+        with_leaves, lambda cp: SignedCheckpoint.sign(cp, key), "o"
+    )
+    assert result.indices == (3, 4, 5)
+    assert verify_store(project.store, project.ring.trust()).records == 6
+    with pytest.raises(ValueError, match="differ in length"):
+        dataclasses.replace(columns, kind=["dataset"])
