@@ -127,18 +127,41 @@ class CompactRange:
 
     def append(self, leaf: bytes) -> None:
         _check_hash(leaf, f"leaf {self._size}")
+        self._push(leaf, 1)
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """Append many leaves. Each complete subtree that starts where the range ends is
+        hashed level by level, and joins the range as one node: the same hashes as leaf by
+        leaf, with a fraction of the Python work (append and verify run through here)."""
+        batch = list(leaves)
+        if set(map(type, batch)) - {bytes} or set(map(len, batch)) - {HASH_SIZE}:  # in C
+            for i, leaf in enumerate(batch):
+                _check_hash(leaf, f"leaf {self._size + i}")  # names the first bad one
+        sha256 = _sha256
+        done = 0
+        while done < len(batch):
+            aligned = self._size & -self._size or len(batch)  # largest subtree that fits here
+            block = 1 << (min(aligned, len(batch) - done).bit_length() - 1)
+            level = batch[done : done + block]
+            while len(level) > 1:
+                level = [
+                    sha256(b"\x01" + left + right).digest()
+                    for left, right in zip(level[::2], level[1::2], strict=True)
+                ]
+            self._push(level[0], block)
+            done += block
+
+    def _push(self, root: bytes, width: int) -> None:
+        """Add the root of a complete subtree of `width` (a power of two) leaves, which starts
+        at `size` (a multiple of `width`)."""
         hashes = self._hashes
-        hashes.append(leaf)
-        s = self._size
+        hashes.append(root)
+        s = self._size // width
         while s & 1:  # each trailing 1 bit is a complete subtree that now has a sibling
             right = hashes.pop()
             hashes[-1] = node_hash(hashes[-1], right)
             s >>= 1
-        self._size += 1
-
-    def extend(self, leaves: Iterable[bytes]) -> None:
-        for leaf in leaves:
-            self.append(leaf)
+        self._size += width
 
     def root(self) -> bytes:
         hashes = self._hashes

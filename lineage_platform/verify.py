@@ -10,7 +10,6 @@ index. The CLI feeds it from DuckDB (`lineage verify`) or from an export (`--bun
 from __future__ import annotations
 
 import gc
-import hashlib
 import multiprocessing
 import os
 from collections import Counter
@@ -439,15 +438,15 @@ def verify_log(
             continue
         if tree is None:  # every checkpoint is in: they come first
             tree = _Tree(signed, dict(view.frontiers or []), n)
-        got: Sequence[Sequence[Any]]
+        got: list[Sequence[Any]]
         if done.columns is not None:
-            got = done.columns
+            got = list(done.columns)
         else:
             assert kept is not None  # a worker returns no columns only when it had stored ones
             got = [column[done.start : done.stop] for column in kept]
         have: tuple[list[Any], ...] = (leaves, idem_keys, kinds, assets, sha256s, keyids)
-        for column, values in zip(have, got, strict=True):
-            column.extend(values)
+        for target, values in zip(have, got, strict=True):
+            target.extend(values)
         first = _first_replay(done.start, idem_keys[done.start : done.stop], seen_keys)
         for i, inputs, supersedes in done.extras:
             if first is not None and first.index is not None and first.index <= i:
@@ -482,6 +481,10 @@ def verify_log(
 def _first_replay(
     start: int, idem_keys: Sequence[str], seen: dict[str, int]
 ) -> VerificationError | None:
+    keys = set(idem_keys)
+    if len(keys) == len(idem_keys) and seen.keys().isdisjoint(keys):  # the usual case, in C
+        seen.update(zip(idem_keys, range(start, start + len(idem_keys)), strict=True))
+        return None
     for i, key in enumerate(idem_keys, start):
         earlier = seen.setdefault(key, i)
         if earlier != i:
@@ -532,28 +535,19 @@ class _Tree:
         self.frontiers = frontiers
         self.n = n
         self.next = 0  # the first checkpoint not yet checked
-        self.stack: list[bytes] = []  # one subtree root per set bit of `size`, largest first
-        self.size = 0
+        self.range = CompactRange()
         self.covered = 0  # the size of the last checkpoint that matched
 
     def advance(self, leaves: Sequence[bytes], upto: int) -> tuple[int, VerificationError] | None:
         """Check every checkpoint of size <= upto; the first mismatch, with its sort index."""
-        sha256 = hashlib.sha256
-        stack = self.stack
+        tree = self.range
         while self.next < len(self.signed):
             cp = self.signed[self.next].checkpoint
             if cp.tree_size > upto:
                 return None
-            for leaf in leaves[self.size : cp.tree_size]:
-                stack.append(leaf)
-                s = self.size
-                while s & 1:  # each trailing 1 bit is a complete subtree that now has a sibling
-                    right = stack.pop()
-                    stack[-1] = sha256(b"\x01" + stack[-1] + right).digest()
-                    s >>= 1
-                self.size += 1
-            size, covered = self.size, self.covered
-            if CompactRange.from_hashes(size, stack).root() != cp.root_hash:
+            tree.extend(leaves[tree.size : cp.tree_size])
+            size, covered = tree.size, self.covered
+            if tree.root() != cp.root_hash:
                 last = size - 1
                 what = f"records {covered}–{last}" if last > covered else f"record {covered}"
                 return covered, VerificationError(
@@ -561,7 +555,7 @@ class _Tree:
                     "checkpoint (a record there was changed, removed, inserted or reordered)",
                     covered,
                 )
-            if size in self.frontiers and self.frontiers[size] != b"".join(stack):
+            if size in self.frontiers and self.frontiers[size] != b"".join(tree.to_hashes()):
                 error = VerificationError(f"checkpoint at size {size}: stored frontier is wrong")
                 return size, error
             self.covered = size

@@ -193,18 +193,31 @@ def test_compact_range_matches_root_for_every_size_to_300() -> None:
         assert restored == cr and restored.root() == cr.root()
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(0, 40), max_size=6))
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 70), max_size=6))
 def test_compact_range_batches_restore_and_continue(batches: list[int]) -> None:
+    """`extend` hashes whole subtrees at once: the frontier must be the leaf-by-leaf one."""
     leaves = leaves_of(sum(batches), b"batch")
     cr = CompactRange()
+    one_by_one = CompactRange()
     done = 0
     for n in batches:
         cr = CompactRange.from_hashes(cr.size, cr.to_hashes())  # as the store persists it
         cr.extend(leaves[done : done + n])
+        for leaf in leaves[done : done + n]:
+            one_by_one.append(leaf)
         done += n
         assert cr.size == done
         assert cr.root() == root_from_leaves(leaves[:done])
+        assert cr == one_by_one
+
+
+def test_compact_range_extend_names_the_bad_leaf() -> None:
+    cr = CompactRange()
+    cr.extend(leaves_of(5))
+    with pytest.raises(ProofError, match="leaf 7"):
+        cr.extend([*leaves_of(2), b"x" * 31])
+    assert cr.size == 5  # nothing was added
 
 
 def test_compact_range_rejects_bad_state() -> None:
