@@ -380,6 +380,8 @@ def _results(
     finally:  # also when the caller stops at the first failure: drop the chunks not started
         pool.shutdown(wait=True, cancel_futures=True)
         _shared = None
+        if ahead is not None:
+            ahead.close()
 
 
 def _chunks(count: int, workers: int, smallest: int = 250) -> list[tuple[int, int]]:
