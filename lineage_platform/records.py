@@ -170,6 +170,8 @@ def _check_contributor(
     _opt_count(rows, "rows")
     if sha256 is not None:
         _hex(sha256, "sha256", _HEX64, 64)
+    if weight is None and value is None and stderr is None:  # a part, not a share
+        return None, None, None
     normal = _opt_float(weight, "weight"), _opt_float(value, "value")
     err = _opt_float(stderr, "stderr")
     if err is not None and err < 0:

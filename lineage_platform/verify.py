@@ -120,20 +120,21 @@ def _derive(index: int, data: bytes, trust: TrustStore) -> tuple[_Row, _Inputs, 
     except LineageError as exc:
         msg = str(exc)
         raise VerificationError(msg if msg.startswith(what) else f"{what}: {msg}", index) from exc
+    digest, idem_key, kind, asset, partition, sha256, recorded_at, every_input, supersedes = facts
     row: _Row = (
         leaf_hash(data),
-        facts.digest,
-        facts.idem_key,
-        facts.kind,
-        facts.asset,
-        facts.partition,
-        facts.sha256,
+        digest,
+        idem_key,
+        kind,
+        asset,
+        partition,
+        sha256,
         keyid,
-        facts.recorded_at,
+        recorded_at,
     )
     # Only inputs that name a log index take part in the cross-record checks.
-    inputs = tuple([i for i in facts.inputs if i[2] is not None])
-    return row, inputs, facts.supersedes
+    inputs = tuple([i for i in every_input if i[2] is not None])
+    return row, inputs, supersedes
 
 
 def _signer(env: Envelope, trust: TrustStore) -> str:
