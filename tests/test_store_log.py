@@ -350,3 +350,22 @@ def test_entries_as_columns_append_what_entries_as_rows_append(project: Project)
     assert verify_store(project.store, project.ring.trust()).records == 6
     with pytest.raises(ValueError, match="differ in length"):
         dataclasses.replace(columns, kind=["dataset"])
+
+
+def test_a_reordered_head_is_not_taken_for_the_log_s(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head is read as stored; with two indices swapped it is not the snapshot's (which is
+    sorted by index), so the swap is judged on the snapshot itself."""
+    monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
+    monkeypatch.setattr(verify, "PARALLEL_MIN", 100)
+    n = 640
+    append_records(project.store, project.signer(), [dataset(i) for i in range(n)], workers=2)
+    trust = project.ring.trust()
+    assert verify_store(project.store, trust, workers=2).records == n
+    project.sql("UPDATE log_entries SET idx = -1 WHERE idx = 1")
+    project.sql("UPDATE log_entries SET idx = 1 WHERE idx = 2")
+    project.sql("UPDATE log_entries SET idx = 2 WHERE idx = -1")
+    with pytest.raises(VerificationError) as info:
+        verify_store(project.store, trust, workers=2)
+    assert info.value.index is not None and info.value.index <= 2
