@@ -26,8 +26,10 @@ from lineage_platform.signing import Envelope, TrustStore, open_stored, verify_e
 # Below this many records a process pool costs more than it saves.
 PARALLEL_MIN = 2_000
 # Reading an entry from the store costs about a thirtieth of verifying it: that share of the
-# log is verified while the rest is read (see Ahead).
+# log is verified while the rest is read (see Ahead), when it comes to this many records (fewer
+# do not repay starting one more process).
 AHEAD_SHARE = 32
+AHEAD_MIN = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +260,10 @@ class Ahead:
 def ahead_size(n: int, workers: int | None = None) -> int:
     """How many of a log's n records `Ahead` should take: what one core verifies while the
     rest is read; none when there is no second core or too little to share."""
-    if (workers or os.cpu_count() or 1) <= 1 or n < PARALLEL_MIN:
+    k = n // AHEAD_SHARE
+    if (workers or os.cpu_count() or 1) <= 1 or n < PARALLEL_MIN or k < AHEAD_MIN:
         return 0
-    return n // AHEAD_SHARE
+    return k
 
 
 def _run_ahead(job: _Job, send: Any) -> None:

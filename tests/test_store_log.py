@@ -281,11 +281,15 @@ def test_the_records_verified_while_the_log_is_read_count_only_if_they_are_the_l
     background process dies, those records are verified after all."""
     monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
     monkeypatch.setattr(verify, "PARALLEL_MIN", 100)
+    monkeypatch.setattr(verify, "AHEAD_MIN", 10)
     n = 640
     append_records(project.store, project.signer(), [dataset(i) for i in range(n)], workers=2)
     trust = project.ring.trust()
     k = verify.ahead_size(n, workers=2)
     assert 4 < k < n and verify.ahead_size(n, workers=1) == 0
+    monkeypatch.setattr(verify, "AHEAD_MIN", k + 1)
+    assert verify.ahead_size(n, workers=2) == 0  # too few to repay one more process
+    monkeypatch.setattr(verify, "AHEAD_MIN", 10)
 
     def head(view: verify.LogView) -> tuple[list[bytes], list[list[object]]]:
         assert view.derived is not None
@@ -359,6 +363,7 @@ def test_a_reordered_head_is_not_taken_for_the_log_s(
     sorted by index), so the swap is judged on the snapshot itself."""
     monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
     monkeypatch.setattr(verify, "PARALLEL_MIN", 100)
+    monkeypatch.setattr(verify, "AHEAD_MIN", 10)
     n = 640
     append_records(project.store, project.signer(), [dataset(i) for i in range(n)], workers=2)
     trust = project.ring.trust()
