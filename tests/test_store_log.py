@@ -273,17 +273,22 @@ def _snapshot_view(store: Store) -> verify.LogView:
     )
 
 
+def _log_with_a_head(project: Project, monkeypatch: pytest.MonkeyPatch, n: int = 640) -> int:
+    """A log small enough for a test that still takes the parallel paths and `Ahead`."""
+    monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
+    monkeypatch.setattr(verify, "PARALLEL_MIN", 100)
+    monkeypatch.setattr(verify, "AHEAD_MIN", 10)
+    append_records(project.store, project.signer(), [dataset(i) for i in range(n)], workers=2)
+    return n
+
+
 def test_the_records_verified_while_the_log_is_read_count_only_if_they_are_the_log_s(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`verify_store` starts on the first records before it has read the rest (`Ahead`).
     Their results count only when the snapshot begins with exactly those entries; when the
     background process dies, those records are verified after all."""
-    monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
-    monkeypatch.setattr(verify, "PARALLEL_MIN", 100)
-    monkeypatch.setattr(verify, "AHEAD_MIN", 10)
-    n = 640
-    append_records(project.store, project.signer(), [dataset(i) for i in range(n)], workers=2)
+    n = _log_with_a_head(project, monkeypatch)
     trust = project.ring.trust()
     k = verify.ahead_size(n, workers=2)
     assert 4 < k < n and verify.ahead_size(n, workers=1) == 0
@@ -361,11 +366,7 @@ def test_a_reordered_head_is_not_taken_for_the_log_s(
 ) -> None:
     """The head is read as stored; with two indices swapped it is not the snapshot's (which is
     sorted by index), so the swap is judged on the snapshot itself."""
-    monkeypatch.setattr(attest, "PARALLEL_MIN", 100)
-    monkeypatch.setattr(verify, "PARALLEL_MIN", 100)
-    monkeypatch.setattr(verify, "AHEAD_MIN", 10)
-    n = 640
-    append_records(project.store, project.signer(), [dataset(i) for i in range(n)], workers=2)
+    n = _log_with_a_head(project, monkeypatch)
     trust = project.ring.trust()
     assert verify_store(project.store, trust, workers=2).records == n
     project.sql("UPDATE log_entries SET idx = -1 WHERE idx = 1")
