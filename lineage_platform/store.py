@@ -169,23 +169,20 @@ class EntryColumns:
     leaf_hash: Sequence[bytes] | None = None
 
     def __post_init__(self) -> None:
-        n = len(self.envelope)
-        if any(len(column) != n for column in self._columns()[1:]):
+        lengths = {len(getattr(self, name)) for name in _ENTRY_FIELDS}
+        if len(lengths | ({len(self.leaf_hash)} if self.leaf_hash is not None else set())) > 1:
             raise ValueError("entry columns differ in length")
 
     def __len__(self) -> int:
         return len(self.envelope)
-
-    def _columns(self) -> list[Sequence[object]]:
-        columns = [getattr(self, name) for name in _ENTRY_FIELDS]
-        return columns if self.leaf_hash is None else [*columns, self.leaf_hash]
 
     @classmethod
     def of(cls, entries: Sequence[Entry]) -> EntryColumns:
         return cls(*([getattr(e, name) for e in entries] for name in _ENTRY_FIELDS))
 
     def entries(self) -> list[Entry]:
-        return [Entry(*row) for row in zip(*self._columns()[: len(_ENTRY_FIELDS)], strict=True)]
+        columns = [getattr(self, name) for name in _ENTRY_FIELDS]
+        return [Entry(*row) for row in zip(*columns, strict=True)]
 
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
