@@ -67,12 +67,9 @@ def signing_order(project: Path, store: LineageStoreResource) -> list[str]:
     try:
         for c in CONTRIBUTOR_IDS:
             sha = sha256_file(project / f"data/parts/{c}.parquet")
-            rows = store.store().query(
-                "SELECT min(idx) FROM log_entries WHERE asset = 'contributions' AND sha256 = ?",
-                [sha],
-            )
-            if rows and rows[0][0] is not None:
-                first[c] = int(rows[0][0])
+            earliest = store.store().earliest_index("contributions", sha256=sha)
+            if earliest is not None:
+                first[c] = earliest
     except LineageError:
         pass  # nothing signed yet: fall back to the partition order
     return sorted(CONTRIBUTOR_IDS, key=lambda c: (first.get(c, 1 << 62), CONTRIBUTOR_IDS.index(c)))

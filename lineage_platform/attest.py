@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from lineage_platform.log import Checkpoint, SignedCheckpoint, leaf_hash
 from lineage_platform.records import AttributionRecord
 from lineage_platform.signing import SigningKey, sign_envelope
-from lineage_platform.store import AppendResult, Entry, EntryColumns, Store
+from lineage_platform.stores import AppendResult, Entry, EntryColumns, Store
 
 ORIGIN = "lineage-platform.local/log"
 # Below this many records, starting worker processes costs more than it saves.

@@ -1,7 +1,7 @@
 """What an auditor runs: verify the stored log or an exported bundle, export it, prove inclusion.
 
-    report = verify_store(Store(path), ring.trust())      # raises VerificationError
-    export_bundle(Store(path), ring.trust(), Path("out")) # envelopes, checkpoint, keys
+    report = verify_store(open_store(url), ring.trust())      # raises VerificationError
+    export_bundle(open_store(url), ring.trust(), Path("out")) # envelopes, checkpoint, keys
     verify_bundle(Path("out"))                            # no database, no project code needed
 """
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 from lineage_platform.errors import ConfigError, KeyFileError, RecordError, VerificationError
 from lineage_platform.log import SignedCheckpoint, inclusion_proof, leaf_hash, verify_inclusion
 from lineage_platform.signing import TrustStore
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 from lineage_platform.verify import (
     DERIVED_FIELDS,
     Ahead,

@@ -362,15 +362,7 @@ def payouts(
 
     Example: lineage payouts --epoch 2026-11-23
     """
-    sql = "SELECT epoch, account, amount FROM payouts WHERE true"
-    args: list[Any] = []
-    if epoch:
-        sql += " AND epoch = ?"
-        args.append(epoch)
-    if account:
-        sql += " AND account = ?"
-        args.append(account)
-    rows = store(settings()).query(sql + " ORDER BY epoch, amount DESC, account", args)
+    rows = store(settings()).payouts(epoch=epoch or None, account=account or None)
     if as_json:
         out.print_json(data=[{"epoch": e, "account": a, "amount": int(n)} for e, a, n in rows])
         return
@@ -423,9 +415,9 @@ def passphrase() -> bytes | None:
 
 
 def store(cfg: Settings) -> Any:
-    from lineage_platform.store import Store
+    from lineage_platform.stores import open_store
 
-    return Store(cfg.duckdb_path, lock_timeout_s=cfg.lock_timeout_s)
+    return open_store(cfg.store_url, lock_timeout_s=cfg.lock_timeout_s)
 
 
 @keys_app.command("init")

@@ -1,7 +1,7 @@
 """Where the platform keeps its state: one folder, explicit paths, nothing read at import time.
 
     settings = Settings.from_env(os.environ, cwd=Path.cwd())
-    settings.duckdb_path  # .lineage/lineage.duckdb under the project root
+    settings.store_url  # duckdb:///<project>/.lineage/lineage.duckdb, or LINEAGE_STORE_URL
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ PROJECT_ENV = "LINEAGE_PROJECT"
 MLFLOW_ENV = "LINEAGE_MLFLOW_URI"
 MLFLOW_UI_ENV = "LINEAGE_MLFLOW_UI"
 LOCK_TIMEOUT_ENV = "LINEAGE_LOCK_TIMEOUT"
+STORE_URL_ENV = "LINEAGE_STORE_URL"
 
 
 def find_project_root(start: Path) -> Path:
@@ -49,6 +50,7 @@ class Settings:
     mlflow_uri: str
     mlflow_ui_url: str | None = None
     lock_timeout_s: float = 30.0
+    store_url_override: str | None = None  # LINEAGE_STORE_URL; else the DuckDB file below
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], cwd: Path) -> Settings:
@@ -62,7 +64,13 @@ class Settings:
             mlflow_uri,
             environ.get(MLFLOW_UI_ENV) or None,
             _lock_timeout(environ.get(LOCK_TIMEOUT_ENV)),
+            environ.get(STORE_URL_ENV) or None,
         )
+
+    @property
+    def store_url(self) -> str:
+        """Where the log and ledger live (`lineage_platform.stores.open_store` reads it)."""
+        return self.store_url_override or f"duckdb://{self.duckdb_path}"
 
     @property
     def duckdb_path(self) -> Path:

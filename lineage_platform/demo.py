@@ -53,7 +53,7 @@ def run_demo(
     from lineage_platform.audit import verify_store
     from lineage_platform.dagster.sync import sync_project
     from lineage_platform.keys import KeyRing
-    from lineage_platform.store import Store
+    from lineage_platform.stores import open_store
 
     step("lineage sync")
     synced = sync_project(settings, passphrase)
@@ -61,7 +61,7 @@ def run_demo(
         f"lineage sync: {synced.appended} records signed and appended "
         f"({synced.skipped} already in the log)"
     )
-    store = Store(settings.duckdb_path, lock_timeout_s=settings.lock_timeout_s)
+    store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     ring = KeyRing(settings.keys_dir)
     now = datetime.now(UTC)
     step("simulating a day of model calls")

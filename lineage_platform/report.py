@@ -32,7 +32,7 @@ from matplotlib.text import Text
 from lineage_platform.errors import ConfigError, LineageError, SettlementError
 from lineage_platform.records import AttributionRecord, Contributor
 from lineage_platform.signing import Envelope, TrustStore
-from lineage_platform.store import Store
+from lineage_platform.stores import SettledEpoch, Store
 
 FORMATS = ("html", "pdf")
 #: More partitions of one asset than this are drawn as one node, so the graph stays readable.
@@ -106,17 +106,13 @@ class EpochReport:
 # -- collecting it from the store -----------------------------------------------------------------
 
 
-def _epoch_row(store: Store, epoch: str | None) -> tuple[Any, ...]:
-    cols = "epoch, starts_at, ends_at, fees_total, paid_total, root, log_index"
-    if epoch is None:
-        rows = store.query(f"SELECT {cols} FROM epochs ORDER BY epoch DESC LIMIT 1")
-        if not rows:
-            raise SettlementError("no settled epoch to report on: run `lineage settle` first")
-    else:
-        rows = store.query(f"SELECT {cols} FROM epochs WHERE epoch = ?", [epoch])
-        if not rows:
-            raise SettlementError(f"epoch {epoch} is not settled: nothing to report")
-    return rows[0]
+def _settled(store: Store, epoch: str | None) -> SettledEpoch:
+    found = store.settled_epoch(epoch)
+    if found is None and epoch is None:
+        raise SettlementError("no settled epoch to report on: run `lineage settle` first")
+    if found is None:
+        raise SettlementError(f"epoch {epoch} is not settled: nothing to report")
+    return found
 
 
 def _lineage(
@@ -216,7 +212,8 @@ def build_report(
     now: datetime | None = None,
 ) -> EpochReport:
     """Everything the report shows; only a missing or unsettled epoch raises."""
-    e, starts, ends, fees_total, paid_total, root, settlement = _epoch_row(store, epoch)
+    settled = _settled(store, epoch)
+    e, settlement = settled.epoch, settled.log_index
     table, _ = store.read_log()
     cols = table.to_pydict()
     records: dict[int, AttributionRecord] = {}
@@ -229,14 +226,11 @@ def build_report(
             )
         except LineageError:
             continue  # left out of the graph; the verdict names it
-    settlement = int(settlement)
     readable = settlement in records  # if not, the verdict says why; payouts still show
     indices, edges = _lineage(records, settlement) if readable else ([], [])
     nodes, node_edges = _graph(records, indices, edges)
     details = (records[settlement].details_obj() if readable else None) or {}
-    payouts = store.query(
-        "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY amount DESC, account", [e]
-    )
+    payouts = [(p.account, p.amount) for p in store.payouts(epoch=e)]
     verdict, trust = _verdict(store, load_trust)
     keyids = sorted(set(signer.values()) | set(trust.keyids() if trust is not None else ()))
     keys = tuple(
@@ -252,11 +246,11 @@ def build_report(
     policy = details.get("policy")
     return EpochReport(
         epoch=str(e),
-        starts_at=_iso(starts),
-        ends_at=_iso(ends),
-        fees_total=int(fees_total),
-        paid_total=int(paid_total),
-        root=str(root),
+        starts_at=_iso(settled.starts_at),
+        ends_at=_iso(settled.ends_at),
+        fees_total=settled.fees_total,
+        paid_total=settled.paid_total,
+        root=settled.root,
         settlement_index=settlement,
         fees_by_model=dict(fees_by_model) if isinstance(fees_by_model, dict) else {},
         policy=dict(policy) if isinstance(policy, dict) else {},

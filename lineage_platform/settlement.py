@@ -3,8 +3,9 @@
     statements = settle(store, key, policy=Policy.default(), now=datetime.now(UTC))
     statements[0].root   # Merkle root over the epoch's payouts, in a signed `settlement` record
 
-One DuckDB transaction holds the whole settlement of an epoch: the signed record, the ledger,
-the payouts and the epoch row commit together or not at all. A second settlement (another
+One store transaction (a settlement unit, `store.settling(epoch)`) holds the whole settlement of
+an epoch: the signed record, the ledger, the payouts and the epoch row commit together or not at
+all. A second settlement (another
 process, a retried job) finds the epoch row and returns the same statement; a late event for a
 settled epoch was already moved to the next open epoch at ingestion.
 """
@@ -37,7 +38,16 @@ from lineage_platform.log import (
 )
 from lineage_platform.records import AttributionRecord, InputRef, details_json, utc_timestamp
 from lineage_platform.signing import Envelope, SigningKey
-from lineage_platform.store import Connection, Store
+from lineage_platform.stores import (
+    EpochInputs,
+    LedgerView,
+    LoggedEnvelope,
+    Payout,
+    Posting,
+    SettledEpoch,
+    SettlementUnit,
+    Store,
+)
 
 EPOCH = timedelta(days=1)
 POLICY_FILE = "settlement.toml"
@@ -159,7 +169,7 @@ def build_graph(
     return graph, tuple(used[i] for i in sorted(used))
 
 
-def _records(envelopes: Sequence[tuple[int, bytes]]) -> list[tuple[int, AttributionRecord]]:
+def _records(envelopes: Sequence[LoggedEnvelope]) -> list[tuple[int, AttributionRecord]]:
     return [(i, AttributionRecord.from_bytes(Envelope.from_json(e).payload)) for i, e in envelopes]
 
 
@@ -173,37 +183,42 @@ class Derivation:
     allocation: Allocation
     root: bytes
     inputs: tuple[InputRef, ...]
-    ledger: tuple[tuple[str, str, int], ...]
+    ledger: tuple[Posting, ...]
 
 
 def derive(
-    con: Connection, epoch: str, policy: Policy, before: int | None = None
+    epoch: str,
+    policy: Policy,
+    epoch_inputs: EpochInputs,
+    envelopes: Sequence[LoggedEnvelope],
 ) -> Derivation:
-    fees, digest, count = Store.epoch_inputs(con, epoch)
-    records = _records(Store.log_envelopes(con, GRAPH_KINDS, before))
+    """What settling `epoch` pays, from its usage and the signed records (`GRAPH_KINDS`)."""
+    fees, digest, count = epoch_inputs.fees, epoch_inputs.events_digest, epoch_inputs.events
+    records = _records(envelopes)
     graph, inputs = build_graph(records, fees)
     owners = {m: m for m in fees}
     allocation = allocate_epoch(fees, policy, owners, graph)
     payouts = allocation.payouts
     ledger = tuple(
-        [(f"usage:{m}", f"clearing:{epoch}", f) for m, f in sorted(fees.items()) if f]
-        + [(f"clearing:{epoch}", acct, n) for acct, n in payouts]
+        [Posting(f"usage:{m}", f"clearing:{epoch}", f) for m, f in sorted(fees.items()) if f]
+        + [Posting(f"clearing:{epoch}", acct, n) for acct, n in payouts]
     )
     return Derivation(
         fees, digest, count, allocation, payout_root(epoch, payouts), inputs, ledger
     )
 
 
-def _statement(store: Store, con: Connection, epoch: str) -> Statement:
-    row = store.settled_epoch(con, epoch)
-    if row is None:
-        raise SettlementError(f"epoch {epoch} is not settled")
-    payouts = Store.epoch_payouts(con, epoch)
+def _statement(settled: SettledEpoch, payouts: Sequence[Payout]) -> Statement:
     return Statement(
-        epoch, int(row["fees_total"]), int(row["paid_total"]),
-        tuple(payouts), str(row["root"]), int(row["log_index"]),
+        settled.epoch, settled.fees_total, settled.paid_total,
+        tuple((p.account, p.amount) for p in payouts), settled.root, settled.log_index,
         already_settled=True,
     )
+
+
+def _settled_statement(unit: SettlementUnit) -> Statement | None:
+    settled = unit.settled(unit.epoch)
+    return None if settled is None else _statement(settled, unit.payouts(unit.epoch))
 
 
 def settle_epoch(
@@ -212,10 +227,10 @@ def settle_epoch(
     start, end = epoch_bounds(epoch)
     if end > now:
         raise SettlementError(f"epoch {epoch} is still open until {end.isoformat()}")
-    with store.transaction() as con:
-        if store.settled_epoch(con, epoch) is not None:
-            return _statement(store, con, epoch)
-        d = derive(con, epoch, policy)
+    with store.settling(epoch) as unit:
+        if (done := _settled_statement(unit)) is not None:
+            return done
+        d = derive(epoch, policy, unit.inputs(epoch), unit.envelopes(GRAPH_KINDS))
         paid = sum(n for _, n in d.allocation.payouts)
         fees_total = sum(d.fees.values())
         if paid != fees_total:
@@ -243,16 +258,17 @@ def settle_epoch(
             inputs=d.inputs,
             details=details_json(details),
         )
-        result = store._append(
-            con, [entry_for(record, key)], lambda cp: SignedCheckpoint.sign(cp, key), ORIGIN
+        result = unit.append(
+            [entry_for(record, key)], lambda cp: SignedCheckpoint.sign(cp, key), ORIGIN
         )
         log_index = result.indices[0]
-        epoch_row = {
-            "epoch": epoch, "starts_at": start.replace(tzinfo=None),
-            "ends_at": end.replace(tzinfo=None), "fees_total": fees_total, "paid_total": paid,
-            "payouts": len(d.allocation.payouts), "root": d.root.hex(), "log_index": log_index,
-        }
-        store.write_settlement(con, epoch_row, d.ledger, d.allocation.payouts)
+        settled = SettledEpoch(
+            epoch, start.replace(tzinfo=None), end.replace(tzinfo=None), fees_total, paid,
+            len(d.allocation.payouts), d.root.hex(), log_index,
+        )
+        unit.write_settlement(
+            settled, d.ledger, [Payout(epoch, a, n) for a, n in d.allocation.payouts]
+        )
     return Statement(
         epoch, fees_total, paid, d.allocation.payouts, d.root.hex(), log_index, False,
         d.allocation.reserve_reason,
@@ -273,9 +289,9 @@ def settle(
     """
     if epoch is not None:
         epoch_bounds(epoch)
-        with store.transaction() as con:
-            if store.settled_epoch(con, epoch) is not None:
-                return [_statement(store, con, epoch)]
+        with store.settling(epoch) as unit:
+            if (done := _settled_statement(unit)) is not None:
+                return [done]
     statements = []
     for pending, _, _ in store.open_epochs():
         if epoch is not None and pending > epoch:
@@ -287,9 +303,9 @@ def settle(
         statements.append(settle_epoch(store, key, pending, policy, now))
     if epoch is not None and not any(s.epoch == epoch for s in statements):
         # Another process may have settled it between the check above and `open_epochs`.
-        with store.transaction() as con:
-            if store.settled_epoch(con, epoch) is not None:
-                return [*statements, _statement(store, con, epoch)]
+        with store.settling(epoch) as unit:
+            if (done := _settled_statement(unit)) is not None:
+                return [*statements, done]
         if epoch_bounds(epoch)[1] > now:
             raise SettlementError(f"epoch {epoch} is still open")
         raise SettlementError(f"epoch {epoch} has no usage to settle")
@@ -299,15 +315,11 @@ def settle(
 # -- re-derivation for `lineage verify` ----------------------------------------------------------
 def verify_settlements(store: Store) -> int:
     """Recompute every settled epoch from stored events, signed records and the signed policy."""
-    with store.reader() as con:
-        epochs = [
-            store.settled_epoch(con, str(e))
-            for e in Store.settled_epoch_ids(con)
-        ]
+    with store.snapshot() as view:
+        epochs = view.settled_epochs()
         for row in epochs:
-            assert row is not None
-            epoch, idx = str(row["epoch"]), int(row["log_index"])
-            env = Store.envelope_at(con, idx)
+            epoch, idx = row.epoch, row.log_index
+            env = view.envelope_at(idx)
             if env is None:
                 raise VerificationError(f"epoch {epoch}: settlement record {idx} missing", idx)
             record = AttributionRecord.from_bytes(Envelope.from_json(env).payload)
@@ -316,15 +328,17 @@ def verify_settlements(store: Store) -> int:
                 raise VerificationError(f"epoch {epoch}: log index {idx} is not its record", idx)
             try:
                 policy = Policy.from_mapping(signed.get("policy"))
-                d = derive(con, epoch, policy, before=idx)
+                d = derive(
+                    epoch, policy, view.inputs(epoch), view.envelopes(GRAPH_KINDS, before=idx)
+                )
             except LineageError as exc:
                 raise VerificationError(f"epoch {epoch}: cannot re-derive ({exc})", idx) from exc
-            payouts = Store.epoch_payouts(con, epoch)
-            ledger = Store.epoch_ledger(con, epoch)
+            payouts = [(p.account, p.amount) for p in view.payouts(epoch)]
+            ledger = view.ledger(epoch)
             start, end = epoch_bounds(epoch)
             checks: Mapping[str, tuple[object, object]] = {
                 "window": (
-                    (row["starts_at"], row["ends_at"]),
+                    (row.starts_at, row.ends_at),
                     (start.replace(tzinfo=None), end.replace(tzinfo=None)),
                 ),
                 "window (signed)": (
@@ -336,10 +350,10 @@ def verify_settlements(store: Store) -> int:
                 "fees by model": (signed.get("fees_by_model"), d.fees),
                 "root (signed)": (signed.get("root"), d.root.hex()),
                 "root (record subject)": (record.sha256, d.root.hex()),
-                "root (epochs row)": (row["root"], d.root.hex()),
-                "fees total": (row["fees_total"], sum(d.fees.values())),
-                "paid total": (row["paid_total"], sum(n for _, n in d.allocation.payouts)),
-                "payout count": (row["payouts"], len(d.allocation.payouts)),
+                "root (epochs row)": (row.root, d.root.hex()),
+                "fees total": (row.fees_total, sum(d.fees.values())),
+                "paid total": (row.paid_total, sum(n for _, n in d.allocation.payouts)),
+                "payout count": (row.payouts, len(d.allocation.payouts)),
                 "payouts table": ([tuple(p) for p in payouts], list(d.allocation.payouts)),
                 "ledger": ([tuple(x) for x in ledger], list(d.ledger)),
             }
@@ -355,19 +369,22 @@ def verify_settlements(store: Store) -> int:
             out_of = sum(n for d_, _, n in ledger if d_ == clearing)
             if into != out_of or any(n < 0 for _, _, n in ledger):
                 raise VerificationError(f"epoch {epoch}: ledger does not sum to zero", idx)
-        _verify_no_strays(con)
+        _verify_no_strays(view)
     return len(epochs)
 
 
-def _verify_no_strays(con: Connection) -> None:
+def _verify_no_strays(view: LedgerView) -> None:
     """Every signed settlement has its epoch row, and no payout or posting lacks one."""
-    records, rows = Store.stray_settlement_rows(con)
-    for idx, epoch in records:
+    for stray in view.strays():
+        if stray.what == "record":
+            raise VerificationError(
+                f"epoch {stray.epoch}: signed settlement record {stray.log_index} has no "
+                "matching epochs row",
+                stray.log_index,
+            )
         raise VerificationError(
-            f"epoch {epoch}: signed settlement record {idx} has no matching epochs row", idx
+            f"epoch {stray.epoch}: {stray.what} rows but no settled epoch row"
         )
-    for table, epoch in rows:
-        raise VerificationError(f"epoch {epoch}: {table} rows but no settled epoch row")
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,14 +408,15 @@ class PayoutProof:
 def account_statement(store: Store, account: str) -> list[PayoutProof]:
     """An account's payouts, each with its inclusion proof against the signed settlement root."""
     out = []
-    with store.reader() as con:
-        for epoch, idx in Store.account_epochs(con, account):
-            env = Store.envelope_at(con, idx)
+    with store.snapshot() as view:
+        for settled in view.account_epochs(account):
+            epoch, idx = settled.epoch, settled.log_index
+            env = view.envelope_at(idx)
             if env is None:
                 raise VerificationError(f"epoch {epoch}: settlement record {idx} missing", idx)
             record = AttributionRecord.from_bytes(Envelope.from_json(env).payload)
             root = bytes.fromhex(str((record.details_obj() or {}).get("root", "")))
-            rows = Store.epoch_payouts(con, epoch)
+            rows = [(p.account, p.amount) for p in view.payouts(epoch)]
             leaves = [leaf_hash(payout_leaf(str(epoch), str(a), int(n))) for a, n in rows]
             pos = [str(a) for a, _ in rows].index(account)
             path = inclusion_proof(leaves, pos, len(leaves))
@@ -412,8 +430,8 @@ def account_statement(store: Store, account: str) -> list[PayoutProof]:
 
 def latest_valuation(store: Store, model: str) -> tuple[int, AttributionRecord] | None:
     """The newest signed valuation record naming `model` among its inputs."""
-    with store.reader() as con:
-        envelopes = Store.log_envelopes(con, ("valuation",))
+    with store.snapshot() as view:
+        envelopes = view.envelopes(("valuation",))
     found = None
     for idx, rec in _records(envelopes):
         if any(i.asset == model for i in rec.inputs):

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.json as pjson
 
 from lineage_platform.errors import LineageError, UsageError
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 from lineage_platform.usage import INT64_MAX, SCHEMA, ingest, validate_events
 
 READY = ".ready.jsonl"

@@ -13,7 +13,7 @@ from typing import Any
 
 from lineage_platform.log import SignedCheckpoint
 from lineage_platform.settlement import epoch_bounds
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class StoreGauges:
 
 
 def store_gauges(store: Store, spool_dir: Path, now: datetime) -> StoreGauges:
-    latest = store.latest_checkpoint() if store.path.exists() else None
+    latest = store.latest_checkpoint() if store.exists() else None
     cp = SignedCheckpoint.from_json(latest) if latest else None
     closed: list[str] = []
     unsettled = open_fees = 0

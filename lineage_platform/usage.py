@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lineage_platform.errors import UsageError, shown
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 
 REQUIRED = ("model", "caller", "units", "fee")
 OPTIONAL = ("event_id", "occurred_at")
@@ -32,8 +32,6 @@ SCHEMA = pa.schema(
         ("occurred_at", pa.timestamp("us")),
     ]
 )
-# The natural epoch of an event: its UTC day.
-EPOCH_SQL = "strftime(f.occurred_at, '%Y-%m-%d')"
 INT64_MAX = 2**63 - 1
 _CONTROL = r"[\x00-\x1f\x7f-\x9f]"  # C0, DEL and C1 control characters
 
@@ -204,7 +202,7 @@ def ingest(store: Store, events: pa.Table) -> tuple[int, int]:
     if unknown:
         names = ", ".join(map(shown, unknown[:3])) + (" …" if len(unknown) > 3 else "")
         raise UsageError(f"unknown model(s): {names} (no signed model record in the log)")
-    return store.ingest_usage(events, EPOCH_SQL)
+    return store.ingest_usage(events)
 
 
 def ingest_files(store: Store, paths: Iterable[Path]) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from lineage_platform.config import Settings
 from lineage_platform.integrations.mlflow import MlflowStore
 from lineage_platform.keys import KeyRing
 from lineage_platform.signing import SigningKey, TrustStore
-from lineage_platform.store import Store
+from lineage_platform.stores import Store, open_store
 
 PASSPHRASE_ENV = "LINEAGE_KEY_PASSPHRASE"
 
@@ -55,17 +55,18 @@ class LineageSettingsResource(dg.ConfigurableResource):  # type: ignore[misc]
 
 
 class LineageStoreResource(dg.ConfigurableResource):  # type: ignore[misc]
-    """The DuckDB log; opened for one short transaction at a time, never held while idle."""
+    """The log and ledger at `url` (`duckdb:///…` or `postgresql://…`, see `open_store`);
+    opened for one short transaction at a time, never held while idle."""
 
-    path: str
+    url: str
     lock_timeout_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LineageStoreResource:
-        return cls(path=str(settings.duckdb_path), lock_timeout_s=settings.lock_timeout_s)
+        return cls(url=settings.store_url, lock_timeout_s=settings.lock_timeout_s)
 
     def store(self) -> Store:
-        return Store(Path(self.path), lock_timeout_s=self.lock_timeout_s)
+        return open_store(self.url, lock_timeout_s=self.lock_timeout_s)
 
 
 class LineageSignerResource(dg.ConfigurableResource):  # type: ignore[misc]

@@ -13,7 +13,7 @@ import dagster as dg
 from lineage_platform.dagster.resources import LineageSignerResource, LineageStoreResource
 from lineage_platform.dagster.sync import Cursor, SyncResult, idempotency_key, sync_once
 from lineage_platform.errors import ConfigError, LineageError
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 from lineage_platform.verify import check_envelope
 
 CHECK_NAME = "attribution_recorded"
@@ -66,11 +66,16 @@ def _check_events(
             recorded[key] = (latest, idx)
     if not recorded:
         return []
-    rows = store.query(
-        "SELECT idx, record_digest, keyid FROM log_entries WHERE list_contains(?, idx)",
-        [[idx for _, idx in recorded.values()]],
-    )
-    derived = {int(i): (str(digest), str(keyid)) for i, digest, keyid in rows}
+    found = store.entries_at([idx for _, idx in recorded.values()])
+    derived = {
+        int(i): (str(digest), str(keyid))
+        for i, digest, keyid in zip(
+            found.column("idx").to_pylist(),
+            found.column("record_digest").to_pylist(),
+            found.column("keyid").to_pylist(),
+            strict=True,
+        )
+    }
     observations: list[dg.AssetCheckEvaluation | dg.AssetObservation] = [
         dg.AssetObservation(
             asset_key=key,
@@ -120,7 +125,9 @@ def lineage_sensor(
     started = time.monotonic()
     store = lineage_store.store()
     # A reset sensor resumes from what the log holds instead of re-reading every event.
-    cursor = Cursor.parse(context.cursor) if context.cursor else Cursor(store.dagster_cursor())
+    cursor = (
+        Cursor.parse(context.cursor) if context.cursor else Cursor(store.source_cursor("dagster"))
+    )
     result = sync_once(
         context.instance, keys, store, lineage_signer.signer(), cursor, limit=TICK_LIMIT
     )

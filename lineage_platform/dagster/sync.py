@@ -42,7 +42,7 @@ from lineage_platform.records import (
     utc_timestamp,
 )
 from lineage_platform.signing import SigningKey
-from lineage_platform.store import Store
+from lineage_platform.stores import Store, open_store
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 INPUT_VERSION = "dagster/input_data_version/"
@@ -510,7 +510,7 @@ def sync_all(
     cursor is returned only once its appends have committed.
     """
     keys = list(asset_keys)
-    cursor = Cursor(store.dagster_cursor())
+    cursor = Cursor(store.source_cursor("dagster"))
     total_read = total_appended = total_skipped = 0
     indices: dict[tuple[str, int], int] = {}
     seen: dict[str, int] = {}
@@ -561,7 +561,7 @@ def sync_project(
     defs = load_definitions(settings.project_dir)
     ring = KeyRing(settings.keys_dir)
     ring.init(passphrase)
-    store = Store(settings.duckdb_path, lock_timeout_s=settings.lock_timeout_s)
+    store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     with open_instance(settings) as instance:
         return sync_all(
             instance,
@@ -578,7 +578,7 @@ def backlog(
     instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey], store: Store, cap: int = 10_000
 ) -> tuple[int, float | None]:
     """(materializations not yet in the log, timestamp of the oldest), counting up to `cap`."""
-    cursor = Cursor(store.dagster_cursor())
+    cursor = Cursor(store.source_cursor("dagster"))
     events, _ = pending_events(instance, asset_keys, cursor, cap)
     return len(events), (min(e.timestamp for e in events) if events else None)
 
@@ -587,6 +587,6 @@ def project_backlog(settings: Settings) -> tuple[int, float | None]:
     from lineage_platform.dagster.workspace import load_definitions, open_instance
 
     defs = load_definitions(settings.project_dir)
-    store = Store(settings.duckdb_path, lock_timeout_s=settings.lock_timeout_s)
+    store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     with open_instance(settings) as instance:
         return backlog(instance, materializable_keys(defs), store)

@@ -1,6 +1,6 @@
 """OpenLineage: every recorded Dagster materialization as a COMPLETE `RunEvent`, as JSON lines.
 
-    n = export_openlineage(Store(settings.duckdb_path), Path("events.jsonl"))
+    n = export_openlineage(open_store(settings.store_url), Path("events.jsonl"))
     events = run_events(store)   # the client's own RunEvent objects, one per materialization
 
 The only module that imports `openlineage` (the `openlineage-python` client). Events are built with
@@ -53,7 +53,7 @@ from openlineage.client.serde import Serde
 from lineage_platform.errors import IntegrationError, LineageError
 from lineage_platform.records import AttributionRecord
 from lineage_platform.signing import Envelope
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 
 NAMESPACE = "dagster"
 #: Who produced the events (OpenLineage `producer`, a URI); versioned with the facet schema.
