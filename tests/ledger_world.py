@@ -29,7 +29,7 @@ from lineage_platform.config import Settings
 from lineage_platform.keys import KeyRing
 from lineage_platform.records import AttributionRecord, Contributor, InputRef, utc_timestamp
 from lineage_platform.signing import SigningKey
-from lineage_platform.store import Store
+from lineage_platform.stores import Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCH = "2026-01-05"  # a closed epoch for API tests, which pass `now` explicitly
@@ -66,10 +66,11 @@ class World:
         state = root / ".lineage"
         settings = Settings(root, state, f"sqlite:///{state / 'mlflow.db'}")
         key = KeyRing(settings.keys_dir).signer(None)
-        return World(settings, Store(settings.duckdb_path), key, dict(self.index))
+        return World(settings, open_store(settings.store_url), key, dict(self.index))
 
-    def count(self, table: str = "usage_events") -> int:
-        return int(self.store.query(f"SELECT count(*) FROM {table}")[0][0])
+    def count(self, what: str = "usage_events") -> int:
+        """How many usage events, or log entries (`log_entries`), the store holds."""
+        return self.store.tree_size() if what == "log_entries" else self.store.usage_count()
 
     @staticmethod
     def cli_argv(*args: str) -> list[str]:
@@ -101,7 +102,7 @@ def signed_state(root: Path) -> tuple[Settings, SigningKey, Store]:
     ring = KeyRing(settings.keys_dir)
     ring.init(None)
     key = ring.signer(None)
-    store = Store(settings.duckdb_path)
+    store = open_store(settings.store_url)
     return settings, key, store
 
 
@@ -168,19 +169,3 @@ def events(
             ),
         }
     )
-
-
-def dump(store: Store, tables: tuple[str, ...] = ("usage_events", "ledger", "payouts")) -> str:
-    """Every row of the settlement tables, in key order, as text (for byte-for-byte compares)."""
-    order = {
-        "usage_events": "event_id",
-        "ledger": "epoch, seq",
-        "payouts": "epoch, account",
-        "epochs": "epoch",
-    }
-    cols = {"usage_events": "* EXCLUDE (ingested_at)", "epochs": "* EXCLUDE (settled_at)"}
-    parts = []
-    for t in tables:
-        rows = store.query(f"SELECT {cols.get(t, '*')} FROM {t} ORDER BY {order[t]}")
-        parts.append(f"-- {t}\n" + "\n".join(repr(r) for r in rows))
-    return "\n".join(parts)

@@ -7,7 +7,6 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pytest
 
@@ -19,7 +18,9 @@ from lineage_platform.log import leaf_hash, verify_inclusion
 from lineage_platform.records import AttributionRecord
 from lineage_platform.settlement import account_statement, payout_leaf, settle
 from lineage_platform.signing import Envelope, verify_envelope
-from tests.ledger_world import EPOCH, NOW, World, dump, events, make_world, yesterday
+from tests.ledger_world import EPOCH, NOW, World, events, make_world, yesterday
+from tests.storekit import dump
+from tests.storekit import tamper as edit_store
 
 CALLS = [("m_lineage", 10_000), ("m_valued", 1_000), ("m_zero", 100)]
 # By hand, default policy (protocol 5 %, owner 15 %, data 80 %):
@@ -76,19 +77,20 @@ def test_exact_amounts_along_lineage_and_valuations(world: World) -> None:
     assert st.reserve_reason == "model m_zero: no positive data value"
     assert not st.already_settled
 
-    q = world.store.query
-    assert q("SELECT sum(amount) FROM payouts")[0][0] == 11_100
+    assert sum(p.amount for p in world.store.payouts()) == 11_100
     # double entry: the clearing account takes in the fees and pays out exactly as much
     clearing = f"clearing:{EPOCH}"
-    [(into, out_of)] = q(
-        "SELECT sum(amount) FILTER (credit = ?), sum(amount) FILTER (debit = ?) FROM ledger",
-        [clearing, clearing],
-    )
+    with world.store.snapshot() as view:
+        ledger = view.ledger(EPOCH)
+    into = sum(p.amount for p in ledger if p.credit == clearing)
+    out_of = sum(p.amount for p in ledger if p.debit == clearing)
     assert into == out_of == 11_100
-    assert q("SELECT min(amount) FROM ledger")[0][0] > 0
-    assert q("SELECT fees_total, paid_total, payouts, root FROM epochs") == [
-        (11_100, 11_100, 10, st.root)
-    ]
+    assert min(p.amount for p in ledger) > 0
+    found = world.store.settled_epoch(EPOCH)
+    assert found is not None and found == world.store.settled_epoch()
+    assert (found.fees_total, found.paid_total, found.payouts, found.root) == (
+        11_100, 11_100, 10, st.root
+    )
 
 
 def test_negative_values_pay_nothing_and_no_positive_value_goes_to_reserve(world: World) -> None:
@@ -136,7 +138,8 @@ def test_open_epoch_is_not_settled(world: World) -> None:
     with pytest.raises(SettlementError, match=f"epoch {today} is still open"):
         settle(world.store, world.key, Policy.default(), now, today)
     assert world.store.open_epochs() == [(today, 1, 20)]
-    assert world.store.query("SELECT epoch FROM epochs") == [(yesterday(),)]
+    with world.store.snapshot() as view:
+        assert [e.epoch for e in view.settled_epochs()] == [yesterday()]
 
 
 def test_epoch_without_usage_and_bad_epoch_ids(world: World) -> None:
@@ -154,8 +157,9 @@ def test_settling_twice_writes_nothing_and_returns_the_same_statement(settled: W
     before = dump(settled.store, ALL_TABLES)
     size = settled.store.tree_size()
     [again] = settle(settled.store, settled.key, Policy.default(), NOW + timedelta(days=3), EPOCH)
-    [first] = settled.store.query("SELECT root, log_index FROM epochs")
-    assert again.already_settled and (again.root, again.log_index) == first
+    first = settled.store.settled_epoch(EPOCH)
+    assert first is not None
+    assert again.already_settled and (again.root, again.log_index) == (first.root, first.log_index)
     assert dict(again.payouts) == EXPECTED and again.fees_total == again.paid_total == 11_100
     assert dump(settled.store, ALL_TABLES) == before and settled.store.tree_size() == size
     # without --epoch there is nothing left to settle
@@ -237,9 +241,8 @@ def test_payouts_and_statement_proofs_verify_against_the_signed_root(settled: Wo
     [proof] = json.loads(settled.cli("statement", "contributor:alice", "--json", check=True).stdout)
     assert proof["amount"] == 3_600 and proof["epoch"] == EPOCH
     # Check it the way an outsider would: the signed record's root, not the epochs table.
-    [(envelope,)] = settled.store.query(
-        "SELECT envelope FROM log_entries WHERE idx = ?", [proof["settlement_log_index"]]
-    )
+    index = proof["settlement_log_index"]
+    [envelope] = settled.store.entries(index, index + 1).column("envelope").to_pylist()
     env = Envelope.from_json(bytes(envelope))
     verify_envelope(env, KeyRing(settled.settings.keys_dir).trust())
     record = AttributionRecord.from_bytes(env.payload)
@@ -287,9 +290,7 @@ def test_verify_re_derives_a_clean_settlement(settled: World) -> None:
 )
 def test_verify_fails_after_tampering(settled: World, tmp_path: Path, tamper: str) -> None:
     world = settled.clone(tmp_path / "tampered")
-    con = duckdb.connect(str(world.settings.duckdb_path))
-    con.execute(tamper)
-    con.close()
+    edit_store(world.store, tamper)
     with pytest.raises(VerificationError, match=f"epoch {EPOCH}: "):
         audit.verify_store(world.store, KeyRing(world.settings.keys_dir).trust())
 

@@ -17,7 +17,9 @@ from lineage_platform import usage
 from lineage_platform.allocation import Policy
 from lineage_platform.errors import UsageError
 from lineage_platform.settlement import settle
-from tests.ledger_world import EPOCH, NOW, World, dump, events, make_world
+from lineage_platform.stores import Posting
+from tests.ledger_world import EPOCH, NOW, World, events, make_world
+from tests.storekit import dump, rows
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +54,16 @@ def write(table: pa.Table, path: Path) -> Path:
 
 
 def stored(world: World) -> list[tuple[object, ...]]:
-    return world.store.query(
+    return rows(
+        world.store,
         "SELECT event_id, model, caller, units, fee, occurred_at, epoch FROM usage_events "
-        "ORDER BY event_id"
+        "ORDER BY event_id",
     )
+
+
+def ledger(world: World, epoch: str) -> list[Posting]:
+    with world.store.snapshot() as view:
+        return view.ledger(epoch)
 
 
 # ------------------------------------------------------------------ bulk formats
@@ -263,7 +271,7 @@ def test_identical_events_without_ids_count_once(world: World) -> None:
 def test_late_events_for_a_settled_epoch_go_to_the_next_open_one(world: World) -> None:
     usage.ingest(world.store, usage.validate_events(events(EPOCH, CALLS)))
     [first] = settle(world.store, world.key, Policy.default(), NOW)
-    settled = world.store.query("SELECT * FROM ledger ORDER BY seq")
+    settled = ledger(world, EPOCH)
     late = pa.concat_tables(
         [
             events(EPOCH, [("m_valued", 40)], prefix="late", hour=23),  # the settled day
@@ -280,9 +288,7 @@ def test_late_events_for_a_settled_epoch_go_to_the_next_open_one(world: World) -
     statements = settle(world.store, world.key, Policy.default(), NOW)
     assert [s.epoch for s in statements] == ["2026-01-06"]  # 2026-01-09 is not closed at NOW
     assert statements[0].fees_total == 90
-    assert world.store.query(f"SELECT * FROM ledger WHERE epoch = '{EPOCH}' ORDER BY seq") == (
-        settled
-    )
+    assert ledger(world, EPOCH) == settled and settled
     again = settle(world.store, world.key, Policy.default(), NOW, EPOCH)
     assert again[0].root == first.root and again[0].already_settled
 
@@ -296,12 +302,12 @@ def test_cli_usage_record(world: World) -> None:
     assert done.stdout == "recorded\n"
     done = world.cli(*args, "--id", "call-1", "--units", "3", check=True)
     assert done.stdout == "already recorded (replay ignored)\n"
-    assert world.store.query("SELECT event_id, units, fee FROM usage_events") == [
+    assert rows(world.store, "SELECT event_id, units, fee FROM usage_events") == [
         ("call-1", 1, 75)
     ]
     now = datetime.now(UTC)
     days = {now.strftime("%Y-%m-%d"), (now - timedelta(minutes=1)).strftime("%Y-%m-%d")}
-    assert world.store.query("SELECT epoch FROM usage_events")[0][0] in days
+    assert rows(world.store, "SELECT epoch FROM usage_events")[0][0] in days
 
 
 def test_cli_usage_record_refuses_bad_input_with_one_line(world: World) -> None:

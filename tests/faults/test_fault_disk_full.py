@@ -30,7 +30,8 @@ from lineage_platform.keys import KeyRing
 from lineage_platform.records import AttributionRecord, utc_timestamp
 from lineage_platform.settlement import load_policy, settle
 from tests.faults.faultkit import cli_env, one_line, run
-from tests.ledger_world import EPOCH, NOW, dump, events, make_world, sha
+from tests.ledger_world import EPOCH, NOW, events, make_world, sha
+from tests.storekit import dump
 
 TABLES = ("usage_events", "ledger", "payouts", "epochs")
 FULL = os.strerror(errno.ENOSPC)  # "No space left on device"

@@ -27,7 +27,8 @@ from lineage_platform.records import AttributionRecord, utc_timestamp
 from lineage_platform.settlement import load_policy, settle
 from lineage_platform.store import Store
 from tests.faults.faultkit import cli_env, one_line, run, spawn
-from tests.ledger_world import EPOCH, NOW, World, dump, events, make_world, sha
+from tests.ledger_world import EPOCH, NOW, World, events, make_world, sha
+from tests.storekit import dump
 
 # Holds the file the way any other writer would: a read-write connection, in its own process
 # (DuckDB locks the file per process). Keeps it until stdin closes or `seconds` pass.
