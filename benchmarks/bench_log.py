@@ -36,7 +36,7 @@ from lineage_platform.records import (
     InputRef,
 )
 from lineage_platform.signing import SigningKey, TrustStore, pae
-from lineage_platform.store import Store
+from lineage_platform.stores import open_store
 from lineage_platform.verify import check_envelope
 
 
@@ -141,7 +141,7 @@ def timed_verify(
     # platform's default (fork on Linux), with which its workers share the log unpickled.
     multiprocessing.set_start_method(start_method, force=True)
     assert multiprocessing.get_start_method() == start_method
-    store, trust = Store(Path(path)), TrustStore.from_json(trust_json)
+    store, trust = open_store(Path(path)), TrustStore.from_json(trust_json)
     records = 0
 
     def verify() -> None:
@@ -157,7 +157,7 @@ def bench_append(
     path: Path, key: SigningKey, records: list[AttributionRecord], batch: int, workers: int
 ) -> tuple[float, float]:
     """Records/s, and CPU µs per record over all processes."""
-    store = Store(path)
+    store = open_store(path)
     store.migrate()
 
     def run() -> None:
@@ -216,7 +216,7 @@ def main() -> None:
             )
         best = max(results, key=lambda w: results[w])
         path = folder / f"append_w{best}.duckdb"
-        store = Store(path)
+        store = open_store(path)
         # In a fresh process, as `lineage verify` runs: not beside this one's 100,000 records.
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=spawn) as fresh:  # not daemonic: it forks

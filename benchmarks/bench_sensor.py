@@ -48,7 +48,7 @@ from lineage_platform.dagster.metadata import dataset_metadata, model_metadata
 from lineage_platform.dagster.sync import sync_all
 from lineage_platform.dagster.workspace import open_instance
 from lineage_platform.keys import KeyRing
-from lineage_platform.store import Store
+from lineage_platform.stores import open_store
 
 CONTRIBUTIONS, DATANET, MODEL = "contributions", "datanet", "digits_classifier"
 KEYS = [dg.AssetKey(k) for k in (CONTRIBUTIONS, DATANET, MODEL)]
@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ring = KeyRing(settings.keys_dir)
         ring.init(None)
         key = ring.signer(None)
-        store = Store(settings.duckdb_path)
+        store = open_store(settings.store_url)
         with open_instance(settings) as instance:
             backlog = write_backlog(instance, n)
             print(
@@ -312,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"lineage sync (its own process; start-up and loading the code location included): "
             f"{cli['appended']} records in {cli_s:.2f}s = {cli['appended'] / cli_s:,.0f} records/s"
         )
-        cli_store, cli_ring = Store(root / "cli" / "lineage.duckdb"), KeyRing(root / "cli" / "keys")
+        cli_store = open_store(root / "cli" / "lineage.duckdb")
+        cli_ring = KeyRing(root / "cli" / "keys")
         cli_report = verify_store(cli_store, cli_ring.trust())
         print(f"verify: {cli_report.summary()}")
         if profiler:

@@ -28,7 +28,7 @@ from lineage_platform.allocation import Policy
 from lineage_platform.records import AttributionRecord, Contributor, InputRef, utc_timestamp
 from lineage_platform.settlement import epoch_bounds, settle, verify_settlements
 from lineage_platform.signing import SigningKey
-from lineage_platform.store import Store
+from lineage_platform.stores import Store, open_store
 
 EPOCH = "2026-01-05"
 MODELS = 100
@@ -117,7 +117,7 @@ def main() -> None:
     rng = np.random.default_rng(6)
     key = SigningKey.generate()
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "lineage.duckdb")
+        store = open_store(Path(tmp) / "lineage.duckdb")
         store.migrate()
         log_s = build_log(store, key, rng)
         print(f"log: {DATASETS} datasets, {MODELS} models, {VALUED} valuations, "

@@ -31,12 +31,12 @@ def log_figures(n: int) -> str:
     from lineage_platform.audit import export_bundle, prove_inclusion, verify_store
     from lineage_platform.records import AttributionRecord, Contributor, DagsterRef
     from lineage_platform.signing import SigningKey, TrustStore
-    from lineage_platform.store import Store
+    from lineage_platform.stores import open_store
 
     key = SigningKey.generate()
     trust = TrustStore.of(key)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "log.duckdb")
+        store = open_store(Path(tmp) / "log.duckdb")
         batch = 100_000  # generated at a time; appended in pipelined 10,000-record batches
         append_s = 0.0
         for start in range(0, n, batch):

@@ -39,7 +39,7 @@ from lineage_platform.records import (
 )
 from lineage_platform.settlement import settle
 from lineage_platform.signing import SigningKey, TrustStore
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 from tests.ledger_world import signed_state
 
 REPO = Path(__file__).resolve().parent.parent

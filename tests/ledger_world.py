@@ -109,6 +109,11 @@ def signed_state(root: Path) -> tuple[Settings, SigningKey, Store]:
 def make_world(root: Path) -> World:
     """Project folder (workspace.yaml), key ring, and the signed lineage in the module doc."""
     settings, key, store = signed_state(root)
+    return World(settings, store, key, sign_lineage(store, key))
+
+
+def sign_lineage(store: Store, key: SigningKey) -> dict[str, int]:
+    """Append the lineage in the module doc to `store` (any driver): log index per asset."""
     idx: dict[str, int] = {}
 
     def ref(asset: str) -> InputRef:
@@ -149,7 +154,7 @@ def make_world(root: Path) -> World:
     valuation("m_valued", {"alice": 3.0, "bob": -1.0, "erin": 1.0})
     model("m_zero", ("raw_a",))
     valuation("m_zero", {"alice": -2.0, "bob": 0.0})
-    return World(settings, store, key, idx)
+    return idx
 
 
 def events(

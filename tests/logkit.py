@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from lineage_platform.keys import KeyRing
@@ -27,7 +26,8 @@ from lineage_platform.records import (
     utc_timestamp,
 )
 from lineage_platform.signing import SigningKey
-from lineage_platform.store import Store
+from lineage_platform.stores import Store, open_store
+from tests.storekit import tamper
 
 REPO = Path(__file__).resolve().parent.parent
 # Environment variables that change what the CLI does; tests set them explicitly.
@@ -102,7 +102,7 @@ class Project:
 
     @property
     def store(self) -> Store:
-        return Store(self.db, lock_timeout_s=5)
+        return open_store(self.db, lock_timeout_s=5)
 
     @property
     def ring(self) -> KeyRing:
@@ -153,8 +153,7 @@ class Project:
 
     def sql(self, statement: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
         """Edit the database behind the platform's back, as an attacker with file access would."""
-        with duckdb.connect(str(self.db)) as con:
-            return con.execute(statement, params or []).fetchall()
+        return tamper(self.db, statement, params or [])
 
     def snapshot(self) -> tuple[object, ...]:
         """Everything the log holds, to compare before and after a failed command."""

@@ -29,7 +29,7 @@ from lineage_platform.dagster import (
 )
 from lineage_platform.records import AttributionRecord
 from lineage_platform.signing import Envelope
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 
 INPUT_VERSION = "dagster/input_data_version/"
 INPUT_POINTER = "dagster/input_event_pointer/"

@@ -20,7 +20,7 @@ import pytest
 from assets.datanet import contributions
 from lineage_platform.config import Settings
 from lineage_platform.dagster.workspace import QUIET, open_instance
-from lineage_platform.store import Store
+from lineage_platform.stores import open_store
 from tests.deploy_world import (
     BIN,
     DEPLOY,
@@ -163,7 +163,7 @@ def test_steps_run_on_a_celery_worker_and_are_signed(
     assert lineage_cli(settings, postgres.env, "sync") == {"read": 8, "appended": 8, "skipped": 0}
     report = lineage_cli(settings, postgres.env, "verify")
     assert report["ok"] is True and report["records"] == 8
-    logged = {i.record.asset: i for i in read_records(Store(settings.duckdb_path))}
+    logged = {i.record.asset: i for i in read_records(open_store(settings.store_url))}
     model, datanet = logged["digits_classifier"], logged["datanet"]
     assert model.record.dagster is not None and datanet.record.dagster is not None
     assert model.record.dagster.run_id == datanet.record.dagster.run_id == celery_run.run_id

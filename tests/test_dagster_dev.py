@@ -17,7 +17,7 @@ from lineage_platform.config import Settings
 from lineage_platform.dagster.workspace import materialize_all, prepare_dagster_home
 from lineage_platform.errors import StoreError
 from lineage_platform.keys import KeyRing
-from lineage_platform.store import Store
+from lineage_platform.stores import Store, open_store
 from tests.conftest import REPO
 from tests.deploy_world import free_port, stop_group
 from tests.sensor_world import platform_defs, read_records
@@ -48,8 +48,8 @@ def _serving(port: int) -> bool:
 def _signed(store: Store) -> int:
     """Records the sensor appended so far; a short read that yields to the sensor's writes."""
     try:
-        rows = store.query("SELECT count(*) FROM log_entries WHERE idem_key LIKE 'dagster:%'")
-        return int(rows[0][0])
+        keys = store.entries().column("idem_key").to_pylist()
+        return sum(1 for k in keys if k.startswith("dagster:"))
     except StoreError:  # not created yet, or busy: the sensor holds the file for its append
         return -1
 
@@ -79,7 +79,7 @@ def test_daemon_ticks_sign_every_materialization(project_copy, tmp_path: Path) -
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so one signal stops every child
         )
-    store = Store(settings.duckdb_path, lock_timeout_s=1.0)
+    store = open_store(settings.store_url, lock_timeout_s=1.0)
     try:
         # Materialize while it starts, as `make demo` would into the instance the UI shows.
         with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -15,7 +15,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 from lineage_platform.config import Settings
 from lineage_platform.dagster.workspace import materialize_all, open_instance
-from lineage_platform.store import Store
+from lineage_platform.stores import open_store
 from tests.deploy_world import (
     POSTGRES_YAML,
     Postgres,
@@ -67,5 +67,5 @@ def test_pipeline_on_postgres_instance_is_signed_and_verifies(
     assert lineage_cli(settings, postgres.env, "sync") == {"read": 0, "appended": 0, "skipped": 0}
     report = lineage_cli(settings, postgres.env, "verify")
     assert report["ok"] is True and report["records"] == 9
-    logged = read_records(Store(settings.duckdb_path))
+    logged = read_records(open_store(settings.store_url))
     assert sorted(item.record.idempotency_key() for item in logged) == expected

@@ -310,9 +310,9 @@ def test_cli_export_openlineage_and_default_bundle(world: ExportWorld, tmp_path:
 
 
 def test_empty_log_exports_nothing(tmp_path: Path) -> None:
-    from lineage_platform.store import Store
+    from lineage_platform.stores import open_store
 
-    store = Store(tmp_path / "lineage.duckdb")
+    store = open_store(tmp_path / "lineage.duckdb")
     store.migrate()
     assert ol.export_openlineage(store, tmp_path / "events.jsonl") == 0
     assert (tmp_path / "events.jsonl").read_text() == ""

@@ -10,7 +10,6 @@ from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from lineage_platform import report as reports
@@ -22,6 +21,7 @@ from tests.export_world import (
     add_newer_valuation,
     make_export_world,
 )
+from tests.storekit import tamper
 
 CHROMIUM = Path("/usr/bin/chromium")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -112,9 +112,7 @@ def test_html_shows_payouts_verdict_values_and_keys(
 ) -> None:
     doc = parse(html_file.read_text(encoding="utf-8"))
     text = " ".join(" ".join(doc.text).split())
-    payouts = world.store.query(
-        "SELECT account, amount FROM payouts WHERE epoch = ? ORDER BY amount DESC", [EPOCH]
-    )
+    payouts = [(p.account, p.amount) for p in world.store.payouts(epoch=EPOCH)]
     assert payouts and list(built.payouts) == [(a, int(n)) for a, n in payouts]
     for account, amount in payouts:
         assert f"{account} {amount:,}" in text
@@ -195,10 +193,8 @@ def test_a_failed_verification_is_reported_not_raised(
 @pytest.mark.parametrize("record", ["notes", "settlement"])
 def test_a_tampered_log_still_gives_a_report_with_the_failure(tmp_path: Path, record: str) -> None:
     world = make_export_world(tmp_path / "project")
-    con = duckdb.connect(str(world.settings.duckdb_path))
-    con.execute("UPDATE log_entries SET envelope = ? WHERE idx = ?",
-                [b'{"not": "an envelope"}', world.index[record]])
-    con.close()
+    tamper(world.store, "UPDATE log_entries SET envelope = ? WHERE idx = ?",
+           [b'{"not": "an envelope"}', world.index[record]])
     built = reports.build_report(world.store, world.trust)
     assert not built.verdict.ok and f"record {world.index[record]}" in built.verdict.text
     assert built.payouts  # the settlement tables are shown as stored

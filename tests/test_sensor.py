@@ -20,7 +20,7 @@ from lineage_platform.integrations import dvc
 from lineage_platform.integrations.mlflow import MlflowStore, get_logged_model, get_run
 from lineage_platform.keys import KeyRing
 from lineage_platform.records import DvcRef, InputRef
-from lineage_platform.store import Store
+from lineage_platform.stores import open_store
 from tests.sensor_world import (
     Logged,
     evaluate_sensor,
@@ -78,7 +78,7 @@ def test_sensor_signs_each_materialization_once_with_its_lineage(
 ) -> None:
     settings = fresh_state(world.settings, tmp_path / "state")
     defs = platform_defs(settings)
-    store = Store(settings.duckdb_path)
+    store = open_store(settings.store_url)
     project = world.settings.project_dir
 
     first = evaluate_sensor(world.instance, defs)
@@ -124,7 +124,8 @@ def test_sensor_signs_each_materialization_once_with_its_lineage(
     assert "appended 9 records" in (first.skip_reason.skip_message or "")
     checks = _check_results(first)
     assert set(checks) == set(KEYS)
-    digests = {int(i): d for i, d in store.query("SELECT idx, record_digest FROM log_entries")}
+    logged = store.entries().to_pydict()
+    digests = dict(zip(logged["idx"], logged["record_digest"], strict=True))
     for name, evaluation in checks.items():
         assert evaluation.check_name == CHECK_NAME and evaluation.passed
         idx = evaluation.metadata["log_index"].value
@@ -192,9 +193,12 @@ def test_attribution_checks_fail_before_sync_and_pass_after(world: World, tmp_pa
 
     evaluate_sensor(world.instance, defs)
     after = run_checks()
-    store = Store(settings.duckdb_path)
-    query = "SELECT idx, record_digest, keyid FROM log_entries"
-    rows = {int(i): (d, k) for i, d, k in store.query(query)}
+    store = open_store(settings.store_url)
+    logged = store.entries().to_pydict()
+    rows = {
+        int(i): (d, k)
+        for i, d, k in zip(logged["idx"], logged["record_digest"], logged["keyid"], strict=True)
+    }
     keyid = KeyRing(settings.keys_dir).trust().keyids()[0]
     for name, evaluation in after.items():
         assert evaluation.passed, (name, evaluation.metadata)

@@ -21,7 +21,8 @@ from lineage_platform.dagster.sync import Cursor, sync_once
 from lineage_platform.dagster.workspace import prepare_dagster_home
 from lineage_platform.errors import StoreError
 from lineage_platform.keys import KeyRing
-from lineage_platform.store import Store
+from lineage_platform.stores import Store, open_store
+from lineage_platform.stores.duckdb import DuckDBStore
 from tests.conftest import REPO
 from tests.sensor_world import (
     evaluate_sensor,
@@ -101,7 +102,7 @@ def test_lost_cursor_after_a_committed_batch_appends_nothing_twice(
     ring = KeyRing(tmp_path / "keys")
     ring.init(None)
     key = ring.signer(None)
-    store = Store(tmp_path / "lineage.duckdb")
+    store = open_store(tmp_path / "lineage.duckdb")
 
     first = sync_once(instance, KEYS, store, key, Cursor(), limit=25)
     assert first.appended == 25 and first.has_more
@@ -133,10 +134,10 @@ def test_tick_that_fails_after_its_append_committed_is_retried_exactly_once(
     instance, total = backlog_instance
     settings = Settings(crash_project[0], tmp_path / "state", "sqlite:///unused")
     defs = platform_defs(settings)
-    original = Store.append_entries
+    original = DuckDBStore.append_entries
     calls = 0
 
-    def commit_then_die(self: Store, *args: object, **kwargs: object) -> object:
+    def commit_then_die(self: DuckDBStore, *args: object, **kwargs: object) -> object:
         nonlocal calls
         result = original(self, *args, **kwargs)  # type: ignore[arg-type]
         calls += 1
@@ -144,11 +145,11 @@ def test_tick_that_fails_after_its_append_committed_is_retried_exactly_once(
             raise RuntimeError("process killed after the commit")
         return result
 
-    monkeypatch.setattr(Store, "append_entries", commit_then_die)
+    monkeypatch.setattr(DuckDBStore, "append_entries", commit_then_die)
     old_cursor = Cursor().serialize()
     with pytest.raises(RuntimeError, match="killed after the commit"):
         evaluate_sensor(instance, defs, old_cursor)
-    store = Store(settings.duckdb_path)
+    store = open_store(settings.store_url)
     partial = store.tree_size()
     assert 0 < partial < total
 
@@ -200,7 +201,7 @@ def test_lineage_sync_killed_with_sigkill_resumes_exactly_once(
         state = tmp_path / f"trial{trial}"
         shutil.copytree(home, state / "dagster")  # the same backlog, an empty log each trial
         settings = Settings(root, state, "sqlite:///unused")
-        store = Store(settings.duckdb_path)
+        store = open_store(settings.store_url)
         proc = _sync(root, state)
         if _kill_soon_after_first_commit(proc, settings.duckdb_path, rng):
             killed += 1

@@ -1,4 +1,8 @@
-"""The DuckDB log end to end: real files, real Ed25519 keys, `append_records` and `verify_store`."""
+"""The DuckDB log end to end: real files, real Ed25519 keys, `append_records` and `verify_store`.
+
+What every driver must do (append, idempotency, snapshots) is in tests/contract/; here: the
+DuckDB driver's schema migrations and verification of what it stores.
+"""
 
 from __future__ import annotations
 
@@ -6,72 +10,25 @@ import dataclasses
 import os
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pytest
 from logkit import Project, dataset, sha, uses
+from tests.storekit import tamper
 
 from lineage_platform import attest, verify
-from lineage_platform import store as store_module
 from lineage_platform.attest import append_records, sign_records
 from lineage_platform.audit import ArrowColumn, verify_store
 from lineage_platform.errors import VerificationError
 from lineage_platform.log import SignedCheckpoint, leaf_hash
 from lineage_platform.records import InputRef
-from lineage_platform.store import MIGRATIONS, EntryColumns, Store
+from lineage_platform.stores import EntryColumns, Store
+from lineage_platform.stores import duckdb as store_module
+from lineage_platform.stores.duckdb import MIGRATIONS, DuckDBStore
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project.create(tmp_path / "proj")
-
-
-def test_batches_get_increasing_indices_and_one_checkpoint_each(project: Project) -> None:
-    key = project.signer()
-    batches = [[dataset(i) for i in range(3)], [dataset(3)], [dataset(i) for i in range(4, 8)]]
-    results = [append_records(project.store, key, batch) for batch in batches]
-
-    assert [r.indices for r in results] == [(0, 1, 2), (3,), (4, 5, 6, 7)]
-    assert [r.appended for r in results] == [3, 1, 4]
-    sizes = [r.checkpoint.checkpoint.tree_size for r in results if r.checkpoint is not None]
-    assert sizes == [3, 4, 8]
-    table, checkpoints = project.store.read_log()
-    assert table.column("idx").to_pylist() == list(range(8))
-    assert table.column("asset").to_pylist() == [f"datanet/part_{i}" for i in range(8)]
-    assert [SignedCheckpoint.from_json(c).checkpoint.tree_size for c in checkpoints] == sizes
-    assert project.store.tree_size() == 8
-
-
-def test_a_retried_append_adds_nothing_and_returns_the_same_indices(project: Project) -> None:
-    key = project.signer()
-    records = [dataset(i) for i in range(3)]
-    first = append_records(project.store, key, records)
-    before = project.snapshot()
-
-    # The same materializations again, rebuilt (new recorded_at), as a retry after a crash.
-    again = append_records(project.store, key, [dataset(i) for i in range(3)])
-    assert again.indices == first.indices == (0, 1, 2)
-    assert (again.appended, again.skipped, again.checkpoint) == (0, 3, None)
-    assert project.snapshot() == before
-
-    # Mixed: known ones keep their index, a repeat inside the batch is written once.
-    mixed = append_records(project.store, key, [dataset(1), dataset(3), dataset(3), dataset(0)])
-    assert mixed.indices == (1, 3, 3, 0)
-    assert (mixed.appended, mixed.skipped) == (1, 3)
-    assert project.store.tree_size() == 4
-    assert verify_store(project.store, project.ring.trust()).records == 4
-
-
-def test_records_without_a_dagster_event_are_keyed_by_their_digest(project: Project) -> None:
-    key = project.signer()
-    record = dataset(0, dagster=False)
-    first = append_records(project.store, key, [record])
-    again = append_records(project.store, key, [record])
-    assert again.indices == first.indices == (0,)
-    assert again.appended == 0
-    table, _ = project.store.read_log()
-    assert table.column("idem_key").to_pylist() == [f"sha256:{record.digest()}"]
-    assert table.column("record_digest").to_pylist() == [record.digest()]
 
 
 def test_verify_store_passes_and_reports_counts(project: Project) -> None:
@@ -104,14 +61,15 @@ def test_migrations_are_versioned_and_applied_once(project: Project) -> None:
 def test_an_older_schema_is_migrated_forward_with_its_log_intact(tmp_path: Path) -> None:
     project = Project.create(tmp_path / "proj")
     project.home.mkdir(exist_ok=True)
-    with duckdb.connect(str(project.db)) as con:  # a file written before migrations 2 and up
-        con.execute(
-            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
-        )
-        con.execute(MIGRATIONS[0][1])
-        con.execute("INSERT INTO schema_version (version) VALUES (1)")
+    # A file written before migrations 2 and up.
+    tamper(
+        project.db,
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)",
+    )
+    tamper(project.db, MIGRATIONS[0][1])
+    tamper(project.db, "INSERT INTO schema_version (version) VALUES (1)")
     key = project.signer()
-    old = Store(project.db)
+    old = DuckDBStore(project.db)
     # Reading an old file works for verification (read-only, no migration) ...
     assert old.tree_size() == 0
     assert append_records(old, key, [dataset(0)]).indices == (0,)  # ... and writing migrates it.

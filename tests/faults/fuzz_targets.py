@@ -52,7 +52,7 @@ from lineage_platform.signing import (
     sign_envelope,
     verify_envelope,
 )
-from lineage_platform.store import Store
+from lineage_platform.stores import open_store
 
 H1 = "3f" * 32
 H2 = "a0" * 32
@@ -237,7 +237,7 @@ def build_world(folder: Path) -> World:
     key = SigningKey.generate()
     trust = TrustStore.of(key)
     records = sample_records()
-    store = Store(folder / "log.duckdb")
+    store = open_store(folder / "log.duckdb")
     for record in records:
         append_records(store, key, [record])  # three batches: three checkpoints
     export_bundle(store, trust, folder / "bundle")

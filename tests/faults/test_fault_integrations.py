@@ -21,7 +21,7 @@ from lineage_platform.dagster.sync import sync_project
 from lineage_platform.dagster.workspace import open_instance
 from lineage_platform.errors import IntegrationError
 from lineage_platform.keys import KeyRing
-from lineage_platform.store import Store
+from lineage_platform.stores import open_store
 from tests.faults.faultkit import cli_env, one_line, run
 from tests.logkit import dataset
 
@@ -30,7 +30,7 @@ CLOSED_PORT = "http://127.0.0.1:9"  # discard: nothing listens there
 
 
 def _snapshot(settings: Settings) -> tuple[object, ...]:
-    table, checkpoints = Store(settings.duckdb_path).read_log()
+    table, checkpoints = open_store(settings.store_url).read_log()
     return table.to_pydict(), checkpoints
 
 
@@ -82,7 +82,7 @@ def test_unreachable_mlflow_fails_the_model_and_appends_nothing(
         synced = sync_project(settings, None)
     assert (synced.read, synced.appended) == (0, 0)
     assert _snapshot(settings) == before
-    report = verify_store(Store(settings.duckdb_path), KeyRing(settings.keys_dir).trust())
+    report = verify_store(open_store(settings.store_url), KeyRing(settings.keys_dir).trust())
     assert report.records == 1
 
 
@@ -96,7 +96,8 @@ def corrupt(project_copy: Callable[[], Settings]) -> Settings:
     settings = project_copy()
     ring = KeyRing(settings.keys_dir)
     ring.init(None)
-    append_records(Store(settings.duckdb_path), ring.signer(None), [dataset(i) for i in range(3)])
+    store = open_store(settings.store_url)
+    append_records(store, ring.signer(None), [dataset(i) for i in range(3)])
     shutil.copy(settings.project_dir / "dvc.lock", settings.state_dir / "dvc.lock.good")
     (settings.project_dir / "dvc.lock").write_text(TRUNCATED, encoding="utf-8")
     return settings
@@ -124,4 +125,4 @@ def test_corrupt_dvc_lock_fails_the_contributions_asset_and_appends_nothing(
         synced = sync_project(corrupt, None)
     assert synced.appended == 0
     assert _snapshot(corrupt) == before
-    verify_store(Store(corrupt.duckdb_path), KeyRing(corrupt.keys_dir).trust())
+    verify_store(open_store(corrupt.store_url), KeyRing(corrupt.keys_dir).trust())

@@ -25,7 +25,7 @@ from lineage_platform.errors import StoreBusyError
 from lineage_platform.keys import KeyRing
 from lineage_platform.records import AttributionRecord, utc_timestamp
 from lineage_platform.settlement import load_policy, settle
-from lineage_platform.store import Store
+from lineage_platform.stores import open_store
 from tests.faults.faultkit import cli_env, one_line, run, spawn
 from tests.ledger_world import EPOCH, NOW, World, events, make_world, sha
 from tests.storekit import dump
@@ -92,7 +92,7 @@ def _busy(call: Callable[[], object]) -> float:
 def test_writes_wait_for_the_timeout_then_fail_and_change_nothing(world: World) -> None:
     before = dump(world.store, ("usage_events", "ledger", "payouts", "epochs"))
     log_before = world.store.read_log()
-    busy = Store(world.settings.duckdb_path, lock_timeout_s=TIMEOUT)
+    busy = open_store(world.settings.store_url, lock_timeout_s=TIMEOUT)
     policy = load_policy(world.settings.project_dir)
     env = cli_env(world.settings.project_dir, world.settings.state_dir,
                   LINEAGE_LOCK_TIMEOUT=str(TIMEOUT))
@@ -134,7 +134,7 @@ def test_writes_wait_for_the_timeout_then_fail_and_change_nothing(world: World) 
 
 
 def test_a_writer_with_a_longer_timeout_waits_for_the_holder_and_completes(world: World) -> None:
-    store = Store(world.settings.duckdb_path, lock_timeout_s=30)
+    store = open_store(world.settings.store_url, lock_timeout_s=30)
     env = cli_env(world.settings.project_dir, world.settings.state_dir, LINEAGE_LOCK_TIMEOUT="30")
     with held(world.settings.duckdb_path, seconds=1.5):
         started = time.monotonic()

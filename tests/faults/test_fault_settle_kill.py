@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from lineage_platform.audit import verify_store
 from lineage_platform.keys import KeyRing
 from lineage_platform.settlement import load_policy, settle
 from lineage_platform.signing import TrustStore
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
 from tests.faults.faultkit import PROC, SEED, TRIALS, cli_env, observe, run, spawn
 from tests.ledger_world import World, make_world
 
@@ -80,35 +81,36 @@ def _trust(world: World) -> TrustStore:
 
 
 def settled_epochs(store: Store) -> dict[str, tuple[int, str]]:
-    rows = store.query("SELECT epoch, log_index, root FROM epochs ORDER BY epoch")
-    return {str(e): (int(i), str(r)) for e, i, r in rows}
+    with store.snapshot() as view:
+        return {e.epoch: (e.log_index, e.root) for e in view.settled_epochs()}
 
 
 def assert_ledger_exact(store: Store, epoch: str) -> None:
     """Every minor unit of the epoch's fees is paid out once, and the clearing account nets zero."""
-    (fees,) = store.query("SELECT sum(fee) FROM usage_events WHERE epoch = ?", [epoch])[0]
-    (fees_total, paid_total) = store.query(
-        "SELECT fees_total, paid_total FROM epochs WHERE epoch = ?", [epoch]
-    )[0]
-    (paid,) = store.query("SELECT sum(amount) FROM payouts WHERE epoch = ?", [epoch])[0]
+    with store.snapshot() as view:
+        fees = sum(view.inputs(epoch).fees.values())
+        summary = view.settled(epoch)
+        paid = sum(p.amount for p in view.payouts(epoch))
+        ledger = view.ledger(epoch)
+    assert summary is not None
     clearing = f"clearing:{epoch}"
-    into, out_of, negative = store.query(
-        "SELECT sum(amount) FILTER (WHERE credit = ?), sum(amount) FILTER (WHERE debit = ?), "
-        "count(*) FILTER (WHERE amount < 0) FROM ledger WHERE epoch = ?",
-        [clearing, clearing, epoch],
-    )[0]
-    assert fees == fees_total == paid_total == paid == into == out_of, (epoch, fees, paid, into)
-    assert negative == 0
+    into = sum(p.amount for p in ledger if p.credit == clearing)
+    out_of = sum(p.amount for p in ledger if p.debit == clearing)
+    assert fees == summary.fees_total == summary.paid_total == paid == into == out_of, (
+        epoch, fees, paid, into
+    )
+    assert all(p.amount >= 0 for p in ledger)
 
 
 def assert_settled_once_or_not(store: Store, roots: dict[str, str]) -> dict[str, tuple[int, str]]:
     settled = settled_epochs(store)
     # Settled epochs are a prefix of time; each has exactly one signed settlement record.
     assert list(settled) == sorted(roots)[: len(settled)], settled
-    records = store.query(
-        "SELECT partition, count(*) FROM log_entries WHERE kind = 'settlement' GROUP BY partition"
+    logged = store.entries().to_pydict()
+    records = Counter(
+        p for p, k in zip(logged["partition"], logged["kind"], strict=True) if k == "settlement"
     )
-    assert {str(p): int(n) for p, n in records} == dict.fromkeys(settled, 1)
+    assert dict(records) == dict.fromkeys(settled, 1)
     for epoch, (_, root) in settled.items():
         assert root == roots[epoch], f"epoch {epoch}: a different statement than uninterrupted"
         assert_ledger_exact(store, epoch)

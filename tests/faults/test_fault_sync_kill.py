@@ -26,7 +26,8 @@ from lineage_platform.config import Settings
 from lineage_platform.dagster.workspace import prepare_dagster_home
 from lineage_platform.errors import StoreError
 from lineage_platform.keys import KeyRing
-from lineage_platform.store import Store
+from lineage_platform.stores import Store
+from lineage_platform.stores.duckdb import DuckDBStore
 from tests.faults.faultkit import (
     ASSET_NAMES,
     BACKLOG,
@@ -102,7 +103,7 @@ def test_sync_killed_at_random_points_logs_every_materialization_exactly_once(
         state = tmp_path / f"trial{trial}"
         shutil.copytree(home, state / "dagster")
         env = cli_env(root, state)
-        store = Store(state / "lineage.duckdb")
+        store = DuckDBStore(state / "lineage.duckdb")  # watched as a file: the DuckDB driver
         batch = str(rng.choice(BATCH_SIZES))
         # Small batches write in many more (and smaller) transactions than one big one.
         span = backlog.write_span * (3.0 if batch == "64" else 1.2)
