@@ -381,9 +381,10 @@ class LedgerStore(Protocol):
     def settling(self, epoch: str) -> AbstractContextManager[SettlementUnit]:
         """One exclusive transaction for settling `epoch`: commit on a clean exit.
 
-        Two units never run at once on one store (for any epochs, from any machine): the
-        second waits (up to `lock_timeout_s`, then `StoreBusyError`) and then sees what the
-        first committed, which is what makes a settlement exactly once.
+        Two units never run at once on one store (for any epochs, from any machine), and no
+        append runs beside a unit (the unit appends its record to the log): the other waits
+        (up to `lock_timeout_s`, then `StoreBusyError`) and then sees what the first
+        committed, which is what makes a settlement exactly once.
         """
         ...
 
@@ -392,12 +393,13 @@ class LedgerStore(Protocol):
         ...
 
     def settled_epoch(self, epoch: str | None = None) -> SettledEpoch | None:
-        """That epoch's summary (the newest settled one if None), or None."""
+        """That epoch's summary (the newest settled one if None), or None. Read-only;
+        `StoreError` for a missing store."""
         ...
 
     def payouts(self, epoch: str | None = None, account: str | None = None) -> list[Payout]:
         """Settled payouts, optionally of one epoch and/or account: by epoch, then amount
-        (largest first), then account."""
+        (largest first), then account. Read-only; `StoreError` for a missing store."""
         ...
 
 
