@@ -236,8 +236,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         ("unsettled closed epochs", (f"{warn}{', '.join(gauges.closed_unsettled_epochs)} "
          f"({gauges.unsettled_fees} pending fees)") if gauges.closed_unsettled_epochs else "none"),
         ("open epoch fees", str(gauges.open_epoch_fees)),
-        ("usage events", f"{gauges.usage_events} ingested, {gauges.spooled_files} spooled files "
-         "waiting"),
+        ("usage events", f"{gauges.usage_event_count} ingested, "
+         f"{gauges.spooled_files} spooled files waiting"),
         ("store lock waits (1 h)", f"{gauges.lock_waits_last_hour} "
          f"({gauges.lock_wait_seconds_last_hour:.2f}s)"),
     ]

@@ -25,7 +25,7 @@ class StoreGauges:
     closed_unsettled_epochs: tuple[str, ...]
     unsettled_fees: int
     open_epoch_fees: int
-    usage_events: int
+    usage_event_count: int
     spooled_files: int
     lock_waits_last_hour: int
     lock_wait_seconds_last_hour: float
@@ -55,7 +55,7 @@ def store_gauges(store: Store, spool_dir: Path, now: datetime) -> StoreGauges:
         closed_unsettled_epochs=tuple(closed),
         unsettled_fees=unsettled,
         open_epoch_fees=open_fees,
-        usage_events=store.usage_count(),
+        usage_event_count=store.usage_count(),
         spooled_files=spooled,
         lock_waits_last_hour=waits,
         lock_wait_seconds_last_hour=round(waited, 3),
