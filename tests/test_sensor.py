@@ -124,8 +124,8 @@ def test_sensor_signs_each_materialization_once_with_its_lineage(
     assert "appended 9 records" in (first.skip_reason.skip_message or "")
     checks = _check_results(first)
     assert set(checks) == set(KEYS)
-    logged = store.entries().to_pydict()
-    digests = dict(zip(logged["idx"], logged["record_digest"], strict=True))
+    stored = store.entries().to_pydict()
+    digests = dict(zip(stored["idx"], stored["record_digest"], strict=True))
     for name, evaluation in checks.items():
         assert evaluation.check_name == CHECK_NAME and evaluation.passed
         idx = evaluation.metadata["log_index"].value
