@@ -32,8 +32,8 @@ from lineage_platform.records import (
     PAYLOAD_TYPE,
     AttributionRecord,
     Contributor,
-    DagsterRef,
     InputRef,
+    RunRef,
 )
 from lineage_platform.signing import SigningKey, TrustStore, pae
 from lineage_platform.stores import open_store
@@ -53,7 +53,7 @@ def make_records(n: int, start: int = 0) -> list[AttributionRecord]:
             asset="datanet/part",
             sha256=sha(f"content {i}"),
             recorded_at=f"2026-11-24T20:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1_000_000:06d}Z",
-            dagster=DagsterRef("bench-run-0a1b2c3d", i),
+            run=RunRef("dagster", "bench-run-0a1b2c3d", i),
             partition=f"p{i % 7}",
             inputs=(InputRef("contributions/raw", base, None),),
             contributors=(

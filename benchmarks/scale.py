@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 def log_figures(n: int) -> str:
     from lineage_platform.attest import append_records
     from lineage_platform.audit import export_bundle, prove_inclusion, verify_store
-    from lineage_platform.records import AttributionRecord, Contributor, DagsterRef
+    from lineage_platform.records import AttributionRecord, Contributor, RunRef
     from lineage_platform.signing import SigningKey, TrustStore
     from lineage_platform.stores import open_store
 
@@ -45,7 +45,7 @@ def log_figures(n: int) -> str:
                     kind="dataset", asset="scale/part", partition=f"p{i % 97}",
                     sha256=hashlib.sha256(str(i).encode()).hexdigest(),
                     recorded_at="2026-11-24T00:00:00.000000Z",
-                    dagster=DagsterRef("run-scale", i),
+                    run=RunRef("dagster", "run-scale", i),
                     contributors=(Contributor(f"c{i % 1000}", rows=1 + i % 50),),
                 )
                 for i in range(start, min(n, start + batch))

@@ -42,8 +42,8 @@ def _entry(record: AttributionRecord, payload: bytes, envelope: bytes, keyid: st
     return Entry(
         envelope=envelope,
         record_digest=digest,
-        # Without a Dagster event the key is the record's digest: the payload's, computed once.
-        idem_key=record.idempotency_key() if record.dagster is not None else f"sha256:{digest}",
+        # Without a run reference the key is the record's digest: the payload's, computed once.
+        idem_key=record.run.key() if record.run is not None else f"sha256:{digest}",
         kind=record.kind,
         asset=record.asset,
         partition=record.partition,

@@ -441,7 +441,7 @@ def microbenchmark(n: int = 2000) -> dict[str, float]:
     A quick, dependency-free sanity check (`python -c "from lineage_platform.log import
     microbenchmark as m; print(m())"`); the real benchmarks live in benchmarks/.
     """
-    from lineage_platform.records import AttributionRecord, Contributor, DagsterRef
+    from lineage_platform.records import AttributionRecord, Contributor, RunRef
     from lineage_platform.signing import Envelope, sign_envelope, verify_envelope
 
     key = SigningKey.generate()
@@ -453,7 +453,7 @@ def microbenchmark(n: int = 2000) -> dict[str, float]:
             asset="datanet/part",
             sha256=digest,
             recorded_at="2026-11-24T20:00:00.000000Z",
-            dagster=DagsterRef("run", i),
+            run=RunRef("dagster", "run", i),
             contributors=(Contributor("alice", rows=10, sha256=digest),),
         )
         for i in range(n)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -35,22 +35,29 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "PAYLOAD_TYPE",
     "PREDICATE_TYPE",
+    "PREDICATE_TYPE_V1",
     "STATEMENT_TYPE",
     "AttributionRecord",
     "Contributor",
-    "DagsterRef",
     "DvcRef",
     "InputRef",
     "MlflowRef",
     "PayloadFacts",
+    "RunRef",
     "canonical_json",
     "details_json",
+    "idempotency_key",
     "scan_payload",
     "utc_timestamp",
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "urn:lineage-platform:attribution:v1"
+#: What new records are written as: v2 names a generic run reference (`run`).
+PREDICATE_TYPE = "urn:lineage-platform:attribution:v2"
+#: Records written before v2 name a Dagster event (`dagster`); they still parse and verify.
+PREDICATE_TYPE_V1 = "urn:lineage-platform:attribution:v1"
+_VERSIONS = {PREDICATE_TYPE_V1: 1, PREDICATE_TYPE: 2}
+_PREDICATE_TYPES = {1: PREDICATE_TYPE_V1, 2: PREDICATE_TYPE}
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 KINDS = ("dataset", "model", "valuation", "settlement", "usage-epoch")
 #: Refuse larger payloads before parsing them: a log entry is metadata, never data.
@@ -58,6 +65,9 @@ MAX_RECORD_BYTES = 1_000_000
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
+# An orchestrator's name is the first part of an idempotency key: no ':' (which separates the
+# parts), and not "sha256", which keys a record without a run by its digest.
+_ORCHESTRATOR = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # Control characters (C0, DEL and C1, which holds the 8-bit terminal escape CSI) break logs and
 # terminals; lone surrogates cannot be encoded as UTF-8.
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -141,9 +151,34 @@ def _timestamp(value: object, field: str) -> str:
 # construction and `scan_payload` on parsed JSON, so both accept exactly the same values. -------
 
 
+def _check_run(orchestrator: object, run_id: object, event_id: object) -> None:
+    if (
+        not isinstance(orchestrator, str)
+        or not _ORCHESTRATOR.fullmatch(orchestrator)
+        or orchestrator == "sha256"
+    ):
+        raise RecordError(
+            "orchestrator: expected a lowercase name like 'dagster' (a-z, 0-9, '.', '_', '-'; "
+            f"not 'sha256'), got {orchestrator!r:.60}"
+        )
+    _text(run_id, "run_id")
+    _count(event_id, "event_id")
+
+
 def _check_dagster(run_id: object, storage_id: object) -> None:
+    """A v1 record's `dagster` object: the run reference as v1 wrote it."""
     _text(run_id, "run_id")
     _count(storage_id, "storage_id")
+
+
+def idempotency_key(orchestrator: str, run_id: str, event_id: int) -> str:
+    """The log's key for one source event: `<orchestrator>:<run_id>:<event_id>`.
+
+    The one place the format is written (stores parse it back in `source_cursor`); for Dagster
+    it is `dagster:<run_id>:<storage_id>`, as v1 records were keyed, so re-syncing an old log
+    stays idempotent. A record without a run reference is keyed `sha256:<digest>` instead.
+    """
+    return f"{orchestrator}:{run_id}:{event_id}"
 
 
 def _check_dvc(path: object, md5: object) -> None:
@@ -259,17 +294,24 @@ def details_json(obj: Mapping[str, object]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class DagsterRef:
-    """The Dagster materialization a record came from; (run_id, storage_id) is its identity."""
+class RunRef:
+    """The orchestrator event a record came from: (orchestrator, run_id, event_id) is its
+    identity and its idempotency key. `event_id` orders one orchestrator's events (Dagster's
+    event storage id); a v1 record's `dagster` object reads as RunRef("dagster", ...)."""
 
+    orchestrator: str
     run_id: str
-    storage_id: int
+    event_id: int
 
     def __post_init__(self) -> None:
-        _check_dagster(self.run_id, self.storage_id)
+        _check_run(self.orchestrator, self.run_id, self.event_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "storage_id": self.storage_id}
+        return {"orchestrator": self.orchestrator, "run_id": self.run_id, "event_id": self.event_id}
+
+    def key(self) -> str:
+        """This event's idempotency key (see `idempotency_key`)."""
+        return idempotency_key(self.orchestrator, self.run_id, self.event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +398,7 @@ class Contributor:
 
 
 _REFS: tuple[tuple[str, type], ...] = (
-    ("dagster", DagsterRef),
+    ("run", RunRef),
     ("dvc", DvcRef),
     ("mlflow", MlflowRef),
 )
@@ -369,7 +411,7 @@ _PREDICATE_KEYS = (
     "asset",
     "data_version",
     "code_version",
-    "dagster",
+    "run",
     "dvc",
     "mlflow",
     "partition",
@@ -379,6 +421,7 @@ _PREDICATE_KEYS = (
     "details",
     "supersedes",
 )
+_PREDICATE_KEYS_V1 = tuple("dagster" if k == "run" else k for k in _PREDICATE_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +432,9 @@ class AttributionRecord:
     any JSON object text is accepted and normalized to canonical form. `supersedes` is the log
     index of a record this one corrects: the log is never edited. `partition` is the Dagster
     partition key of a partitioned asset's materialization (each partition is its own artifact).
+    `run` is the orchestrator event it came from. `version` is the predicate version it is
+    written as: 2 for new records, 1 for records parsed from v1 bytes (their `run` is
+    Dagster's; they keep their exact bytes and digest).
     """
 
     kind: str
@@ -397,7 +443,7 @@ class AttributionRecord:
     recorded_at: str
     data_version: str | None = None
     code_version: str | None = None
-    dagster: DagsterRef | None = None
+    run: RunRef | None = None
     dvc: DvcRef | None = None
     mlflow: MlflowRef | None = None
     inputs: tuple[InputRef, ...] = ()
@@ -405,6 +451,7 @@ class AttributionRecord:
     details: str | None = None
     supersedes: int | None = None
     partition: str | None = None
+    version: int = 2
 
     def __post_init__(self) -> None:
         _check_statement(
@@ -417,6 +464,10 @@ class AttributionRecord:
             self.supersedes,
             self.partition,
         )
+        if type(self.version) is not int or self.version not in _PREDICATE_TYPES:
+            raise RecordError(f"predicateType: version {self.version!r:.20} is not 1 or 2")
+        if self.version == 1 and self.run is not None and self.run.orchestrator != "dagster":
+            raise RecordError("predicate.dagster: a v1 record's run is Dagster's")
         for name, cls in _REFS:
             ref = getattr(self, name)
             if ref is not None and not isinstance(ref, cls):
@@ -453,16 +504,23 @@ class AttributionRecord:
 
     def to_statement(self) -> dict[str, Any]:
         """The in-toto Statement v1 as plain JSON values."""
+        run = self.run
+        predicate: dict[str, Any] = {"kind": self.kind}
+        if self.version == 1:
+            predicate["dagster"] = (
+                None if run is None else {"run_id": run.run_id, "storage_id": run.event_id}
+            )
+        else:
+            predicate["run"] = None if run is None else run.to_dict()
         return {
             "_type": STATEMENT_TYPE,
             "subject": [{"name": self.asset, "digest": {"sha256": self.sha256}}],
-            "predicateType": PREDICATE_TYPE,
-            "predicate": {
-                "kind": self.kind,
+            "predicateType": _PREDICATE_TYPES[self.version],
+            "predicate": predicate
+            | {
                 "asset": self.asset,
                 "data_version": self.data_version,
                 "code_version": self.code_version,
-                "dagster": None if self.dagster is None else self.dagster.to_dict(),
                 "dvc": None if self.dvc is None else self.dvc.to_dict(),
                 "mlflow": None if self.mlflow is None else self.mlflow.to_dict(),
                 "partition": self.partition,
@@ -481,15 +539,16 @@ class AttributionRecord:
         schema is fixed and validated: this is the hot path of every append (equality with
         `canonical_json(self.to_statement())` is property-tested).
         """
-        d, v, m = self.dagster, self.dvc, self.mlflow
+        r, v, m = self.run, self.dvc, self.mlflow
         data = _statement_bytes(
+            self.version,
             self.kind,
             self.asset,
             self.sha256,
             self.recorded_at,
             self.data_version,
             self.code_version,
-            "null" if d is None else _dagster_json(d.run_id, d.storage_id),
+            "null" if r is None else _run_json(self.version, r.orchestrator, r.run_id, r.event_id),
             "null" if v is None else _dvc_json(v.path, v.md5),
             "null" if m is None else _mlflow_json(m.run_id, m.model_id),
             ",".join([_input_json(i.asset, i.sha256, i.log_index) for i in self.inputs]),
@@ -514,9 +573,9 @@ class AttributionRecord:
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
     def idempotency_key(self) -> str:
-        """One materialization is logged at most once: keyed by its Dagster event, else content."""
-        if self.dagster is not None:
-            return _dagster_key(self.dagster.run_id, self.dagster.storage_id)
+        """One event is logged at most once: keyed by its run reference, else by content."""
+        if self.run is not None:
+            return self.run.key()
         return f"sha256:{self.digest()}"
 
     # --- parsing --------------------------------------------------------------------------------
@@ -535,22 +594,26 @@ class AttributionRecord:
                     raise RecordError(f"{k}: missing")
         if obj["_type"] != STATEMENT_TYPE:
             raise RecordError(f"_type: expected {STATEMENT_TYPE!r}, got {obj['_type']!r:.60}")
-        if obj["predicateType"] != PREDICATE_TYPE:
+        ptype = obj["predicateType"]
+        version = _VERSIONS.get(ptype) if type(ptype) is str else None
+        if version is None:
             raise RecordError(
-                f"predicateType: expected {PREDICATE_TYPE!r}, got {obj['predicateType']!r:.60}"
+                f"predicateType: expected {PREDICATE_TYPE!r} (or v1), got {ptype!r:.60}"
             )
         subjects = obj["subject"]
         if not isinstance(subjects, list) or len(subjects) != 1:
             raise RecordError("subject: expected an array with exactly one subject")
         subject = _strict_object(subjects[0], "subject[0]", _SUBJECT_KEYS)
         digest = _strict_object(subject["digest"], "subject[0].digest", ("sha256",))
-        p = _strict_object(obj["predicate"], "predicate", _PREDICATE_KEYS)
+        p = _strict_object(
+            obj["predicate"], "predicate", _PREDICATE_KEYS if version == 2 else _PREDICATE_KEYS_V1
+        )
         if subject["name"] != p["asset"]:
             raise RecordError("subject[0].name: must equal predicate.asset")
 
         # Both build straight from an object with exactly the right keys (the common case),
         # naming the path only when something is wrong; the messages are _child's.
-        def ref(name: str, build: type[Any], keys: tuple[str, ...]) -> Any:
+        def ref(name: str, build: Callable[..., Any], keys: tuple[str, ...]) -> Any:
             value = p[name]
             if value is None:
                 return None
@@ -594,7 +657,9 @@ class AttributionRecord:
             recorded_at=p["recorded_at"],
             data_version=p["data_version"],
             code_version=p["code_version"],
-            dagster=ref("dagster", DagsterRef, ("run_id", "storage_id")),
+            run=ref("run", RunRef, ("orchestrator", "run_id", "event_id"))
+            if version == 2
+            else ref("dagster", _dagster_run, ("run_id", "storage_id")),
             dvc=ref("dvc", DvcRef, ("path", "md5")),
             mlflow=ref("mlflow", MlflowRef, ("run_id", "model_id")),
             inputs=items("inputs", InputRef, ("asset", "sha256", "log_index")),
@@ -604,6 +669,7 @@ class AttributionRecord:
             details=details,
             supersedes=p["supersedes"],
             partition=p["partition"],
+            version=version,
         )
 
     @classmethod
@@ -613,7 +679,12 @@ class AttributionRecord:
         Only safe behind that check: the statement's shape is not checked here.
         """
         p = obj["predicate"]
-        dagster, dvc, mlflow, details = p["dagster"], p["dvc"], p["mlflow"], p["details"]
+        dvc, mlflow, details = p["dvc"], p["mlflow"], p["details"]
+        version = _VERSIONS[obj["predicateType"]]
+        if version == 2:
+            run = None if p["run"] is None else RunRef(**p["run"])
+        else:
+            run = None if p["dagster"] is None else _dagster_run(**p["dagster"])
         return cls(
             kind=p["kind"],
             asset=p["asset"],
@@ -621,7 +692,7 @@ class AttributionRecord:
             recorded_at=p["recorded_at"],
             data_version=p["data_version"],
             code_version=p["code_version"],
-            dagster=None if dagster is None else DagsterRef(**dagster),
+            run=run,
             dvc=None if dvc is None else DvcRef(**dvc),
             mlflow=None if mlflow is None else MlflowRef(**mlflow),
             inputs=tuple([InputRef(**i) for i in p["inputs"]]),
@@ -629,6 +700,7 @@ class AttributionRecord:
             details=None if details is None else _canonical_details(details),
             supersedes=p["supersedes"],
             partition=p["partition"],
+            version=version,
         )
 
     @classmethod
@@ -714,6 +786,7 @@ def _scan_canonical(data: object) -> PayloadFacts | None:
         return None
     try:
         obj = orjson.loads(data)
+        version = _VERSIONS[obj["predicateType"]]
         p = obj["predicate"]
         kind, asset, recorded_at = p["kind"], p["asset"], p["recorded_at"]
         data_version, code_version = p["data_version"], p["code_version"]
@@ -722,14 +795,22 @@ def _scan_canonical(data: object) -> PayloadFacts | None:
         _check_statement(
             kind, asset, sha256, recorded_at, data_version, code_version, supersedes, partition
         )
-        dagster, dvc, mlflow = p["dagster"], p["dvc"], p["mlflow"]
+        dvc, mlflow = p["dvc"], p["mlflow"]
         idem_key = None
-        dagster_json = dvc_json = mlflow_json = "null"
-        if dagster is not None:
-            run_id, storage_id = dagster["run_id"], dagster["storage_id"]
-            _check_dagster(run_id, storage_id)
-            dagster_json = _dagster_json(run_id, storage_id)
-            idem_key = _dagster_key(run_id, storage_id)
+        run_json = dvc_json = mlflow_json = "null"
+        if version == 2:
+            run = p["run"]
+            if run is not None:
+                orchestrator, run_id, event_id = run["orchestrator"], run["run_id"], run["event_id"]
+                _check_run(orchestrator, run_id, event_id)
+        else:
+            run = p["dagster"]
+            if run is not None:
+                orchestrator, run_id, event_id = "dagster", run["run_id"], run["storage_id"]
+                _check_dagster(run_id, event_id)
+        if run is not None:
+            run_json = _run_json(version, orchestrator, run_id, event_id)
+            idem_key = idempotency_key(orchestrator, run_id, event_id)
         if dvc is not None:
             path, md5 = dvc["path"], dvc["md5"]
             _check_dvc(path, md5)
@@ -752,13 +833,14 @@ def _scan_canonical(data: object) -> PayloadFacts | None:
                 return None
             details = _canonical_details(details)
         text = _statement_bytes(
+            version,
             kind,
             asset,
             sha256,
             recorded_at,
             data_version,
             code_version,
-            dagster_json,
+            run_json,
             dvc_json,
             mlflow_json,
             ",".join([_input_json(*i) for i in inputs]),
@@ -785,12 +867,17 @@ def _scan_canonical(data: object) -> PayloadFacts | None:
     )
 
 
-def _dagster_key(run_id: str, storage_id: int) -> str:
-    return f"dagster:{run_id}:{storage_id}"
+def _dagster_run(run_id: str, storage_id: int) -> RunRef:
+    """A v1 record's `dagster` object as the run reference it is (checked with v1's names)."""
+    _check_dagster(run_id, storage_id)
+    return RunRef("dagster", run_id, storage_id)
 
 
 _PREFIX = f'{{"_type":{json_string(STATEMENT_TYPE)},"predicate":{{"asset":'
-_MIDDLE = f'}},"predicateType":{json_string(PREDICATE_TYPE)},"subject":[{{"digest":{{"sha256":"'
+_MIDDLE = {
+    version: f'}},"predicateType":{json_string(t)},"subject":[{{"digest":{{"sha256":"'
+    for version, t in _PREDICATE_TYPES.items()
+}
 
 
 def _opt_str(s: str | None) -> str:
@@ -808,13 +895,14 @@ def _opt_num(x: float | int | None) -> str:
 
 
 def _statement_bytes(
+    version: int,
     kind: str,
     asset: str,
     sha256: str,
     recorded_at: str,
     data_version: str | None,
     code_version: str | None,
-    dagster: str,
+    run: str,
     dvc: str,
     mlflow: str,
     inputs: str,
@@ -824,8 +912,10 @@ def _statement_bytes(
     partition: str | None,
 ) -> bytes:
     """The statement's canonical bytes; nested values come already written (arrays without
-    their brackets), `details` as canonical JSON text."""
+    their brackets), `details` as canonical JSON text. `run` sits where its key sorts: v1's
+    "dagster" after "contributors", v2's "run" after "recorded_at"."""
     q = json_string
+    v1 = version == 1
     return "".join(
         (
             _PREFIX,
@@ -834,8 +924,8 @@ def _statement_bytes(
             _opt_str(code_version),
             ',"contributors":[',
             contributors,
-            '],"dagster":',
-            dagster,
+            '],"dagster":' if v1 else "]",
+            run if v1 else "",
             ',"data_version":',
             _opt_str(data_version),
             ',"details":',
@@ -852,9 +942,11 @@ def _statement_bytes(
             _opt_str(partition),
             ',"recorded_at":"',
             recorded_at,
-            '","supersedes":',
+            '"' if v1 else '","run":',
+            "" if v1 else run,
+            ',"supersedes":',
             "null" if supersedes is None else str(supersedes),
-            _MIDDLE,
+            _MIDDLE[version],
             sha256,
             '"},"name":',
             q(asset),
@@ -863,8 +955,12 @@ def _statement_bytes(
     ).encode("utf-8")
 
 
-def _dagster_json(run_id: str, storage_id: int) -> str:
-    return f'{{"run_id":{json_string(run_id)},"storage_id":{storage_id}}}'
+def _run_json(version: int, orchestrator: str, run_id: str, event_id: int) -> str:
+    if version == 1:  # orchestrator is "dagster", checked on construction
+        return f'{{"run_id":{json_string(run_id)},"storage_id":{event_id}}}'
+    return (
+        f'{{"event_id":{event_id},"orchestrator":"{orchestrator}","run_id":{json_string(run_id)}}}'
+    )
 
 
 def _dvc_json(path: str, md5: str) -> str:

@@ -30,10 +30,10 @@ from lineage_platform.keys import KeyRing
 from lineage_platform.records import (
     AttributionRecord,
     Contributor,
-    DagsterRef,
     DvcRef,
     InputRef,
     MlflowRef,
+    RunRef,
     details_json,
     utc_timestamp,
 )
@@ -103,13 +103,13 @@ def make_export_world(root: Path, settled: bool = True) -> ExportWorld:
     for i, (who, run, rows) in enumerate((("alice", RUN_ALICE, 30), ("bob", RUN_BOB, 10))):
         add(f"part:{who}", AttributionRecord(
             kind="dataset", asset="contributions", partition=who, sha256=sha(f"part:{who}"),
-            recorded_at=at(i), dagster=DagsterRef(run, 3 + 4 * i),
+            recorded_at=at(i), run=RunRef("dagster", run, 3 + 4 * i),
             dvc=DvcRef(f"data/parts/{who}.parquet", md5(who)),
             contributors=(Contributor(who, rows=rows, sha256=sha(f"part:{who}")),),
         ))
     add("datanet", AttributionRecord(
         kind="dataset", asset="datanet", sha256=sha("datanet"), recorded_at=at(5),
-        data_version=sha("datanet"), code_version="1", dagster=DagsterRef(RUN_TRAIN, 20),
+        data_version=sha("datanet"), code_version="1", run=RunRef("dagster", RUN_TRAIN, 20),
         dvc=DvcRef("data/datanet.parquet", md5("datanet")),
         inputs=(ref("part:alice", "contributions"), ref("part:bob", "contributions")),
         contributors=(Contributor("alice", rows=30, sha256=sha("part:alice")),
@@ -117,7 +117,7 @@ def make_export_world(root: Path, settled: bool = True) -> ExportWorld:
     ))
     add("clf", AttributionRecord(
         kind="model", asset="clf", sha256=sha("clf"), recorded_at=at(6),
-        dagster=DagsterRef(RUN_TRAIN, 21), mlflow=MlflowRef("a" * 32, "m-" + "b" * 32),
+        run=RunRef("dagster", RUN_TRAIN, 21), mlflow=MlflowRef("a" * 32, "m-" + "b" * 32),
         inputs=(ref("datanet", "datanet"),),
     ))
     add("notes", AttributionRecord(
@@ -149,7 +149,7 @@ def _valuation(
     total = sum(max(v, 0.0) for v, _ in values.values())
     return AttributionRecord(
         kind="valuation", asset="clf_valuation", sha256=sha(f"values:{values}"),
-        recorded_at=when, dagster=DagsterRef(run, storage),
+        recorded_at=when, run=RunRef("dagster", run, storage),
         inputs=(InputRef("contributions", sha("part:alice"), idx["part:alice"]),
                 InputRef("contributions", sha("part:bob"), idx["part:bob"]),
                 InputRef("clf", sha("clf"), idx["clf"])),

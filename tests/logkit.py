@@ -21,8 +21,8 @@ from lineage_platform.keys import KeyRing
 from lineage_platform.records import (
     AttributionRecord,
     Contributor,
-    DagsterRef,
     InputRef,
+    RunRef,
     utc_timestamp,
 )
 from lineage_platform.signing import SigningKey
@@ -61,7 +61,7 @@ def dataset(
         asset=name,
         sha256=sha(f"{name} content {i}"),
         recorded_at=utc_timestamp(),
-        dagster=DagsterRef(run, i) if dagster else None,
+        run=RunRef("dagster", run, i) if dagster else None,
         inputs=inputs,
         partition=partition,
         contributors=(Contributor(f"contributor:{i % 3}", rows=10 + i, sha256=sha(f"part {i}")),),

@@ -165,6 +165,6 @@ def test_steps_run_on_a_celery_worker_and_are_signed(
     assert report["ok"] is True and report["records"] == 8
     logged = {i.record.asset: i for i in read_records(open_store(settings.store_url))}
     model, datanet = logged["digits_classifier"], logged["datanet"]
-    assert model.record.dagster is not None and datanet.record.dagster is not None
-    assert model.record.dagster.run_id == datanet.record.dagster.run_id == celery_run.run_id
+    assert model.record.run is not None and datanet.record.run is not None
+    assert model.record.run.run_id == datanet.record.run.run_id == celery_run.run_id
     assert [(i.asset, i.log_index) for i in model.record.inputs] == [("datanet", datanet.index)]

@@ -107,5 +107,5 @@ def test_daemon_ticks_sign_every_materialization(project_copy, tmp_path: Path) -
             for r in instance.fetch_materializations(key, limit=1000).records
         )
     logged = read_records(store)
-    assert sorted(i.record.idempotency_key() for i in logged if i.record.dagster) == ids
+    assert sorted(i.record.idempotency_key() for i in logged if i.record.run) == ids
     verify_store(store, KeyRing(settings.keys_dir).trust())

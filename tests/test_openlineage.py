@@ -17,7 +17,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from lineage_platform.integrations import openlineage as ol
-from lineage_platform.records import AttributionRecord, DagsterRef
+from lineage_platform.records import AttributionRecord, RunRef
 from lineage_platform.signing import Envelope
 from tests.export_world import (
     RUN_TRAIN,
@@ -181,7 +181,7 @@ def test_custom_facets_follow_the_facet_rules_and_their_own_schema(
 def test_one_complete_event_per_materialization_with_the_log_values(
     world: ExportWorld, exported: list[dict[str, Any]], log: dict[int, dict[str, Any]]
 ) -> None:
-    materialized = [i for i, row in log.items() if row["record"].dagster is not None]
+    materialized = [i for i, row in log.items() if row["record"].run is not None]
     # The settlement and the record without a Dagster reference are not materializations.
     assert world.index["notes"] not in materialized
     assert world.index["settlement"] not in materialized
@@ -190,7 +190,7 @@ def test_one_complete_event_per_materialization_with_the_log_values(
         facet = event["run"]["facets"][ol.ATTRIBUTION_KEY]
         row = log[facet["logIndex"]]
         rec: AttributionRecord = row["record"]
-        assert rec.dagster is not None
+        assert rec.run is not None
         assert event["eventType"] == "COMPLETE"
         assert event["eventTime"] == rec.recorded_at == row["recorded_at"]
         assert event["job"] == {
@@ -202,8 +202,8 @@ def test_one_complete_event_per_materialization_with_the_log_values(
         assert facet["keyId"] == row["keyid"] == world.key.keyid
         assert facet["sha256"] == rec.sha256 == row["sha256"]
         assert facet["kind"] == rec.kind
-        assert facet["dagsterRunId"] == rec.dagster.run_id
-        assert facet["dagsterStorageId"] == rec.dagster.storage_id
+        assert facet["dagsterRunId"] == rec.run.run_id
+        assert facet["dagsterStorageId"] == rec.run.event_id
         assert facet.get("partition") == rec.partition
         [output] = event["outputs"]
         assert (output["namespace"], output["name"]) == ("dagster", rec.asset)
@@ -282,7 +282,7 @@ def test_run_ids_are_deterministic_uuids_derived_from_the_dagster_run(
     assert [json.loads(line) for line in again.read_text().splitlines()] == exported
     # A run id that is not a UUID still gives a valid, stable one.
     odd = AttributionRecord("dataset", "x", "0" * 64, "2026-01-01T00:00:00.000000Z",
-                            dagster=DagsterRef("run-42", 1))
+                            run=RunRef("dagster", "run-42", 1))
     assert uuid.UUID(ol.run_id_for(odd)) == uuid.UUID(ol.run_id_for(odd))
 
 

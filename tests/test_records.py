@@ -7,6 +7,7 @@ import json
 import pickle
 import struct
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,19 +21,22 @@ from lineage_platform.records import (
     KINDS,
     MAX_RECORD_BYTES,
     PREDICATE_TYPE,
+    PREDICATE_TYPE_V1,
     STATEMENT_TYPE,
     AttributionRecord,
     Contributor,
-    DagsterRef,
     DvcRef,
     InputRef,
     MlflowRef,
     PayloadFacts,
+    RunRef,
     canonical_json,
     details_json,
+    idempotency_key,
     scan_payload,
     utc_timestamp,
 )
+from lineage_platform.signing import Envelope
 
 H1 = hashlib.sha256(b"one").hexdigest()
 H2 = hashlib.sha256(b"two").hexdigest()
@@ -53,7 +57,7 @@ def full_record(**overrides: Any) -> AttributionRecord:
         recorded_at=T,
         data_version="v3",
         code_version="git:abc123",
-        dagster=DagsterRef("run-1", 42),
+        run=RunRef("dagster", "run-1", 42),
         dvc=DvcRef("data/datanet.parquet", MD5),
         mlflow=MlflowRef("mlrun", "m-1"),
         inputs=(InputRef("datanet", H2, 3),),
@@ -257,7 +261,8 @@ def test_statement_shape() -> None:
     assert st_["predicateType"] == PREDICATE_TYPE
     assert st_["subject"] == [{"name": "models/digits", "digest": {"sha256": H1}}]
     p = st_["predicate"]
-    assert p["dagster"] == {"run_id": "run-1", "storage_id": 42}
+    assert p["run"] == {"orchestrator": "dagster", "run_id": "run-1", "event_id": 42}
+    assert "dagster" not in p
     assert p["dvc"] == {"path": "data/datanet.parquet", "md5": MD5}
     assert p["mlflow"] == {"run_id": "mlrun", "model_id": "m-1"}
     assert p["inputs"] == [{"asset": "datanet", "sha256": H2, "log_index": 3}]
@@ -273,7 +278,7 @@ def test_statement_shape() -> None:
     assert p["supersedes"] == 1
     assert p["partition"] == "alice"
     empty = AttributionRecord("dataset", "d", H1, T).to_statement()["predicate"]
-    assert empty["dagster"] is None and empty["dvc"] is None and empty["mlflow"] is None
+    assert empty["run"] is None and empty["dvc"] is None and empty["mlflow"] is None
     assert empty["details"] is None and empty["inputs"] == [] and empty["contributors"] == []
     assert empty["partition"] is None
 
@@ -332,7 +337,10 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"recorded_at": "２026-11-24T20:00:00Z"}, "predicate.recorded_at: expected"),
     ({"data_version": ""}, "predicate.data_version: must not be empty"),
     ({"code_version": "x\ty"}, "predicate.code_version: must not contain control"),
-    ({"dagster": ("r", 1)}, "predicate.dagster: expected DagsterRef or None"),
+    ({"run": ("dagster", "r", 1)}, "predicate.run: expected RunRef or None"),
+    ({"version": 3}, "predicateType: version 3 is not 1 or 2"),
+    ({"version": True}, "predicateType: version True is not 1 or 2"),
+    ({"version": 1, "run": RunRef("airflow", "r", 1)}, "predicate.dagster: a v1 record's run"),
     ({"inputs": (("a", H1),)}, "predicate.inputs[0]: expected InputRef"),
     ({"inputs": "abc"}, "predicate.inputs: expected a tuple"),
     ({"contributors": (Contributor("a"), "b")}, "predicate.contributors[1]: expected Contributor"),
@@ -358,10 +366,15 @@ def test_invalid_record_fields_name_the_field(overrides: dict[str, Any], message
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: DagsterRef("", 1), "run_id: must not be empty"),
-        (lambda: DagsterRef("r", -1), "storage_id: expected a non-negative integer"),
-        (lambda: DagsterRef("r", True), "storage_id: expected a non-negative integer"),
-        (lambda: DagsterRef("r", loose(1.0)), "storage_id: expected a non-negative integer"),
+        (lambda: RunRef("dagster", "", 1), "run_id: must not be empty"),
+        (lambda: RunRef("dagster", "r", -1), "event_id: expected a non-negative integer"),
+        (lambda: RunRef("dagster", "r", True), "event_id: expected a non-negative integer"),
+        (lambda: RunRef("dagster", "r", loose(1.0)), "event_id: expected a non-negative integer"),
+        (lambda: RunRef("Dagster", "r", 1), "orchestrator: expected a lowercase name"),
+        (lambda: RunRef("a:b", "r", 1), "orchestrator: expected a lowercase name"),
+        (lambda: RunRef("sha256", "r", 1), "orchestrator: expected a lowercase name"),
+        (lambda: RunRef("", "r", 1), "orchestrator: expected a lowercase name"),
+        (lambda: RunRef(loose(None), "r", 1), "orchestrator: expected a lowercase name"),
         (lambda: DvcRef("p", MD5.upper()), "md5: expected 32 lowercase hex"),
         (lambda: DvcRef("p\r", MD5), "path: must not contain control characters"),
         (lambda: MlflowRef("r", ""), "model_id: must not be empty"),
@@ -429,10 +442,16 @@ PARSE_ERRORS: list[tuple[Any, str]] = [
     (_del("predicate.supersedes"), "predicate.supersedes: missing"),
     (_del("predicate.partition"), "predicate.partition: missing"),
     (_set("predicate.partition", 1), "predicate.partition: expected a string"),
-    (_set("predicate.dagster.extra", 1), "predicate.dagster.extra: unknown key"),
-    (_del("predicate.dagster.storage_id"), "predicate.dagster.storage_id: missing"),
-    (_set("predicate.dagster.storage_id", "42"), "predicate.dagster.storage_id: expected"),
-    (_set("predicate.dagster", []), "predicate.dagster: expected an object, got array"),
+    (_set("predicate.run.extra", 1), "predicate.run.extra: unknown key"),
+    (_del("predicate.run.event_id"), "predicate.run.event_id: missing"),
+    (_set("predicate.run.event_id", "42"), "predicate.run.event_id: expected"),
+    (_set("predicate.run.orchestrator", "x:y"), "predicate.run.orchestrator: expected"),
+    (_set("predicate.run", []), "predicate.run: expected an object, got array"),
+    (_set("predicate.dagster", None), "predicate.dagster: unknown key"),
+    (_del("predicate.run"), "predicate.run: missing"),
+    (_set("predicateType", PREDICATE_TYPE_V1), "predicate.run: unknown key"),
+    (_set("predicateType", "urn:lineage-platform:attribution:v3"), "predicateType: expected"),
+    (_set("predicateType", None), "predicateType: expected"),
     (_set("predicate.dvc.md5", "x"), "predicate.dvc.md5: expected 32 lowercase hex"),
     (_set("predicate.mlflow.model_id", 3), "predicate.mlflow.model_id: expected a string"),
     (_set("predicate.inputs.0.sha256", "ab"), "predicate.inputs[0].sha256: expected 64"),
@@ -538,6 +557,79 @@ def test_from_bytes_refuses_non_canonical_unless_asked() -> None:
     assert AttributionRecord.from_bytes(pretty, require_canonical=False) == r
 
 
+# --- records: v1 statements (`dagster` instead of `run`) -----------------------------------------
+
+V1_LOG = Path(__file__).parent / "fixtures" / "v1_log" / "bundle" / "envelopes.jsonl"
+
+
+def test_idempotency_key_format() -> None:
+    assert idempotency_key("dagster", "run-1", 42) == "dagster:run-1:42"
+    assert RunRef("airflow", "r:x", 7).key() == "airflow:r:x:7"
+    assert full_record(run=RunRef("prefect", "p", 3)).idempotency_key() == "prefect:p:3"
+
+
+def test_v1_record_is_written_as_v1_and_keyed_as_before() -> None:
+    v1 = full_record(version=1)
+    st_ = v1.to_statement()
+    assert st_["predicateType"] == PREDICATE_TYPE_V1
+    assert st_["predicate"]["dagster"] == {"run_id": "run-1", "storage_id": 42}
+    assert "run" not in st_["predicate"]
+    data = v1.to_bytes()
+    assert data == rfc8785.dumps(st_)
+    back = AttributionRecord.from_bytes(data)
+    assert back == v1 and back.version == 1 and back.run == RunRef("dagster", "run-1", 42)
+    assert AttributionRecord.from_statement(st_) == v1
+    # The same event keys the same in both versions: re-syncing an old log appends nothing.
+    assert v1.idempotency_key() == full_record().idempotency_key() == "dagster:run-1:42"
+    assert scan_payload(data) == PayloadFacts.of(v1)
+    assert v1.digest() != full_record().digest()
+    bare = AttributionRecord("dataset", "d", H1, T, version=1)
+    assert AttributionRecord.from_bytes(bare.to_bytes()) == bare
+    assert bare.to_statement()["predicate"]["dagster"] is None
+
+
+def test_v1_records_written_by_the_old_code_keep_their_bytes() -> None:
+    payloads = [Envelope.from_json(line).payload for line in V1_LOG.read_bytes().splitlines()]
+    assert len(payloads) == 10
+    kinds = set()
+    for data in payloads:
+        r = AttributionRecord.from_bytes(data)
+        assert r.version == 1 and r.to_bytes() == data
+        assert rfc8785.dumps(r.to_statement()) == data
+        assert scan_payload(data) == PayloadFacts.of(r)
+        if r.run is not None:
+            assert r.run.orchestrator == "dagster"
+            assert r.idempotency_key() == f"dagster:{r.run.run_id}:{r.run.event_id}"
+        kinds.add(r.kind)
+    assert kinds == {"dataset", "model", "valuation", "settlement"}
+
+
+def mutate_v1(edit: Any) -> bytes:
+    obj = full_record(version=1).to_statement()
+    edit(obj)
+    return rfc8785.dumps(obj)
+
+
+V1_PARSE_ERRORS: list[tuple[Any, str]] = [
+    (_set("predicate.dagster.extra", 1), "predicate.dagster.extra: unknown key"),
+    (_del("predicate.dagster.storage_id"), "predicate.dagster.storage_id: missing"),
+    (_set("predicate.dagster.storage_id", "42"), "predicate.dagster.storage_id: expected"),
+    (_set("predicate.dagster.run_id", ""), "predicate.dagster.run_id: must not be empty"),
+    (_set("predicate.dagster", []), "predicate.dagster: expected an object, got array"),
+    (_set("predicate.run", None), "predicate.run: unknown key"),
+    (_del("predicate.dagster"), "predicate.dagster: missing"),
+    (_set("predicateType", PREDICATE_TYPE), "predicate.dagster: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), V1_PARSE_ERRORS)
+def test_v1_parsing_is_strict(edit: Any, message: str) -> None:
+    for parse in (AttributionRecord.from_bytes, scan_payload):
+        with pytest.raises(RecordError) as exc:
+            parse(mutate_v1(edit))
+        assert str(exc.value).startswith(message), str(exc.value)
+
+
 def test_size_limit() -> None:
     with pytest.raises(RecordError, match=r"^payload: .* exceeds"):
         AttributionRecord.from_bytes(b" " * (MAX_RECORD_BYTES + 1))
@@ -565,15 +657,32 @@ contributors = st.builds(
     value=numbers,
     stderr=st.none() | st.floats(min_value=0, allow_nan=False, allow_infinity=False),
 )
+orchestrators = st.sampled_from(["dagster", "airflow", "prefect.io", "x_1-y"])
+runs = st.builds(RunRef, orchestrator=orchestrators, run_id=names, event_id=counts)
+dagster_runs = st.builds(RunRef, orchestrator=st.just("dagster"), run_id=names, event_id=counts)
+
+
+@st.composite
+def versioned(draw: st.DrawFn) -> tuple[int, RunRef | None]:
+    """A predicate version and a run reference it can hold (v1 holds only Dagster's)."""
+    version = draw(st.sampled_from([1, 2]))
+    return version, draw(st.none() | (dagster_runs if version == 1 else runs))
+
+
+def _record(version_run: tuple[int, RunRef | None], **fields: Any) -> AttributionRecord:
+    version, run = version_run
+    return AttributionRecord(version=version, run=run, **fields)
+
+
 records = st.builds(
-    AttributionRecord,
+    _record,
+    versioned(),
     kind=st.sampled_from(KINDS),
     asset=names,
     sha256=hex64,
     recorded_at=timestamps,
     data_version=st.none() | names,
     code_version=st.none() | names,
-    dagster=st.none() | st.builds(DagsterRef, run_id=names, storage_id=counts),
     dvc=st.none()
     | st.builds(DvcRef, path=names, md5=st.binary(min_size=16, max_size=16).map(bytes.hex)),
     mlflow=st.none() | st.builds(MlflowRef, run_id=names, model_id=st.none() | names),

@@ -33,10 +33,10 @@ from lineage_platform.keys import KeyRing
 from lineage_platform.records import (
     AttributionRecord,
     Contributor,
-    DagsterRef,
     DvcRef,
     InputRef,
     MlflowRef,
+    RunRef,
     canonical_json,
     details_json,
     utc_timestamp,
@@ -152,15 +152,14 @@ def _timestamp(ts: float) -> str:
 RUNLESS_RUN_ID = "runless"
 
 
-def dagster_ref(record: dg.EventLogRecord) -> DagsterRef:
+def dagster_ref(record: dg.EventLogRecord) -> RunRef:
     """The event's identity. Events reported outside any run have an empty run id in Dagster."""
-    return DagsterRef(record.run_id or RUNLESS_RUN_ID, record.storage_id)
+    return RunRef("dagster", record.run_id or RUNLESS_RUN_ID, record.storage_id)
 
 
 def idempotency_key(record: dg.EventLogRecord) -> str:
     """The log's key for one materialization, as `AttributionRecord.idempotency_key` builds it."""
-    ref = dagster_ref(record)
-    return f"dagster:{ref.run_id}:{ref.storage_id}"
+    return dagster_ref(record).key()
 
 
 def _asset(record: dg.EventLogRecord) -> str:
@@ -321,7 +320,7 @@ def build_record(
         recorded_at=recorded_at or _timestamp(record.timestamp),
         data_version=tags.get("dagster/data_version"),
         code_version=tags.get("dagster/code_version"),
-        dagster=dagster_ref(record),
+        run=dagster_ref(record),
         dvc=DvcRef(dvc_path, dvc_md5) if dvc_path and dvc_md5 else None,
         mlflow=MlflowRef(run_id, model_id) if run_id else None,
         inputs=tuple(inputs),

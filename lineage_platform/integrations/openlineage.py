@@ -51,7 +51,7 @@ from openlineage.client.facet_v2 import (
 from openlineage.client.serde import Serde
 
 from lineage_platform.errors import IntegrationError, LineageError
-from lineage_platform.records import AttributionRecord
+from lineage_platform.records import AttributionRecord, RunRef
 from lineage_platform.signing import Envelope
 from lineage_platform.stores import Store
 
@@ -249,14 +249,21 @@ def logged_records(store: Store) -> list[LoggedRecord]:
 def run_id_for(record: AttributionRecord) -> str:
     """Deterministic: uuid5 in the Dagster run id's namespace (a non-UUID run id is hashed
     into one first), named by the materialized asset, partition and event storage id."""
-    if record.dagster is None:
+    run = _dagster_run(record)
+    if run is None:
         raise IntegrationError(f"{record.asset}: no Dagster materialization to export")
     try:
-        space = uuid.UUID(record.dagster.run_id)
+        space = uuid.UUID(run.run_id)
     except ValueError:
-        space = uuid.uuid5(uuid.NAMESPACE_URL, f"dagster-run:{record.dagster.run_id}")
+        space = uuid.uuid5(uuid.NAMESPACE_URL, f"dagster-run:{run.run_id}")
     node = record.asset if record.partition is None else f"{record.asset}[{record.partition}]"
-    return str(uuid.uuid5(space, f"{node}@{record.dagster.storage_id}"))
+    return str(uuid.uuid5(space, f"{node}@{run.event_id}"))
+
+
+def _dagster_run(record: AttributionRecord) -> RunRef | None:
+    """The record's run reference when Dagster's (the events name Dagster's run and storage id)."""
+    run = record.run
+    return run if run is not None and run.orchestrator == "dagster" else None
 
 
 def _partitions(keys: Sequence[str]) -> base_subset_dataset.PartitionSubsetCondition:
@@ -333,9 +340,10 @@ def _output(entry: LoggedRecord, namespace: str) -> OutputDataset:
 def run_event(
     entry: LoggedRecord, by_index: dict[int, LoggedRecord], namespace: str = NAMESPACE
 ) -> RunEvent:
-    """The COMPLETE event of one recorded materialization (`entry.record.dagster` is set)."""
+    """The COMPLETE event of one recorded materialization (its `run` is Dagster's)."""
     rec = entry.record
-    if rec.dagster is None:
+    run = _dagster_run(rec)
+    if run is None:
         raise IntegrationError(f"record {entry.index}: not a Dagster materialization")
     attribution = LineagePlatformAttributionRunFacet(
         recordDigest=f"sha256:{entry.digest}",
@@ -343,8 +351,8 @@ def run_event(
         keyId=entry.keyid,
         sha256=rec.sha256,
         kind=rec.kind,
-        dagsterRunId=rec.dagster.run_id,
-        dagsterStorageId=rec.dagster.storage_id,
+        dagsterRunId=run.run_id,
+        dagsterStorageId=run.event_id,
         partition=rec.partition,
         supersedes=rec.supersedes,
         producer=PRODUCER,
@@ -371,7 +379,7 @@ def iter_run_events(
 ) -> Iterator[RunEvent]:
     by_index = {e.index: e for e in entries}
     for entry in entries:
-        if entry.record.dagster is not None:
+        if _dagster_run(entry.record) is not None:
             yield run_event(entry, by_index, namespace)
 
 

@@ -36,11 +36,11 @@ from lineage_platform.log import SignedCheckpoint
 from lineage_platform.records import (
     AttributionRecord,
     Contributor,
-    DagsterRef,
     DvcRef,
     InputRef,
     MlflowRef,
     PayloadFacts,
+    RunRef,
     details_json,
     scan_payload,
 )
@@ -63,12 +63,12 @@ def sample_records() -> list[AttributionRecord]:
     """Every field used at least once, so mutations reach every part of the parser."""
     part = AttributionRecord(
         kind="dataset", asset="contributions", partition="alice", sha256=H1, recorded_at=T,
-        data_version=H1, code_version="1", dagster=DagsterRef("run-a", 3),
+        data_version=H1, code_version="1", run=RunRef("dagster", "run-a", 3),
         dvc=DvcRef("data/parts/alice.parquet", "d41d8cd98f00b204e9800998ecf8427e"),
         contributors=(Contributor("alice", rows=30, sha256=H1),),
     )
     model = AttributionRecord(
-        kind="model", asset="clf", sha256=H2, recorded_at=T, dagster=DagsterRef("run-b", 9),
+        kind="model", asset="clf", sha256=H2, recorded_at=T, run=RunRef("dagster", "run-b", 9),
         mlflow=MlflowRef("a" * 32, "m-1"), inputs=(InputRef("contributions", H1, 0),),
     )
     valuation = AttributionRecord(
