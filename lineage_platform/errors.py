@@ -19,6 +19,10 @@ class ConfigError(LineageError):
     exit_code = 2
 
 
+class UnknownMethodError(ConfigError):
+    """A valuation method name is not registered; the message lists the known names."""
+
+
 class RecordError(LineageError):
     """A record or envelope is malformed; the message names the field."""
 
@@ -93,6 +97,18 @@ class IntegrationError(LineageError):
     """DVC, MLflow or Dagster state cannot be read (corrupt dvc.lock, unreachable MLflow store)."""
 
     exit_code = 14
+
+
+class IdentifierError(LineageError):
+    """A contributor, model or account id has hidden characters or mixes look-alike scripts."""
+
+    exit_code = 15
+
+
+class ConflictError(UsageError):
+    """The same usage event id arrived with a different body: the first is kept, this is listed."""
+
+    exit_code = 16
 
 
 def shown(text: str, limit: int = 48) -> str:

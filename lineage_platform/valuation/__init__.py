@@ -2,17 +2,27 @@
 
     result = contributor_knn_values(parts, X_val, y_val, k=5)        # default, identity-free
     result = permutation_shapley(game, seed=7, until=StderrBelow(0.01) | MaxSamples(5000))
+    result = get_method("banzhaf").run(ValuationTask(parts, X_val, y_val, make_model=factory))
 
-Pure core: NumPy, scikit-learn and joblib only. One algorithm per module.
+Pure core: NumPy, scikit-learn and joblib only. One algorithm per module; registry.py lists
+the methods by their signed names.
 """
 
+from lineage_platform.valuation.accumulator import RunningMean
 from lineage_platform.valuation.banzhaf import banzhaf
 from lineage_platform.valuation.dedup import Deduplicated, dedup_parts, row_hashes
 from lineage_platform.valuation.exact import DEFAULT_MAX_PLAYERS, exact_shapley
 from lineage_platform.valuation.game import Coalition, Game, Utility
 from lineage_platform.valuation.knn import knn_shapley
 from lineage_platform.valuation.permutation import RelativeTruncation, permutation_shapley
-from lineage_platform.valuation.result import Discount, ValuationResult
+from lineage_platform.valuation.registry import (
+    METHODS,
+    Players,
+    ValuationMethod,
+    get_method,
+    known_names,
+)
+from lineage_platform.valuation.result import Discount, ValuationResult, clip, shares_of
 from lineage_platform.valuation.rows import contributor_knn_values
 from lineage_platform.valuation.stopping import (
     AllOf,
@@ -24,6 +34,7 @@ from lineage_platform.valuation.stopping import (
     StderrBelow,
     StoppingRule,
 )
+from lineage_platform.valuation.task import ValuationTask
 from lineage_platform.valuation.utility import (
     Classifier,
     ModelUtility,
@@ -33,6 +44,7 @@ from lineage_platform.valuation.utility import (
 
 __all__ = [
     "DEFAULT_MAX_PLAYERS",
+    "METHODS",
     "AllOf",
     "AnyOf",
     "Classifier",
@@ -43,20 +55,28 @@ __all__ = [
     "MaxSamples",
     "MaxTime",
     "ModelUtility",
+    "Players",
     "Progress",
     "RankStable",
     "RelativeTruncation",
+    "RunningMean",
     "StderrBelow",
     "StoppingRule",
     "Utility",
+    "ValuationMethod",
     "ValuationResult",
+    "ValuationTask",
     "banzhaf",
     "classifier_utility",
+    "clip",
     "contributor_game",
     "contributor_knn_values",
     "dedup_parts",
     "exact_shapley",
+    "get_method",
     "knn_shapley",
+    "known_names",
     "permutation_shapley",
     "row_hashes",
+    "shares_of",
 ]

@@ -10,13 +10,20 @@ Banzhaf values do not sum to u(N) - u(∅); they weigh all coalition sizes alike
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
+from lineage_platform.valuation.accumulator import RunningMean
 from lineage_platform.valuation.game import Coalition, Game
 from lineage_platform.valuation.result import ValuationResult
 from lineage_platform.valuation.stopping import MaxSamples, Monitor, StderrBelow, StoppingRule
+from lineage_platform.valuation.task import ValuationTask
 
+METHOD = "msr-banzhaf"
 DEFAULT_UNTIL: StoppingRule = StderrBelow(0.01) | MaxSamples(5000)
+
+
+def run(task: ValuationTask) -> ValuationResult:
+    """MSR Banzhaf of the contributor-level game (the registered method)."""
+    return banzhaf(task.contributor_game(), task.seed, task.until)
 
 
 def banzhaf(
@@ -31,8 +38,8 @@ def banzhaf(
     rng = np.random.default_rng(seed)
     batch = game.sample_batch(batch_size)
     players = game.players
-    inside = _Welford(n)
-    outside = _Welford(n)
+    inside = RunningMean(n)
+    outside = RunningMean(n)
     monitor = Monitor(until)
     while True:
         masks = rng.random((batch, n)) < 0.5
@@ -41,8 +48,8 @@ def banzhaf(
         ]
         utilities = game.values(coalitions)
         for mask, u in zip(masks, utilities, strict=True):
-            inside.add(mask, u)
-            outside.add(~mask, u)
+            inside.add(u, where=mask)
+            outside.add(u, where=~mask)
             values = np.where((inside.count > 0) & (outside.count > 0),
                               inside.mean - outside.mean, 0.0)
             stderr = np.sqrt(inside.variance_of_mean() + outside.variance_of_mean())
@@ -54,7 +61,7 @@ def banzhaf(
                     values,
                     stderr,
                     counts,
-                    method="msr-banzhaf",
+                    method=METHOD,
                     seed=seed,
                     utility=game.description,
                     samples=monitor.samples,
@@ -62,25 +69,3 @@ def banzhaf(
                     discounted=game.discounted,
                 )
 
-
-class _Welford:
-    """Running mean and variance of u per player, over the samples where `mask` is set."""
-
-    __slots__ = ("count", "m2", "mean")
-
-    def __init__(self, n: int) -> None:
-        self.count = np.zeros(n, dtype=np.int64)
-        self.mean = np.zeros(n)
-        self.m2 = np.zeros(n)
-
-    def add(self, mask: npt.NDArray[np.bool_], u: float) -> None:
-        self.count[mask] += 1
-        delta = u - self.mean[mask]
-        self.mean[mask] += delta / self.count[mask]
-        self.m2[mask] += delta * (u - self.mean[mask])
-
-    def variance_of_mean(self) -> npt.NDArray[np.float64]:
-        out = np.full(self.count.shape, np.inf)
-        ok = self.count >= 2
-        out[ok] = self.m2[ok] / (self.count[ok] - 1) / self.count[ok]
-        return out

@@ -14,8 +14,15 @@ import numpy.typing as npt
 from lineage_platform.errors import ValuationError
 from lineage_platform.valuation.game import Coalition, Game
 from lineage_platform.valuation.result import ValuationResult
+from lineage_platform.valuation.task import ValuationTask
 
+METHOD = "exact-shapley"
 DEFAULT_MAX_PLAYERS = 16
+
+
+def run(task: ValuationTask) -> ValuationResult:
+    """Exact Shapley of the contributor-level game (the registered method)."""
+    return exact_shapley(task.contributor_game())
 
 
 def exact_shapley(game: Game, *, max_players: int = DEFAULT_MAX_PLAYERS) -> ValuationResult:
@@ -34,7 +41,7 @@ def exact_shapley(game: Game, *, max_players: int = DEFAULT_MAX_PLAYERS) -> Valu
         phi,
         np.zeros(n),
         np.full(n, 2 ** (n - 1)),
-        method="exact-shapley",
+        method=METHOD,
         seed=None,
         utility=game.description,
         samples=2**n,

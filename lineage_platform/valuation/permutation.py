@@ -17,16 +17,14 @@ import numpy as np
 import numpy.typing as npt
 
 from lineage_platform.errors import ValuationError
+from lineage_platform.valuation.accumulator import RunningMean
 from lineage_platform.valuation.game import Coalition, Game
 from lineage_platform.valuation.result import ValuationResult
-from lineage_platform.valuation.stopping import (
-    MaxSamples,
-    Monitor,
-    StderrBelow,
-    StoppingRule,
-    stderr_of,
-)
+from lineage_platform.valuation.stopping import MaxSamples, Monitor, StderrBelow, StoppingRule
+from lineage_platform.valuation.task import ValuationTask
 
+METHOD = "permutation-shapley"
+TRUNCATED_METHOD = "tmc-shapley"
 DEFAULT_UNTIL: StoppingRule = StderrBelow(0.01) | MaxSamples(5000)
 
 
@@ -48,6 +46,20 @@ class RelativeTruncation:
         return f"RelativeTruncation({self.rtol:g})"
 
 
+#: The truncation the registered "tmc-shapley" method runs with.
+DEFAULT_TRUNCATION = RelativeTruncation(0.01)
+
+
+def run(task: ValuationTask) -> ValuationResult:
+    """Permutation Shapley of the contributor-level game (the registered method)."""
+    return permutation_shapley(task.contributor_game(), task.seed, task.until)
+
+
+def run_truncated(task: ValuationTask) -> ValuationResult:
+    """TMC-Shapley of the contributor-level game (the registered method)."""
+    return permutation_shapley(task.contributor_game(), task.seed, task.until, DEFAULT_TRUNCATION)
+
+
 def permutation_shapley(
     game: Game,
     seed: int,
@@ -66,26 +78,21 @@ def permutation_shapley(
     batch = game.sample_batch(batch_size)
     u_empty, u_full = game.values([frozenset(), game.grand])
     players = np.array(game.players, dtype=object)
-    count = np.zeros(n, dtype=np.int64)
-    mean = np.zeros(n)
-    m2 = np.zeros(n)
+    acc = RunningMean(n)
     monitor = Monitor(until)
     while True:
         perms = np.argsort(rng.random((batch, n)), axis=1)
         marginals = _walk(game, players, perms, float(u_empty), float(u_full), truncation)
         for row in marginals:
-            count += 1
-            delta = row - mean
-            mean += delta / count
-            m2 += delta * (row - mean)
-            stderr = stderr_of(m2, count)
-            if monitor.done(mean, stderr, count):
+            acc.add(row)
+            stderr = acc.stderr()
+            if monitor.done(acc.mean, stderr, acc.count):
                 return ValuationResult.from_arrays(
                     game.players,
-                    mean,
+                    acc.mean,
                     stderr,
-                    count,
-                    method="permutation-shapley" if truncation is None else "tmc-shapley",
+                    acc.count,
+                    method=METHOD if truncation is None else TRUNCATED_METHOD,
                     seed=seed,
                     utility=game.description,
                     samples=monitor.samples,

@@ -2,22 +2,23 @@
 
     result = exact_shapley(game)
     result.as_dict(), result.shares(), result.to_details()  # details go into a signed record
+    shares_of({"alice": 0.3, "bob": -0.1})   # the one clip rule, for values read from records
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from lineage_platform.errors import ValuationError
+from lineage_platform.canonical import canonical_json
+from lineage_platform.errors import RecordError, ValuationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +114,14 @@ class ValuationResult:
 
     def shares(self) -> dict[str, float]:
         """Values with negatives clipped to 0, normalised to sum to 1 (all 0 if none positive)."""
-        clipped = [max(v, 0.0) for v in self.values]
-        total = math.fsum(clipped)
-        if total <= 0.0:
-            return dict.fromkeys(self.players, 0.0)
-        return {p: v / total for p, v in zip(self.players, clipped, strict=True)}
+        return shares_of(self.as_dict())
 
     def canonical_json(self) -> str:
         """`{player: value}` as RFC 8785 JSON (sorted keys, no spaces, ECMAScript numbers)."""
-        items = sorted(self.as_dict().items(), key=lambda kv: kv[0].encode("utf-16-be"))
-        body = ",".join(f"{json.dumps(p, ensure_ascii=False)}:{_es_number(v)}" for p, v in items)
-        return "{" + body + "}"
+        try:
+            return canonical_json(self.as_dict()).decode("utf-8")
+        except RecordError as e:
+            raise ValuationError(f"valuation result cannot be serialised: {e}") from None
 
     def digest(self) -> str:
         """sha256 hex of `canonical_json()`: identical values give identical digests."""
@@ -155,31 +153,15 @@ def _duplicates(items: Sequence[str]) -> list[str]:
     return sorted(p for p, n in Counter(items).items() if n > 1)
 
 
-def _es_number(x: float) -> str:
-    """ECMAScript Number::toString for a finite double, as RFC 8785 requires."""
-    if not math.isfinite(x):
-        raise ValuationError(f"cannot serialise non-finite value {x!r}")
-    if x == 0.0:
-        return "0"
-    sign = "-" if x < 0 else ""
-    mantissa, _, exp_text = repr(abs(x)).partition("e")
-    int_part, _, frac_part = mantissa.partition(".")
-    digits = (int_part + frac_part).lstrip("0")
-    # Position of the decimal point relative to the first significant digit.
-    if int_part == "0":
-        point = -(len(frac_part) - len(frac_part.lstrip("0")))
-    else:
-        point = len(int_part) + (int(exp_text) if exp_text else 0)
-    digits = digits.rstrip("0") or "0"
-    k = len(digits)
-    if k <= point <= 21:
-        body = digits + "0" * (point - k)
-    elif 0 < point <= 21:
-        body = digits[:point] + "." + digits[point:]
-    elif -6 < point <= 0:
-        body = "0." + "0" * (-point) + digits
-    else:
-        exponent = point - 1
-        head = digits[0] + ("." + digits[1:] if k > 1 else "")
-        body = f"{head}e{'+' if exponent > 0 else '-'}{abs(exponent)}"
-    return sign + body
+def clip(value: float | None) -> float:
+    """The clip rule: a negative (or missing) value counts as zero; nothing earns below zero."""
+    return max(value or 0.0, 0.0)
+
+
+def shares_of(values: Mapping[str, float | None]) -> dict[str, float]:
+    """`values` clipped by `clip`, normalised to sum to 1 (all 0 if none is positive)."""
+    clipped = {p: clip(v) for p, v in values.items()}
+    total = math.fsum(clipped.values())
+    if total <= 0.0:
+        return dict.fromkeys(clipped, 0.0)
+    return {p: v / total for p, v in clipped.items()}

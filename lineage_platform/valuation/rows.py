@@ -21,8 +21,15 @@ from lineage_platform.errors import ValuationError
 from lineage_platform.valuation.dedup import dedup_parts, ordered_names
 from lineage_platform.valuation.knn import knn_shapley
 from lineage_platform.valuation.result import ValuationResult
+from lineage_platform.valuation.task import ValuationTask
 
 METHOD = "knn-shapley-rows"
+
+
+def run(task: ValuationTask) -> ValuationResult:
+    """Row-level KNN-Shapley summed per contributor (the registered method, the default)."""
+    return contributor_knn_values(task.parts, task.X_val, task.y_val, task.k, order=task.order,
+                                  n_jobs=task.n_jobs)
 
 
 def contributor_knn_values(
@@ -66,3 +73,28 @@ def contributor_knn_values(
         stopped_by="closed form",
         discounted=deduped.discounted,
     )
+
+
+def grand_gain(task: ValuationTask) -> float:
+    """u(N) − u(∅) of the row-level KNN game, computed directly rather than from the recursion.
+
+    u(N) is the share of correct labels among each validation row's k nearest distinct rows
+    (ties broken by content hash, as the values break them), so comparing it with the sum of the
+    values checks `knn_shapley`; u(∅) = 0.
+    """
+    names = ordered_names(task.parts, task.order)
+    deduped = dedup_parts(task.parts, names)
+    x = np.concatenate([np.asarray(deduped.parts[n][0], dtype=np.float64) for n in names])
+    y = np.concatenate([np.asarray(deduped.parts[n][1]) for n in names])
+    hashes = np.array([h for n in names for h in deduped.hashes[n]])
+    by_content = np.argsort(hashes, kind="stable")
+    x, y = x[by_content], y[by_content]
+    xv, yv = np.asarray(task.X_val, dtype=np.float64), np.asarray(task.y_val)
+    k = task.k
+    kk = min(k, len(y))
+    total = 0.0
+    for start in range(0, len(yv), 256):
+        d = ((xv[start : start + 256, None, :] - x[None, :, :]) ** 2).sum(axis=2)
+        nearest = np.argsort(d, axis=1, kind="stable")[:, :kk]
+        total += float((y[nearest] == yv[start : start + 256, None]).sum()) / k
+    return total / len(yv)

@@ -10,7 +10,6 @@ snapshot, so a run stops at exactly the same sample whatever the batch size or j
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -192,11 +191,3 @@ class Monitor:
         )
         return self._until.done(progress)
 
-
-def stderr_of(m2: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]) -> npt.NDArray[
-        np.float64]:
-    """Standard error of the mean from Welford's sum of squares (inf below two samples)."""
-    out = np.full(m2.shape, math.inf)
-    ok = counts >= 2
-    out[ok] = np.sqrt(np.maximum(m2[ok], 0.0) / (counts[ok] - 1) / counts[ok])
-    return out
