@@ -6,7 +6,7 @@
 The backlog looks like the example pipeline run many times: every round re-materializes a few
 contributor partitions, then the datanet (its record lists every partition's record) and the
 model (its record lists the datanet's). It lives in a real on-disk Dagster instance (SQLite event
-log, as `lineage init` writes it). Timed, from an empty log to caught up: `sync_all` in this
+log, as `lineage init` writes it). Timed, from an empty log to caught up: `sync` in this
 process (exactly what `lineage sync` runs), then `lineage sync` itself in a new process on a copy
 of the same backlog (start-up and loading the code location included). Issue 4's target:
 >= 1,000 records/s end to end. Prints the figures; asserts only that every event was signed
@@ -45,10 +45,11 @@ from dagster._core.events.log import EventLogEntry
 from lineage_platform.audit import verify_store
 from lineage_platform.config import Settings
 from lineage_platform.dagster.metadata import dataset_metadata, model_metadata
-from lineage_platform.dagster.sync import sync_all
+from lineage_platform.dagster.sync import DagsterSource
 from lineage_platform.dagster.workspace import open_instance
 from lineage_platform.keys import KeyRing
 from lineage_platform.stores import open_store
+from lineage_platform.sync import sync
 
 CONTRIBUTIONS, DATANET, MODEL = "contributions", "datanet", "digits_classifier"
 KEYS = [dg.AssetKey(k) for k in (CONTRIBUTIONS, DATANET, MODEL)]
@@ -292,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             started = time.perf_counter()
             if profiler:
                 profiler.enable()
-            result = sync_all(instance, KEYS, store, key, limit=args.batch)
+            source = DagsterSource(instance, KEYS)
+            result = sync(source, store, key, limit=args.batch, until_caught_up=True)
             if profiler:
                 profiler.disable()
             elapsed = time.perf_counter() - started
@@ -301,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = verify_store(store, ring.trust())
         assert result.appended == backlog.events, (result.appended, backlog.events)
         print(
-            f"sync_all: {result.appended} records in {elapsed:.2f}s = {rate:,.0f} records/s "
+            f"sync: {result.appended} records in {elapsed:.2f}s = {rate:,.0f} records/s "
             f"end to end (target >= 1,000); raw Ed25519 signing {sign:,.0f}/s on one core "
             f"({rate / sign:.0%} of it)"
         )

@@ -4,7 +4,7 @@
     python benchmarks/rush_hour.py --quick                           # 8 x 1000
 
 Producers append to their own spool files (`SpoolWriter`, no database lock); one drainer ingests
-spools in bulk; meanwhile `sync_all` signs a backlog of materializations and `settle` settles
+spools in bulk; meanwhile `sync` signs a backlog of materializations and `settle` settles
 yesterday's epoch, all against one DuckDB file. Prints producer p50/p99 latency, events/s, and
 checks that every event is counted exactly once and the log verifies.
 """
@@ -60,14 +60,16 @@ def _drainer(db: str, spool: str, stop: Any, out: Any) -> None:
 def _sensor(db: str, home: str, keys_pem: bytes, out: Any) -> None:
     import dagster as dg
 
-    from lineage_platform.dagster.sync import sync_all
+    from lineage_platform.dagster.sync import DagsterSource
     from lineage_platform.signing import SigningKey
     from lineage_platform.stores import open_store
+    from lineage_platform.sync import sync
 
     key = SigningKey.from_pem(keys_pem, None)
     with dg.DagsterInstance.from_config(home) as instance:
         store = open_store(Path(db), 120)
-        result = sync_all(instance, [dg.AssetKey("rush_data")], store, key, limit=500)
+        source = DagsterSource(instance, [dg.AssetKey("rush_data")])
+        result = sync(source, store, key, limit=500, until_caught_up=True)
     out.put(result.appended)
 
 

@@ -27,6 +27,7 @@ from lineage_platform.dagster import (
     lineage_sensor,
     model_metadata,
 )
+from lineage_platform.dagster.sync import event_key
 from lineage_platform.records import AttributionRecord
 from lineage_platform.signing import Envelope
 from lineage_platform.stores import Store
@@ -72,7 +73,7 @@ def materialization_ids(instance: dg.DagsterInstance, keys: list[str]) -> list[s
     out = []
     for key in keys:
         records = instance.fetch_materializations(dg.AssetKey(key), limit=10_000).records
-        out.extend(f"dagster:{r.run_id or 'runless'}:{r.storage_id}" for r in records)
+        out.extend(event_key(r) for r in records)
     return sorted(out)
 
 

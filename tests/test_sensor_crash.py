@@ -17,12 +17,13 @@ import pytest
 
 from lineage_platform.audit import verify_store
 from lineage_platform.config import Settings
-from lineage_platform.dagster.sync import Cursor, sync_once
+from lineage_platform.dagster.sync import DagsterSource
 from lineage_platform.dagster.workspace import prepare_dagster_home
 from lineage_platform.errors import StoreError
 from lineage_platform.keys import KeyRing
 from lineage_platform.stores import Store, open_store
 from lineage_platform.stores.duckdb import DuckDBStore
+from lineage_platform.sync import Cursor, sync
 from tests.conftest import REPO
 from tests.sensor_world import (
     evaluate_sensor,
@@ -104,17 +105,18 @@ def test_lost_cursor_after_a_committed_batch_appends_nothing_twice(
     key = ring.signer(None)
     store = open_store(tmp_path / "lineage.duckdb")
 
-    first = sync_once(instance, KEYS, store, key, Cursor(), limit=25)
+    source = DagsterSource(instance, KEYS)
+    first = sync(source, store, key, Cursor(), limit=25)
     assert first.appended == 25 and first.has_more
     # The cursor update is lost: the next tick starts from the old cursor and re-reads the batch.
-    retried = sync_once(instance, KEYS, store, key, Cursor(), limit=25)
+    retried = sync(source, store, key, Cursor(), limit=25)
     assert (retried.appended, retried.skipped) == (0, 25)
     assert retried.indices == first.indices
     assert store.tree_size() == 25
 
     cursor, appended = Cursor(), 0  # lost again; catch up from the very beginning
     while True:
-        result = sync_once(instance, KEYS, store, key, cursor, limit=40)
+        result = sync(source, store, key, cursor, limit=40)
         appended += result.appended
         cursor = result.cursor
         if not result.has_more:

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Sequence
 import dagster as dg
 
 from lineage_platform.dagster.resources import LineageSignerResource, LineageStoreResource
-from lineage_platform.dagster.sync import Cursor, SyncResult, idempotency_key, sync_once
+from lineage_platform.dagster.sync import DagsterSource, event_key
 from lineage_platform.errors import ConfigError, LineageError
 from lineage_platform.stores import Store
+from lineage_platform.sync import Cursor, SyncResult, sync
 from lineage_platform.verify import check_envelope
 
 CHECK_NAME = "attribution_recorded"
@@ -61,7 +62,7 @@ def _check_events(
     recorded: dict[dg.AssetKey, tuple[dg.EventLogRecord, int]] = {}
     for key in checked:
         latest = latest_record(context.instance, key)
-        idx = result.indices.get((latest.run_id, latest.storage_id)) if latest else None
+        idx = result.indices.get(event_key(latest)) if latest else None
         if latest is not None and idx is not None:
             recorded[key] = (latest, idx)
     if not recorded:
@@ -114,7 +115,7 @@ def _check_events(
     name="lineage_sensor",
     minimum_interval_seconds=_interval_s(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Signs every asset materialization into the attribution log (DuckDB).",
+    description="Signs every asset materialization into the attribution log.",
 )
 def lineage_sensor(
     context: dg.SensorEvaluationContext,
@@ -124,13 +125,10 @@ def lineage_sensor(
     keys = _asset_keys(context)
     started = time.monotonic()
     store = lineage_store.store()
-    # A reset sensor resumes from what the log holds instead of re-reading every event.
-    cursor = (
-        Cursor.parse(context.cursor) if context.cursor else Cursor(store.source_cursor("dagster"))
-    )
-    result = sync_once(
-        context.instance, keys, store, lineage_signer.signer(), cursor, limit=TICK_LIMIT
-    )
+    # A reset sensor (no cursor) resumes from what the log holds instead of re-reading it all.
+    cursor = Cursor.parse(context.cursor) if context.cursor else None
+    source = DagsterSource(context.instance, keys)
+    result = sync(source, store, lineage_signer.signer(), cursor, limit=TICK_LIMIT)
     touched = [k for k in keys if k.to_user_string() in result.seen]
     message = (
         f"appended {result.appended} records ({result.skipped} already recorded) from "
@@ -176,7 +174,7 @@ def evaluate_recorded(
     latest = latest_record(instance, key)
     if latest is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "never materialized"})
-    idem = idempotency_key(latest)
+    idem = event_key(latest)
     store = lineage_store.store()
     try:
         found = store.indices_for([idem])

@@ -1,91 +1,54 @@
-"""Turn Dagster materializations into signed attribution records: the lineage sensor's logic.
+"""Dagster as a source of the lineage sync: materializations read as `SourceEvent`s.
 
-    result = sync_once(instance, asset_keys, store, key, cursor=None, limit=1000)
-    result.cursor   # store it only after the append committed (it already has, on return)
+    source = DagsterSource(instance, materializable_keys(defs))
+    result = sync(source, store, signer, cursor)   # lineage_platform.sync: sign, append, cursor
 
 Events are read per asset key with a storage-id cursor (`instance.fetch_materializations`), so
-several events in one tick, partitions, and assets added later are all seen. The append commits
-before the cursor moves; a tick retried after a crash finds the records by their idempotency key
-(Dagster run id + storage id) and appends nothing twice. Each input names the upstream
-materialization the run actually read (Dagster's input event pointer), so its log index is that
-event's own record even when several records share the same content hash.
+several events in one tick, partitions, and assets added later are all seen; the storage id is
+the event id, and (run id, storage id) the run reference its record is keyed by. Each input names
+the upstream materialization the run actually read (Dagster's input event pointer), so its log
+index is that event's own record even when several records share the same content hash.
+Everything Dagster-specific lives here: the event log, metadata keys, asset keys, partitions.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import dagster as dg
 
-from lineage_platform.attest import append_records
 from lineage_platform.config import Settings
 from lineage_platform.dagster import metadata as M
-from lineage_platform.errors import LineageError
 from lineage_platform.hashing import sha256_bytes
 from lineage_platform.keys import KeyRing
 from lineage_platform.records import (
-    AttributionRecord,
     Contributor,
     DvcRef,
-    InputRef,
     MlflowRef,
     RunRef,
     canonical_json,
     details_json,
-    utc_timestamp,
+    idempotency_key,
 )
-from lineage_platform.signing import SigningKey
 from lineage_platform.stores import Store, open_store
+from lineage_platform.sync import (
+    Cursor,
+    InputPointer,
+    Lineage,
+    SourceEvent,
+    SyncResult,
+    sync,
+)
 
+ORCHESTRATOR = "dagster"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 INPUT_VERSION = "dagster/input_data_version/"
 INPUT_POINTER = "dagster/input_event_pointer/"
-CURSOR_VERSION = 1
 MAX_FETCH = 10_000  # Dagster refuses to return more event records per call
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Last recorded storage id per asset key; keys never seen start from the beginning."""
-
-    after: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, raw: str | None) -> Cursor:
-        if not raw:
-            return cls()
-        try:
-            doc = json.loads(raw)
-            return cls({str(k): int(v) for k, v in doc["after"].items()})
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise LineageError(f"lineage sensor cursor is unreadable: {raw[:80]!r}") from exc
-
-    def serialize(self) -> str:
-        return json.dumps({"v": CURSOR_VERSION, "after": self.after}, sort_keys=True)
-
-    def advanced(self, seen: dict[str, int]) -> Cursor:
-        merged = dict(self.after)
-        for key, sid in seen.items():
-            merged[key] = max(sid, merged.get(key, 0))
-        return Cursor(merged)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncResult:
-    cursor: Cursor
-    read: int
-    appended: int
-    skipped: int
-    has_more: bool
-    indices: dict[tuple[str, int], int]  # (run id, storage id) -> log index
-    seen: dict[str, int]  # asset key -> newest storage id read in this batch
+RUNLESS_RUN_ID = "runless"
 
 
 def _meta(mat: dg.AssetMaterialization, key: str) -> str | None:
@@ -145,21 +108,34 @@ def _details(mat: dg.AssetMaterialization) -> str | None:
     return details_json(value) if isinstance(value, dict) else None
 
 
-def _timestamp(ts: float) -> str:
-    return utc_timestamp(datetime.fromtimestamp(ts, UTC))
+def lineage_of(mat: dg.AssetMaterialization) -> Lineage:
+    """The lineage metadata an asset reported (`dagster.metadata` keys) and Dagster's tags."""
+    tags = mat.tags or {}
+    dvc_path, dvc_md5 = _meta(mat, M.DVC_PATH), _meta(mat, M.DVC_MD5)
+    run_id, model_id = _meta(mat, M.MLFLOW_RUN), _meta(mat, M.MLFLOW_MODEL)
+    return Lineage(
+        data_version=tags.get("dagster/data_version"),
+        code_version=tags.get("dagster/code_version"),
+        dvc=DvcRef(dvc_path, dvc_md5) if dvc_path and dvc_md5 else None,
+        mlflow=MlflowRef(run_id, model_id) if run_id else None,
+        contributors=_contributors(mat),
+        details=_details(mat),
+    )
 
 
-RUNLESS_RUN_ID = "runless"
+def run_id_of(record: dg.EventLogRecord) -> str:
+    """Events reported outside any run have an empty run id in Dagster."""
+    return record.run_id or RUNLESS_RUN_ID
 
 
 def dagster_ref(record: dg.EventLogRecord) -> RunRef:
-    """The event's identity. Events reported outside any run have an empty run id in Dagster."""
-    return RunRef("dagster", record.run_id or RUNLESS_RUN_ID, record.storage_id)
+    """The event's identity: what its record names and is keyed by."""
+    return RunRef(ORCHESTRATOR, run_id_of(record), record.storage_id)
 
 
-def idempotency_key(record: dg.EventLogRecord) -> str:
-    """The log's key for one materialization, as `AttributionRecord.idempotency_key` builds it."""
-    return dagster_ref(record).key()
+def event_key(record: dg.EventLogRecord) -> str:
+    """The log's key for one materialization (`records.idempotency_key`)."""
+    return idempotency_key(ORCHESTRATOR, run_id_of(record), record.storage_id)
 
 
 def _asset(record: dg.EventLogRecord) -> str:
@@ -171,14 +147,6 @@ def _asset(record: dg.EventLogRecord) -> str:
 def _partition(record: dg.EventLogRecord) -> str | None:
     mat = record.asset_materialization
     return mat.partition if mat is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Input:
-    asset: str
-    partition: str | None
-    sha256: str
-    event: dg.EventLogRecord | None  # the upstream materialization the run read, when known
 
 
 def _pointers(record: dg.EventLogRecord) -> list[tuple[str, int, str]]:
@@ -220,7 +188,8 @@ class _UpstreamStates:
         for e in batch:
             self.in_batch.setdefault(_asset(e), []).append(e)
         self.states: dict[tuple[str, int], dict[str | None, dg.EventLogRecord]] = {}
-        self.shas: dict[int, str] = {}  # storage id -> content hash, read once per batch
+        # storage id -> its input pointer (content hash read once), shared by every reader
+        self.pointers: dict[int, InputPointer] = {}
 
     def resolve(self, wanted: dict[str, set[int]]) -> None:
         for upstream, ats in wanted.items():
@@ -235,21 +204,23 @@ class _UpstreamStates:
                     nxt = next(window, None)
                 self.states[(upstream, at)] = dict(state)
 
-    def inputs(self, pointers: Sequence[tuple[str, int, str]]) -> list[_Input]:
+    def inputs(self, pointers: Sequence[tuple[str, int, str]]) -> tuple[InputPointer, ...]:
         out = []
         for upstream, at, version in pointers:
             state = self.states[(upstream, at)]
             if not state:
-                if _HEX64.match(version):
-                    out.append(_Input(upstream, None, version, None))
+                if _HEX64.match(version):  # read, but its materialization is not in this instance
+                    out.append(InputPointer(upstream, None, version))
                 continue
             for part in sorted(state, key=lambda p: (p is not None, p or "")):
                 event = state[part]
-                sha = self.shas.get(event.storage_id)
-                if sha is None:
-                    sha = self.shas[event.storage_id] = _sha_of(event)
-                out.append(_Input(upstream, part, sha, event))
-        return out
+                pointer = self.pointers.get(event.storage_id)
+                if pointer is None:
+                    pointer = self.pointers[event.storage_id] = InputPointer(
+                        upstream, part, _sha_of(event), dagster_ref(event)
+                    )
+                out.append(pointer)
+        return tuple(out)
 
     def _fetch(self, records_filter: dg.AssetRecordsFilter, limit: int) -> list[dg.EventLogRecord]:
         return list(self.instance.fetch_materializations(records_filter, limit=limit).records)
@@ -304,31 +275,6 @@ class _UpstreamStates:
             after = res.records[-1].storage_id
 
 
-def build_record(
-    record: dg.EventLogRecord, inputs: Sequence[InputRef], recorded_at: str | None = None
-) -> AttributionRecord:
-    mat = record.asset_materialization
-    assert mat is not None
-    tags = mat.tags or {}
-    dvc_path, dvc_md5 = _meta(mat, M.DVC_PATH), _meta(mat, M.DVC_MD5)
-    run_id, model_id = _meta(mat, M.MLFLOW_RUN), _meta(mat, M.MLFLOW_MODEL)
-    return AttributionRecord(
-        kind=_kind(mat),
-        asset=mat.asset_key.to_user_string(),
-        partition=mat.partition,
-        sha256=_sha_of(record),
-        recorded_at=recorded_at or _timestamp(record.timestamp),
-        data_version=tags.get("dagster/data_version"),
-        code_version=tags.get("dagster/code_version"),
-        run=dagster_ref(record),
-        dvc=DvcRef(dvc_path, dvc_md5) if dvc_path and dvc_md5 else None,
-        mlflow=MlflowRef(run_id, model_id) if run_id else None,
-        inputs=tuple(inputs),
-        contributors=_contributors(mat),
-        details=_details(mat),
-    )
-
-
 def pending_events(
     instance: dg.DagsterInstance, asset_keys: Iterable[dg.AssetKey], cursor: Cursor, limit: int
 ) -> tuple[list[dg.EventLogRecord], bool]:
@@ -372,167 +318,49 @@ def pending_events(
     return events, bool(heads) or any(more.values())
 
 
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    """What one batch read from the instance: its events and each event's inputs."""
+class DagsterSource:
+    """The materializations of `asset_keys` in a Dagster instance, as a sync `Source`."""
 
-    cursor: Cursor  # where this batch was read from
-    events: list[dg.EventLogRecord]
-    more: bool
-    inputs: dict[int, list[_Input]]  # storage id -> inputs
+    orchestrator = ORCHESTRATOR
 
-    @property
-    def seen(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for e in self.events:
-            name = _asset(e)
-            out[name] = max(e.storage_id, out.get(name, 0))
-        return out
+    def __init__(self, instance: dg.DagsterInstance, asset_keys: Iterable[dg.AssetKey]) -> None:
+        self.instance = instance
+        self.asset_keys = list(asset_keys)
+        self._names = {k.to_user_string() for k in self.asset_keys}
 
+    def events(self, after: Cursor, limit: int) -> list[SourceEvent]:
+        """The oldest `limit` materializations after the cursor, with their inputs resolved."""
+        records, _ = pending_events(self.instance, self.asset_keys, after, limit)
+        pointers = {r.storage_id: _pointers(r) for r in records}
+        wanted: dict[str, set[int]] = {}
+        for found in pointers.values():
+            for upstream, at, _version in found:
+                wanted.setdefault(upstream, set()).add(at)
+        states = _UpstreamStates(self.instance, records, after, self._names)
+        states.resolve(wanted)
+        return [self.event(r, states.inputs(pointers[r.storage_id])) for r in records]
 
-def _read_batch(
-    instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey], cursor: Cursor, limit: int
-) -> _Batch:
-    """Only reads the instance, so `sync_all` reads the next batch while this one commits."""
-    events, more = pending_events(instance, keys, cursor, limit)
-    pointers = {e.storage_id: _pointers(e) for e in events}
-    wanted: dict[str, set[int]] = {}
-    for found in pointers.values():
-        for upstream, at, _ in found:
-            wanted.setdefault(upstream, set()).add(at)
-    states = _UpstreamStates(instance, events, cursor, {k.to_user_string() for k in keys})
-    states.resolve(wanted)
-    inputs = {e.storage_id: states.inputs(pointers[e.storage_id]) for e in events}
-    return _Batch(cursor, events, more, inputs)
+    def event(self, record: dg.EventLogRecord, inputs: tuple[InputPointer, ...]) -> SourceEvent:
+        """One materialization as a source event: what its record will say."""
+        mat = record.asset_materialization
+        assert mat is not None
+        return SourceEvent(
+            orchestrator=ORCHESTRATOR,
+            run_id=run_id_of(record),
+            event_id=record.storage_id,
+            asset=mat.asset_key.to_user_string(),
+            partition=mat.partition,
+            sha256=_sha_of(record),
+            kind=_kind(mat),
+            timestamp=record.timestamp,
+            lineage=lineage_of(mat),
+            inputs=inputs,
+        )
 
-
-def _write_batch(
-    batch: _Batch,
-    store: Store,
-    key: SigningKey,
-    workers: int = 1,
-    on_append: Callable[[int], None] | None = None,
-) -> SyncResult:
-    """Sign and append what is not in the log yet; returns the cursor past the whole batch.
-
-    A record names the log index of each input's own record, so an event whose input is
-    recorded in this same batch waits for a later append: the batch goes in as a few layers
-    (its depth of dependencies within the batch, 3 for the example), one transaction each.
-    """
-    events, inputs = batch.events, batch.inputs
-    own = {e.storage_id: idempotency_key(e) for e in events}
-    read = {idempotency_key(i.event) for ins in inputs.values() for i in ins if i.event}
-    logged = store.indices_for(sorted(set(own.values()) | read)) if events else {}
-
-    indices: dict[tuple[str, int], int] = {}
-    skipped = appended = 0
-    depth: dict[int, int] = {}  # unrecorded events of this batch -> their append layer
-    layers: list[list[dg.EventLogRecord]] = []
-    for e in events:  # oldest first, so an input's event is placed before its reader
-        if own[e.storage_id] in logged:  # recorded before the cursor moved (a crash, a retry)
-            indices[(e.run_id, e.storage_id)] = logged[own[e.storage_id]]
-            skipped += 1
-            continue
-        below = [
-            depth[i.event.storage_id]
-            for i in inputs[e.storage_id]
-            if i.event is not None and i.event.storage_id in depth
-        ]
-        layer = max(below, default=-1) + 1
-        depth[e.storage_id] = layer
-        if layer == len(layers):
-            layers.append([])
-        layers[layer].append(e)
-
-    by_content: dict[tuple[str, str | None, str], int | None] = {}
-
-    def log_index(i: _Input) -> int | None:
-        if i.event is not None:
-            idx = logged.get(idempotency_key(i.event))
-            if idx is not None:
-                return idx
-        # An upstream the sensor does not record itself: the newest record of that content.
-        ref = (i.asset, i.partition, i.sha256)
-        if ref not in by_content:
-            by_content[ref] = store.latest_index(i.asset, i.sha256, i.partition)
-        return by_content[ref]
-
-    def record_for(e: dg.EventLogRecord) -> AttributionRecord:
-        refs = [InputRef(i.asset, i.sha256, log_index(i)) for i in inputs[e.storage_id]]
-        return build_record(e, refs)
-
-    for layer_events in layers:
-        records = [record_for(e) for e in layer_events]
-        result = append_records(store, key, records, workers=workers)
-        appended += result.appended
-        skipped += result.skipped
-        for e, idx in zip(layer_events, result.indices, strict=True):
-            logged[own[e.storage_id]] = idx
-            indices[(e.run_id, e.storage_id)] = idx
-        if on_append:
-            on_append(len(layer_events))
-
-    seen = batch.seen
-    return SyncResult(
-        batch.cursor.advanced(seen), len(events), appended, skipped, batch.more, indices, seen
-    )
-
-
-def sync_once(
-    instance: dg.DagsterInstance,
-    asset_keys: Iterable[dg.AssetKey],
-    store: Store,
-    key: SigningKey,
-    cursor: Cursor | None = None,
-    limit: int = 1000,
-    workers: int = 1,
-    on_append: Callable[[int], None] | None = None,
-) -> SyncResult:
-    """One bounded batch: read, build, sign, append (committed), then return the new cursor."""
-    batch = _read_batch(instance, list(asset_keys), cursor or Cursor(), limit)
-    return _write_batch(batch, store, key, workers, on_append)
-
-
-def sync_all(
-    instance: dg.DagsterInstance,
-    asset_keys: Sequence[dg.AssetKey],
-    store: Store,
-    key: SigningKey,
-    limit: int = 5000,
-    workers: int = 1,
-    on_batch: Callable[[SyncResult], None] | None = None,
-) -> SyncResult:
-    """Catch up completely (`lineage sync`), resuming from what the log already holds.
-
-    The next batch is read (Dagster's deserialization, Python) while this one is signed and
-    committed (DuckDB, which releases the GIL). Reading never moves the cursor: each batch's
-    cursor is returned only once its appends have committed.
-    """
-    keys = list(asset_keys)
-    cursor = Cursor(store.source_cursor("dagster"))
-    total_read = total_appended = total_skipped = 0
-    indices: dict[tuple[str, int], int] = {}
-    seen: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lineage-read") as reader:
-        upcoming = reader.submit(_read_batch, instance, keys, cursor, limit)
-        while True:
-            batch = upcoming.result()
-            if batch.more:
-                upcoming = reader.submit(
-                    _read_batch, instance, keys, batch.cursor.advanced(batch.seen), limit
-                )
-            result = _write_batch(batch, store, key, workers)
-            total_read += result.read
-            total_appended += result.appended
-            total_skipped += result.skipped
-            indices.update(result.indices)
-            seen.update(result.seen)
-            cursor = result.cursor
-            if on_batch:
-                on_batch(result)
-            if not result.has_more:
-                break
-    return SyncResult(cursor, total_read, total_appended, total_skipped, False, indices, seen)
+    def backlog(self, after: Cursor, cap: int = 10_000) -> tuple[int, float | None]:
+        """(materializations after the cursor, timestamp of the oldest), counting up to `cap`."""
+        records, _ = pending_events(self.instance, self.asset_keys, after, cap)
+        return len(records), (min(r.timestamp for r in records) if records else None)
 
 
 def materializable_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
@@ -550,10 +378,10 @@ def sync_project(
     workers: int = 1,
     limit: int = 5000,
 ) -> SyncResult:
-    """`lineage sync`: the sensor's logic once, against the instance under the state folder.
+    """`lineage sync`: the sensor's logic until caught up, against the project's instance.
 
-    Each batch of `limit` materializations commits before the next is read, so a sync that is
-    killed resumes where its last commit left off.
+    It resumes from what the log already holds; each batch of `limit` materializations commits
+    before the next is read, so a sync that is killed resumes where its last commit left off.
     """
     from lineage_platform.dagster.workspace import load_definitions, open_instance
 
@@ -562,30 +390,23 @@ def sync_project(
     ring.init(passphrase)
     store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     with open_instance(settings) as instance:
-        return sync_all(
-            instance,
-            materializable_keys(defs),
+        return sync(
+            DagsterSource(instance, materializable_keys(defs)),
             store,
             ring.signer(passphrase),
             limit=limit,
             workers=workers,
+            until_caught_up=True,
             on_batch=on_batch,
         )
 
 
-def backlog(
-    instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey], store: Store, cap: int = 10_000
-) -> tuple[int, float | None]:
-    """(materializations not yet in the log, timestamp of the oldest), counting up to `cap`."""
-    cursor = Cursor(store.source_cursor("dagster"))
-    events, _ = pending_events(instance, asset_keys, cursor, cap)
-    return len(events), (min(e.timestamp for e in events) if events else None)
-
-
 def project_backlog(settings: Settings) -> tuple[int, float | None]:
+    """`lineage status`: what the sensor has not recorded yet, from what the log holds."""
     from lineage_platform.dagster.workspace import load_definitions, open_instance
 
     defs = load_definitions(settings.project_dir)
-    store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
+    store: Store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     with open_instance(settings) as instance:
-        return backlog(instance, materializable_keys(defs), store)
+        source = DagsterSource(instance, materializable_keys(defs))
+        return source.backlog(Cursor.of_store(store, ORCHESTRATOR))
