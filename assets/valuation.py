@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from sklearn.linear_model import LogisticRegression
 
 from assets.datanet import CONTRIBUTOR_IDS, contributions
@@ -21,14 +22,17 @@ from lineage_platform.dagster.checks import EFFICIENCY
 from lineage_platform.dagster.metadata import people_first
 from lineage_platform.errors import LineageError
 from lineage_platform.hashing import sha256_file
-from lineage_platform.valuation.choose import METHODS, efficiency_target, value_contributors
+from lineage_platform.valuation.choose import efficiency_target, value_contributors
+from lineage_platform.valuation.registry import get_method, known_names
+from lineage_platform.valuation.result import clip
 
 
 class ValuationConfig(dg.Config):  # type: ignore[misc]
-    """`knn` values rows (identity-independent, the default settlement pays on); `exact`,
-    `permutation` and `banzhaf` value contributors as players: an explicit choice."""
+    """`knn` values rows (identity-independent, the default settlement pays on); the other
+    registered methods value contributors as players: an explicit choice."""
 
-    method: str = "knn"
+    method: str = Field(default="knn", description="a registered valuation method: "
+                        + ", ".join(known_names()))
     seed: int = 7
     k: int = 5
 
@@ -44,7 +48,7 @@ def shares_chart(
 
     names = sorted(shares, key=lambda n: -values[n])
     fig, ax = plt.subplots(figsize=(6, 2.6), dpi=100)
-    total = sum(max(v, 0.0) for v in values.values()) or 1.0
+    total = sum(clip(v) for v in values.values()) or 1.0
     err = [stderr[n] / total if np.isfinite(stderr[n]) else 0.0 for n in names]
     ax.bar(names, [shares[n] for n in names], yerr=err, color="#4f6fd0", capsize=3)
     ax.set_ylabel("share of data value")
@@ -86,8 +90,10 @@ def digits_classifier_valuation(
     config: ValuationConfig, lineage: LineageSettingsResource, lineage_store: LineageStoreResource
 ) -> dg.MaterializeResult:
     """Shapley value of each contributor's data to digits_classifier (rows, summed)."""
-    if config.method not in METHODS:
-        raise dg.Failure(f"method must be one of {', '.join(METHODS)}")
+    try:
+        method = get_method(config.method)
+    except LineageError as e:
+        raise dg.Failure(str(e)) from e
     project = Path(lineage.project_dir)
     order = signing_order(project, lineage_store)
     parts = {c: _xy(pd.read_parquet(project / f"data/parts/{c}.parquet")) for c in order}
@@ -96,7 +102,7 @@ def digits_classifier_valuation(
         return LogisticRegression(max_iter=300)
 
     result = value_contributors(
-        parts, x_val, y_val, config.method, seed=config.seed, k=config.k, order=order,
+        parts, x_val, y_val, method.name, seed=config.seed, k=config.k, order=order,
         make_model=make_model,
     )
     shares = result.shares()

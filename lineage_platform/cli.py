@@ -22,6 +22,7 @@ from rich.table import Table
 
 from lineage_platform.config import Settings
 from lineage_platform.errors import LineageError
+from lineage_platform.valuation.registry import get_method, known_names
 
 app = typer.Typer(
     help="Signed data and model lineage, Shapley valuation and settlement on Dagster.",
@@ -142,7 +143,7 @@ def sync(
 def value(
     model: str = typer.Argument(..., help="model asset key, e.g. digits_classifier"),
     method: str | None = typer.Option(
-        None, help="recompute with knn|exact|permutation|banzhaf (materializes MODEL_valuation)"
+        None, help=f"recompute with {'|'.join(known_names())} (materializes MODEL_valuation)"
     ),
     seed: int = typer.Option(7, help="seed for the sampling methods"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -152,9 +153,11 @@ def value(
     Examples: lineage value digits_classifier | lineage value digits_classifier --method exact
     """
     from lineage_platform.settlement import latest_valuation
+    from lineage_platform.valuation.result import shares_of
 
+    chosen = get_method(method) if method is not None else None
     cfg = settings()
-    if method is not None:
+    if chosen is not None:
         import dagster as dg
 
         from lineage_platform.dagster.sync import sync_project
@@ -164,12 +167,12 @@ def value(
             open_instance,
         )
 
-        with out.status(f"valuing {model} with {method}"):
+        with out.status(f"valuing {model} with {chosen.name}"):
             defs = load_definitions(cfg.project_dir)
             with open_instance(cfg) as instance:
                 materialize_asset(
                     defs, instance, dg.AssetKey(f"{model}_valuation"),
-                    {"method": method, "seed": seed},
+                    {"method": chosen.name, "seed": seed},
                 )
             sync_project(cfg, passphrase())
     found = latest_valuation(store(cfg), model)
@@ -179,11 +182,11 @@ def value(
         )
     idx, record = found
     details = record.details_obj() or {}
-    total = sum(max(c.value or 0.0, 0.0) for c in record.contributors)
+    shares = shares_of({str(i): c.value for i, c in enumerate(record.contributors)})
     rows = [
-        {"contributor": c.id, "value": c.value, "share": (max(c.value or 0.0, 0.0) / total)
-         if total else 0.0, "stderr": c.stderr, "rows": c.rows}
-        for c in sorted(record.contributors, key=lambda c: -(c.value or 0.0))
+        {"contributor": c.id, "value": c.value, "share": shares[str(i)], "stderr": c.stderr,
+         "rows": c.rows}
+        for i, c in sorted(enumerate(record.contributors), key=lambda ic: -(ic[1].value or 0.0))
     ]
     if as_json:
         out.print_json(data={"model": model, "log_index": idx, "method": details.get("method"),

@@ -6,7 +6,8 @@
 A method's `name` is what its results carry in `ValuationResult.method` and what a valuation
 record signs, so a registered name never changes; `aliases` are the short names people type.
 Adding a method: write its module (the algorithm and a `run(task)`), add one entry to `METHODS`.
-The CLI's `--method`, the example asset's config and the efficiency check all read this table.
+The CLI's `--method`, the example asset's config and the efficiency check all read this table;
+it imports nothing heavy, so the CLI can list the methods without loading NumPy.
 """
 
 from __future__ import annotations
@@ -14,19 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from lineage_platform.errors import UnknownMethodError, ValuationError, shown
-from lineage_platform.valuation.banzhaf import run as msr_banzhaf
-from lineage_platform.valuation.exact import run as exact_shapley
-from lineage_platform.valuation.permutation import run as permutation_shapley
-from lineage_platform.valuation.permutation import run_truncated as tmc_shapley
-from lineage_platform.valuation.result import ValuationResult
-from lineage_platform.valuation.rows import grand_gain as knn_rows_gain
-from lineage_platform.valuation.rows import run as knn_shapley_rows
-from lineage_platform.valuation.task import ValuationTask, contributor_gain
 
-Algorithm = Callable[[ValuationTask], ValuationResult]
-Gain = Callable[[ValuationTask], float]
+if TYPE_CHECKING:
+    from lineage_platform.valuation.result import ValuationResult
+    from lineage_platform.valuation.task import ValuationTask
 
 
 class Players(StrEnum):
@@ -41,17 +37,19 @@ class Players(StrEnum):
 class ValuationMethod:
     """One valuation method; `run(task)` checks what it needs, runs it and checks its name.
 
-    `efficient`: the values sum to u(N) − u(∅) of the game valued, which `gain` computes
-    (sampled methods: up to their standard errors). `needs_model`: a model factory must be
-    passed (the method trains one model per coalition).
+    `runs` and `gain` name functions as "module:function" (a module of this package, or a full
+    dotted path), imported on first use so that listing the methods imports no NumPy.
+    `runs(task)` returns the `ValuationResult`; `gain(task)` is u(N) − u(∅) of the game valued.
+    `efficient`: the values sum to that gain (sampled methods: up to their standard errors).
+    `needs_model`: the task must carry a model factory (one model is trained per coalition).
     """
 
     name: str
-    algorithm: Algorithm
+    runs: str
     players: Players
     efficient: bool
     needs_model: bool
-    gain: Gain | None = None
+    gain: str | None = None
     aliases: tuple[str, ...] = ()
     summary: str = ""
 
@@ -63,7 +61,7 @@ class ValuationMethod:
         if self.needs_model and task.make_model is None:
             raise ValuationError(f"method {self.name!r} trains a model per coalition: "
                                  "pass make_model")
-        result = self.algorithm(task)
+        result: ValuationResult = _function(self.runs)(task)
         if result.method != self.name:
             raise ValuationError(f"method {self.name!r} returned a result named "
                                  f"{result.method!r}: the signed name must match the registry")
@@ -73,23 +71,23 @@ class ValuationMethod:
         """u(N) − u(∅) that the values must sum to; None for a method that is not efficient."""
         if not self.efficient or self.gain is None:
             return None
-        return self.gain(task)
+        return float(_function(self.gain)(task))
 
 
 ROWS, CONTRIBUTORS = Players.ROWS, Players.CONTRIBUTORS
 
 METHODS: tuple[ValuationMethod, ...] = (
-    ValuationMethod("knn-shapley-rows", knn_shapley_rows, ROWS, efficient=True, needs_model=False,
-                    gain=knn_rows_gain, aliases=("knn",), summary="KNN-Shapley of rows, default"),
-    ValuationMethod("exact-shapley", exact_shapley, CONTRIBUTORS, efficient=True, needs_model=True,
-                    gain=contributor_gain, aliases=("exact",), summary="all 2^n coalitions"),
-    ValuationMethod("permutation-shapley", permutation_shapley, CONTRIBUTORS, efficient=True,
-                    needs_model=True, gain=contributor_gain, aliases=("permutation",),
+    ValuationMethod("knn-shapley-rows", "rows:run", ROWS, efficient=True, needs_model=False,
+                    gain="rows:grand_gain", aliases=("knn",), summary="KNN-Shapley of rows"),
+    ValuationMethod("exact-shapley", "exact:run", CONTRIBUTORS, efficient=True, needs_model=True,
+                    gain="task:contributor_gain", aliases=("exact",), summary="all coalitions"),
+    ValuationMethod("permutation-shapley", "permutation:run", CONTRIBUTORS, efficient=True,
+                    needs_model=True, gain="task:contributor_gain", aliases=("permutation",),
                     summary="Monte Carlo Shapley"),
-    ValuationMethod("tmc-shapley", tmc_shapley, CONTRIBUTORS, efficient=False, needs_model=True,
-                    aliases=("tmc",), summary="truncated Monte Carlo Shapley: faster, biased"),
-    ValuationMethod("msr-banzhaf", msr_banzhaf, CONTRIBUTORS, efficient=False, needs_model=True,
-                    aliases=("banzhaf",), summary="Banzhaf values, maximum sample reuse"),
+    ValuationMethod("tmc-shapley", "permutation:run_truncated", CONTRIBUTORS, efficient=False,
+                    needs_model=True, aliases=("tmc",), summary="truncated Monte Carlo Shapley"),
+    ValuationMethod("msr-banzhaf", "msr_banzhaf:run", CONTRIBUTORS, efficient=False,
+                    needs_model=True, aliases=("banzhaf",), summary="MSR Banzhaf values"),
 )
 
 
@@ -104,6 +102,13 @@ def _index(methods: tuple[ValuationMethod, ...]) -> dict[str, ValuationMethod]:
 
 
 _BY_NAME = _index(METHODS)
+
+
+def _function(ref: str) -> Callable[..., Any]:
+    module, _, name = ref.partition(":")
+    path = module if "." in module else f"{__package__}.{module}"
+    found: Callable[..., Any] = getattr(import_module(path), name)
+    return found
 
 
 def known_names() -> tuple[str, ...]:
