@@ -48,6 +48,7 @@ from lineage_platform.stores import (
     SettlementUnit,
     Store,
 )
+from lineage_platform.valuation.result import clip
 
 EPOCH = timedelta(days=1)
 POLICY_FILE = "settlement.toml"
@@ -140,7 +141,7 @@ def build_graph(
             weights: dict[str, float] = {}
             for c in val.contributors:
                 acct = contributor_account(c.id)
-                weights[acct] = weights.get(acct, 0.0) + max(c.value or 0.0, 0.0)
+                weights[acct] = weights.get(acct, 0.0) + clip(c.value)
             edges[model] = weights
         else:
             queue.append((idx, rec))
@@ -154,7 +155,7 @@ def build_graph(
             for c in rec.contributors:
                 acct = contributor_account(c.id)
                 w = c.weight if c.weight is not None else float(c.rows or 0)
-                weights[acct] = weights.get(acct, 0.0) + max(w, 0.0)
+                weights[acct] = weights.get(acct, 0.0) + clip(w)
             edges[node] = weights
             continue
         children: dict[str, float] = {}
