@@ -44,6 +44,7 @@ __all__ = [
     "Cursor",
     "InputPointer",
     "Lineage",
+    "Skipped",
     "Source",
     "SourceEvent",
     "SyncResult",
@@ -126,6 +127,17 @@ class SourceEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """An event the source read but does not attribute (it cannot say what the asset holds):
+    nothing is signed for it, and the cursor moves past it so it is not read again (a sync
+    resuming from the log instead, with no cursor, reads it again and skips it again)."""
+
+    asset: str
+    event_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Cursor:
     """The newest recorded event id per asset; assets never seen start from the beginning.
 
@@ -162,14 +174,15 @@ class Cursor:
 @runtime_checkable
 class Source(Protocol):
     """Where events come from. `events` yields, oldest first (by `event_id`), the events of
-    every asset newer than `after` gives for it, up to `limit` of them; it only reads (the
-    sync may call it from a reader thread while the previous batch commits, one call at a
-    time). An input's upstream event, when in the same read, comes before its reader."""
+    every asset newer than `after` gives for it, up to `limit` of them, each a `SourceEvent`
+    or, for one it does not attribute, `Skipped`. It only reads (the sync may call it from a
+    reader thread while the previous batch commits, one call at a time). An input's upstream
+    event, when in the same read, comes before its reader."""
 
     @property
     def orchestrator(self) -> str: ...
 
-    def events(self, after: Cursor, limit: int) -> Iterable[SourceEvent]: ...
+    def events(self, after: Cursor, limit: int) -> Iterable[SourceEvent | Skipped]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,27 +197,39 @@ class SyncResult:
     has_more: bool
     indices: dict[str, int]  # idempotency key -> log index, for every event read
     seen: dict[str, int]  # asset -> newest event id read
+    unattributed: int = 0  # read, and `Skipped` by the source: nothing signed
 
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
     cursor: Cursor  # where it was read from
     events: list[SourceEvent]
+    passed: list[Skipped]
     more: bool
 
     @property
     def seen(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for e in self.events:
-            out[e.asset] = max(e.event_id, out.get(e.asset, 0))
+        for asset, event_id in [(e.asset, e.event_id) for e in self.events] + [
+            (p.asset, p.event_id) for p in self.passed
+        ]:
+            out[asset] = max(event_id, out.get(asset, 0))
         return out
 
 
 def _read(source: Source, cursor: Cursor, limit: int) -> _Batch:
     # One event past the limit says whether more are waiting; it is read again next batch.
-    events = list(islice(source.events(cursor, limit + 1), limit + 1))
-    more = len(events) > limit
-    return _Batch(cursor, events[:limit], more)
+    found = list(islice(source.events(cursor, limit + 1), limit + 1))
+    events: list[SourceEvent] = []
+    passed: list[Skipped] = []
+    for e in found[:limit]:
+        if isinstance(e, SourceEvent):
+            events.append(e)
+        elif isinstance(e, Skipped):
+            passed.append(e)
+        else:
+            raise TypeError(f"{source.orchestrator} source yielded {type(e).__name__}")
+    return _Batch(cursor, events, passed, len(found) > limit)
 
 
 def _record(e: SourceEvent, inputs: Sequence[InputRef]) -> AttributionRecord:
@@ -289,7 +314,14 @@ def _write(
 
     seen = batch.seen
     return SyncResult(
-        batch.cursor.advanced(seen), len(events), appended, skipped, batch.more, indices, seen
+        batch.cursor.advanced(seen),
+        len(events) + len(batch.passed),
+        appended,
+        skipped,
+        batch.more,
+        indices,
+        seen,
+        len(batch.passed),
     )
 
 
@@ -319,7 +351,7 @@ def sync(
             on_batch(result)
         return result
 
-    read = appended = skipped = 0
+    read = appended = skipped = unattributed = 0
     indices: dict[str, int] = {}
     seen: dict[str, int] = {}
     now = start
@@ -333,6 +365,7 @@ def sync(
             read += result.read
             appended += result.appended
             skipped += result.skipped
+            unattributed += result.unattributed
             indices.update(result.indices)
             for asset, event_id in result.seen.items():
                 seen[asset] = max(event_id, seen.get(asset, 0))
@@ -341,4 +374,4 @@ def sync(
                 on_batch(result)
             if not result.has_more:
                 break
-    return SyncResult(now, read, appended, skipped, False, indices, seen)
+    return SyncResult(now, read, appended, skipped, False, indices, seen, unattributed)

@@ -25,6 +25,7 @@ from lineage_platform.sync import (
     Cursor,
     InputPointer,
     Lineage,
+    Skipped,
     Source,
     SourceEvent,
     SyncResult,
@@ -48,13 +49,16 @@ class JsonlSource:
         self.path = path
         self.calls = 0
 
-    def events(self, after: Cursor, limit: int) -> Iterator[SourceEvent]:
+    def events(self, after: Cursor, limit: int) -> Iterator[SourceEvent | Skipped]:
         self.calls += 1
         rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
         fresh = sorted(
             (r for r in rows if r["id"] > after.after.get(r["asset"], 0)), key=lambda r: r["id"]
         )
         for r in fresh[:limit]:
+            if "content" not in r:  # the exporter could not say what the asset holds
+                yield Skipped(r["asset"], r["id"], "no content digest")
+                continue
             yield SourceEvent(
                 orchestrator=self.orchestrator,
                 run_id=r["run"],
@@ -192,6 +196,25 @@ def test_without_a_cursor_it_resumes_from_the_log(
     assert Cursor.parse(resumed.cursor.serialize()) == resumed.cursor
     nothing = sync(source, store, signer, Cursor.parse(resumed.cursor.serialize()))
     assert (nothing.read, nothing.appended, nothing.has_more) == (0, 0, False)
+    verify_store(store, ring.trust())
+
+
+def test_an_event_the_source_skips_is_not_signed_and_not_read_again(
+    world: tuple[JsonlSource, Store, SigningKey, KeyRing],
+) -> None:
+    source, store, signer, ring = world
+    write(source.path, [{"run": "r6", "id": 6, "asset": "report"}, part(7, "d", "part d"),
+                        {"run": "r8", "id": 8, "asset": "report"}])
+    batches: list[SyncResult] = []
+    result = sync(source, store, signer, limit=3, until_caught_up=True, on_batch=batches.append)
+    assert [(b.read, b.appended, b.unattributed, b.has_more) for b in batches] == [
+        (3, 3, 0, True), (3, 2, 1, True), (2, 1, 1, False)
+    ]
+    assert (result.read, result.appended, result.unattributed) == (8, 6, 2)
+    assert result.cursor.after["report"] == 8  # past the skipped events: not read again
+    assert store.tree_size() == 6 and "report" not in {r.asset for r in records(store)}
+    again = sync(source, store, signer, result.cursor)
+    assert (again.read, again.appended, again.has_more) == (0, 0, False)
     verify_store(store, ring.trust())
 
 

@@ -133,6 +133,7 @@ def lineage_sensor(
     message = (
         f"appended {result.appended} records ({result.skipped} already recorded) from "
         f"{result.read} materializations in {time.monotonic() - started:.2f}s"
+        + (f"; {result.unattributed} not attributed" if result.unattributed else "")
         + ("; more waiting, next tick continues" if result.has_more else "")
         + (f"; waited {store.lock_wait_s:.2f}s for the store lock" if store.lock_waits else "")
     )

@@ -38,6 +38,7 @@ from lineage_platform.sync import (
     Cursor,
     InputPointer,
     Lineage,
+    Skipped,
     SourceEvent,
     SyncResult,
     sync,
@@ -328,7 +329,7 @@ class DagsterSource:
         self.asset_keys = list(asset_keys)
         self._names = {k.to_user_string() for k in self.asset_keys}
 
-    def events(self, after: Cursor, limit: int) -> list[SourceEvent]:
+    def events(self, after: Cursor, limit: int) -> list[SourceEvent | Skipped]:
         """The oldest `limit` materializations after the cursor, with their inputs resolved."""
         records, _ = pending_events(self.instance, self.asset_keys, after, limit)
         pointers = {r.storage_id: _pointers(r) for r in records}
@@ -340,8 +341,11 @@ class DagsterSource:
         states.resolve(wanted)
         return [self.event(r, states.inputs(pointers[r.storage_id])) for r in records]
 
-    def event(self, record: dg.EventLogRecord, inputs: tuple[InputPointer, ...]) -> SourceEvent:
-        """One materialization as a source event: what its record will say."""
+    def event(
+        self, record: dg.EventLogRecord, inputs: tuple[InputPointer, ...]
+    ) -> SourceEvent | Skipped:
+        """One materialization as a source event: what its record will say (the one place
+        that decides it: a subclass may describe an asset otherwise, or skip it)."""
         mat = record.asset_materialization
         assert mat is not None
         return SourceEvent(
