@@ -570,6 +570,33 @@ def report(
 
 
 @app.command()
+def checkpoint(
+    vkey: bool = typer.Option(False, "--vkey", help="print the log's note verifier key instead"),
+) -> None:
+    """Print the latest checkpoint as a C2SP signed note (what Go's sumdb/note and witnesses
+    read), or with --vkey the verifier key `<origin>+<hash>+<key>` to check it with.
+
+    Example: lineage checkpoint > checkpoint && lineage checkpoint --vkey
+    """
+    from lineage_platform.log import SignedCheckpoint
+    from lineage_platform.note import NoteVerifier
+
+    cfg = settings()
+    raw = store(cfg).latest_checkpoint()
+    if raw is None:
+        raise LineageError("the log is empty: no checkpoint yet")
+    trust = keyring(cfg).trust()
+    signed = SignedCheckpoint.parse(raw, trust)
+    public = trust.get(signed.keyid, signed.checkpoint.describe())
+    text = (
+        NoteVerifier(signed.checkpoint.origin, public).vkey() + "\n"
+        if vkey
+        else signed.to_note(public).decode("utf-8")
+    )
+    sys.stdout.write(text)
+
+
+@app.command()
 def prove(index: int = typer.Argument(..., help="log index of the record")) -> None:
     """Print an RFC 9162 inclusion proof of one record against the latest signed checkpoint.
 

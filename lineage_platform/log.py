@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lineage_platform.canonical import loads_strict
-from lineage_platform.errors import ProofError, RecordError, shown
-from lineage_platform.signing import SigningKey, TrustStore, b64decode_strict
+from lineage_platform.errors import ProofError, RecordError, SignatureError, shown
+from lineage_platform.note import ALG_ED25519, Note, NoteSignature, NoteVerifier, key_hash
+from lineage_platform.signing import PublicKey, SigningKey, TrustStore, b64decode_strict
 
 __all__ = [
     "EMPTY_ROOT",
@@ -362,6 +363,30 @@ class Checkpoint:
     def describe(self) -> str:
         return f"checkpoint {self.origin} size {self.tree_size}"
 
+    @classmethod
+    def from_body(cls, text: bytes) -> Checkpoint:
+        """Parse a note body: origin, size, base64 root, then at most our `time` extension."""
+        try:
+            lines = text.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            raise RecordError("checkpoint: not UTF-8") from None
+        if len(lines) < 4 or lines[-1] != "":
+            raise RecordError("checkpoint: expected origin, size and root lines")
+        origin, size, root_b64, *extensions = lines[:-1]
+        if not re.fullmatch(r"0|[1-9][0-9]{0,18}", size):
+            raise RecordError("checkpoint: tree size is not a decimal without leading zeros")
+        root = b64decode_strict(root_b64, "checkpoint.root_hash")
+        timestamp = None
+        for line in extensions:
+            if line.startswith("time ") and timestamp is None:
+                timestamp = line[len("time ") :]
+            else:
+                raise RecordError(f"checkpoint: unknown extension line {shown(line[:40])}")
+        cp = cls(origin, int(size), root, timestamp)
+        if cp.body() != text:
+            raise RecordError("checkpoint: the body is not in canonical form")
+        return cp
+
 
 _SIGNED_KEYS = ("keyid", "origin", "root_hash", "signature", "tree_size")
 #: A signed checkpoint is a few hundred bytes; refuse anything far larger before parsing it.
@@ -392,6 +417,41 @@ class SignedCheckpoint:
         """Return None if a trusted key signed exactly this checkpoint, else SignatureError."""
         what = self.checkpoint.describe()
         trust.get(self.keyid, what).verify(self.signature, self.checkpoint.body(), what)
+
+    def to_note(self, public_key: PublicKey) -> bytes:
+        """The C2SP signed note: the body, a blank line and `— <origin> base64(hash ‖ sig)`.
+
+        The key name is the origin (as tlog-checkpoint recommends); the signature is the same
+        Ed25519 signature over the same body as in the JSON form, so either form converts.
+        """
+        if public_key.keyid != self.keyid:
+            raise SignatureError(f"{self.checkpoint.describe()}: not signed by that key")
+        origin = self.checkpoint.origin
+        sig = NoteSignature(origin, key_hash(origin, ALG_ED25519, public_key.raw), self.signature)
+        return Note(self.checkpoint.body(), (sig,)).to_bytes()
+
+    @classmethod
+    def from_note(cls, data: bytes, trust: TrustStore) -> SignedCheckpoint:
+        """Parse a signed-note checkpoint and verify the log's signature (key name = origin)
+        with a trusted key; other signature lines (cosignatures) are left to the caller."""
+        note = Note.parse(data)
+        checkpoint = Checkpoint.from_body(note.text)
+        what = checkpoint.describe()
+        for public in trust.keys.values():
+            verifier = NoteVerifier(checkpoint.origin, public)
+            if any(verifier.matches(s) for s in note.signatures):
+                sig = verifier.verify(note)
+                return cls(checkpoint, public.keyid, sig.signature)
+        raise SignatureError(f"{what}: no signature by a trusted key named {checkpoint.origin}")
+
+    @classmethod
+    def parse(cls, data: bytes, trust: TrustStore) -> SignedCheckpoint:
+        """Either form (JSON or signed note), verified with a trusted key."""
+        if data.lstrip().startswith(b"{"):
+            signed = cls.from_json(data.strip())
+            signed.verify(trust)
+            return signed
+        return cls.from_note(data, trust)
 
     def to_json(self) -> bytes:
         cp = self.checkpoint
