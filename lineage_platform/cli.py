@@ -221,7 +221,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     gauges = store_gauges(store(cfg), cfg.spool_dir, datetime.now(UTC))
     pending, oldest = project_backlog(cfg)
     lag = round(time.time() - oldest, 1) if oldest is not None else 0.0
-    data = {"sensor_backlog": pending, "sensor_lag_s": lag, **gauges.to_json()}
+    the_store = store(cfg)
+    held = len(the_store.quarantined()) if the_store.exists() else 0
+    conflicts = len(the_store.usage_conflicts()) if the_store.exists() else 0
+    data = {"sensor_backlog": pending, "sensor_lag_s": lag, **gauges.to_json(),
+            "usage_quarantined": held, "usage_conflicts": conflicts}
     if as_json:
         out.print_json(data=data)
         return
@@ -241,6 +245,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         ("open epoch fees", str(gauges.open_epoch_fees)),
         ("usage events", f"{gauges.usage_event_count} ingested, "
          f"{gauges.spooled_files} spooled files waiting"),
+        ("usage quarantine", f"{warn}{held} held (lineage usage quarantine list)"
+         if held else "none"),
+        ("usage conflicts", f"{warn}{conflicts} (lineage usage conflicts)" if conflicts
+         else "none"),
         ("store lock waits (1 h)", f"{gauges.lock_waits_last_hour} "
          f"({gauges.lock_wait_seconds_last_hour:.2f}s)"),
     ]
@@ -253,6 +261,34 @@ usage_app = typer.Typer(help="Usage events: metered model calls, fees.", no_args
 app.add_typer(usage_app, name="usage")
 
 
+def _when(text: str | None) -> Any:
+    """`--at`: an ISO 8601 time (UTC when it names no zone); now when not given."""
+    from datetime import UTC, datetime
+
+    from lineage_platform.errors import UsageError
+
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--at: {text!r} is not an ISO 8601 time (e.g. 2026-11-23T14:05Z)"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _conflicted(conflicts: int) -> None:
+    """A conflict is loud: the first body stays, the command that met it fails."""
+    from lineage_platform.errors import ConflictError
+
+    if conflicts:
+        raise ConflictError(
+            f"{conflicts} event(s) reuse an id with a different body: the first body is kept; "
+            "see `lineage usage conflicts`"
+        )
+
+
 @usage_app.command("record")
 def usage_record(
     model: str = typer.Option(..., help="model asset key, e.g. digits_classifier"),
@@ -260,49 +296,69 @@ def usage_record(
     units: str = typer.Option("1", help="metered units (integer)"),
     fee: str = typer.Option(..., help="fee in integer minor units (e.g. cents)"),
     event_id: str | None = typer.Option(None, "--id", help="idempotency key; a replay counts once"),
+    at: str | None = typer.Option(None, "--at", help="when the call happened (ISO 8601; now)"),
     spool: bool = typer.Option(
         False, help="append to this producer's spool file (rush hour: no database lock)"
     ),
 ) -> None:
     """Record one usage event (directly, or through the spool that `lineage usage drain` ingests).
 
+    The same --id again is a quiet no-op when model, caller, units and fee match; with another
+    body it is a conflict (exit 16, listed by `lineage usage conflicts`).
     Example: lineage usage record --model digits_classifier --caller acme --fee 75 --id call-1
     """
-    from datetime import UTC, datetime
-
     from lineage_platform import usage
 
+    when = _when(at)
     if spool:
         from lineage_platform.spool import SpoolWriter
 
         with SpoolWriter(settings().spool_dir) as writer:
             eid = writer.record(
                 model, caller, usage.parse_amount(units, "units"), usage.parse_amount(fee, "fee"),
-                event_id,
+                event_id, when,
             )
         out.print(f"spooled {eid}")
         return
     table = usage.one_event(
         model, caller, usage.parse_amount(units, "units"), usage.parse_amount(fee, "fee"),
-        event_id, datetime.now(UTC),
+        event_id, when,
     )
-    inserted, _ = usage.ingest(store(settings()), usage.validate_events(table))
-    out.print("recorded" if inserted else "already recorded (replay ignored)")
+    result = usage.ingest(store(settings()), usage.validate_events(table))
+    _conflicted(result.conflicts)
+    out.print("recorded" if result.inserted else "already recorded (replay ignored)")
 
 
 @usage_app.command("ingest")
 def usage_ingest(
     files: list[Path] = typer.Argument(..., help="Parquet, CSV, JSON lines or Arrow files"),
+    strict: bool = typer.Option(
+        False, "--strict", help="refuse the whole batch if any row is refused"
+    ),
 ) -> None:
-    """Bulk-ingest usage events; all files or none (a replayed event counts once).
+    """Bulk-ingest usage events in one transaction (a replayed event counts once).
 
+    Rows out of bounds are refused one line each and the rest is stored (exit 12); with
+    --strict nothing is stored. A malformed file refuses the whole batch.
     Example: lineage usage ingest calls-2026-11-23.parquet
     """
     from lineage_platform import usage
+    from lineage_platform.errors import UsageError
 
     with out.status(f"ingesting {len(files)} file(s)"):
-        inserted, replays = usage.ingest_files(store(settings()), files)
-    out.print(f"ingested {inserted} events ({replays} replays ignored)")
+        batch = usage.ingest_batch(store(settings()), files, strict=strict)
+    result = batch.ingested
+    out.print(f"ingested {result.inserted} events ({result.replays} replays ignored, "
+              f"{result.conflicts} conflicts, {batch.refused} rows refused)")
+    shown_rows = batch.refusals[:50]
+    for refusal in shown_rows:
+        err.print(f"[yellow]refused[/yellow] {escape(str(refusal))}", soft_wrap=True,
+                  highlight=False)
+    if batch.refused > len(shown_rows):
+        err.print(f"… and {batch.refused - len(shown_rows)} more rows refused", highlight=False)
+    _conflicted(result.conflicts)
+    if batch.refused:
+        raise UsageError(f"{batch.refused} row(s) refused; the other rows are stored")
 
 
 @usage_app.command("drain")
@@ -319,6 +375,82 @@ def usage_drain() -> None:
               f"{result.replays} replays ignored, {len(result.rejected)} files rejected")
     for line in result.rejected:
         err.print(f"[yellow]rejected[/yellow] {escape(line)}", soft_wrap=True)
+    _conflicted(result.conflicts)
+
+
+@usage_app.command("conflicts")
+def usage_conflicts(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Event ids that arrived again with a different body (the first body is the one kept).
+
+    Example: lineage usage conflicts --json
+    """
+    rows = store(settings()).usage_conflicts()
+    if as_json:
+        out.print_json(data=[{**c._asdict(), "occurred_at": c.occurred_at.isoformat(),
+                              "seen_at": c.seen_at.isoformat()} for c in rows])
+        return
+    table = Table(title=f"Usage conflicts ({len(rows)})", title_justify="left")
+    for col in ("event id", "refused body (model|caller|units|fee)", "kept body", "seen at"):
+        table.add_column(col)
+    for c in rows:
+        table.add_row(escape(c.event_id), escape(f"{c.model}|{c.caller}|{c.units}|{c.fee}"),
+                      escape(c.kept), f"{c.seen_at:%Y-%m-%d %H:%M:%S}")
+    out.print(table)
+
+
+quarantine_app = typer.Typer(
+    help="Stored usage events that break the bounds: settlement skips them.",
+    no_args_is_help=True,
+)
+usage_app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    show_all: bool = typer.Option(False, "--all", help="also released and dropped events"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Quarantined usage events and why (held ones unless --all).
+
+    Example: lineage usage quarantine list
+    """
+    rows = store(settings()).quarantined(None if show_all else "held")
+    if as_json:
+        out.print_json(data=[{**q._asdict(), "occurred_at": q.occurred_at.isoformat()}
+                             for q in rows])
+        return
+    table = Table(title=f"Quarantined usage events ({len(rows)})", title_justify="left")
+    for col in ("event id", "model", "fee", "units", "occurred at", "why", "state"):
+        table.add_column(col)
+    for q in rows:
+        table.add_row(escape(q.event_id), escape(q.model), str(q.fee), str(q.units),
+                      str(q.occurred_at), escape(q.reason), q.state)
+    out.print(table)
+
+
+@quarantine_app.command("release")
+def quarantine_release(event_id: str = typer.Argument(..., help="the event id")) -> None:
+    """Put a held event back among the usage events, if it now passes the bounds.
+
+    Example: lineage usage quarantine release call-17
+    """
+    from datetime import UTC, datetime
+
+    event = store(settings()).release_quarantined(event_id, datetime.now(UTC))
+    out.print(f"released {escape(event.event_id)} (fee {event.fee})", highlight=False)
+
+
+@quarantine_app.command("drop")
+def quarantine_drop(event_id: str = typer.Argument(..., help="the event id")) -> None:
+    """Drop a held event for good; it stays listed as dropped (`list --all`) for an audit.
+
+    Example: lineage usage quarantine drop call-17
+    """
+    event = store(settings()).drop_quarantined(event_id)
+    out.print(f"dropped {escape(event.event_id)} (fee {event.fee}); kept in the quarantine "
+              "list as dropped", highlight=False)
 
 
 @app.command()
@@ -341,8 +473,10 @@ def settle(
             store(cfg), keyring(cfg).signer(passphrase()), load_policy(cfg.project_dir),
             datetime.now(UTC), epoch, on_epoch=lambda e: status.update(f"settling {e}"),
         )
+    held = store(cfg).quarantined()
     if as_json:
-        out.print_json(data={"epochs": [s.to_json() for s in statements]})
+        extra = {"quarantined": len(held)} if held else {}
+        out.print_json(data={"epochs": [s.to_json() for s in statements], **extra})
         return
     if not statements:
         out.print("nothing to settle: no closed epoch has unsettled usage")
@@ -353,6 +487,9 @@ def settle(
             f"{len(s.payouts)} accounts, root {s.root[:16]}…, log index {s.log_index}",
             highlight=False,
         )
+    if held:
+        err.print(f"[yellow]{len(held)} usage event(s) in quarantine, not settled[/yellow] "
+                  "(lineage usage quarantine list)", highlight=False)
 
 
 @app.command()
@@ -609,15 +746,51 @@ def prove(index: int = typer.Argument(..., help="log index of the record")) -> N
     out.print_json(data=proof.to_json())
 
 
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug, not a refusal
+
+
+def _save_traceback() -> str:
+    """The current exception's traceback in a file of its own; its path, or why not."""
+    import tempfile
+    import time
+
+    text = traceback.format_exc()
+    folders = [Path(os.environ.get("LINEAGE_HOME") or Path.cwd() / ".lineage") / "crashes",
+               Path(tempfile.gettempdir())]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"traceback-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return "not saved: no writable folder"
+
+
 def main() -> None:
-    """Entry point: every LineageError becomes one red line and its class's exit code."""
+    """Entry point: every LineageError becomes one red line and its class's exit code; any other
+    exception one "internal error" line, its traceback saved to a file (exit 70)."""
     try:
         app()  # typer prints its own usage errors and exits 2
     except LineageError as exc:
         if os.environ.get("LINEAGE_DEBUG"):
             traceback.print_exc()
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(_one_line(str(exc)))}", highlight=False,
+                  soft_wrap=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # the boundary: a bug must not print 150 lines at a user
+        if os.environ.get("LINEAGE_DEBUG"):
+            traceback.print_exc()
+        saved = _save_traceback()
+        what = _one_line(f"{type(exc).__name__}: {exc}")[:300]
+        err.print(f"[red]internal error:[/red] {escape(what)} (traceback saved to "
+                  f"{escape(saved)})", highlight=False, soft_wrap=True)
+        sys.exit(INTERNAL_ERROR)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines()) or "(no message)"
 
 
 if __name__ == "__main__":

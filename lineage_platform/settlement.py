@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,16 @@ def epoch_bounds(epoch: str) -> tuple[datetime, datetime]:
     """Half-open UTC window [start, end) of a daily epoch id such as 2026-11-23."""
     try:
         start = datetime.strptime(epoch, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise SettlementError(f"epoch {epoch!r}: expected an id like 2026-11-23") from exc
-    return start, start + EPOCH
+        if start.strftime("%Y-%m-%d") != epoch:  # strptime takes "2026-1-5", which sorts wrong
+            raise ValueError(epoch)
+        return start, start + EPOCH
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise SettlementError(f"epoch {epoch!r:.40}: expected an id like 2026-11-23") from exc
+
+
+def epoch_date(epoch: str) -> date:
+    """The epoch id as a date, so epochs compare as days, never as strings."""
+    return epoch_bounds(epoch)[0].date()
 
 
 def epoch_of(when: datetime) -> str:
@@ -295,7 +302,7 @@ def settle(
                 return [done]
     statements = []
     for pending, _, _ in store.open_epochs():
-        if epoch is not None and pending > epoch:
+        if epoch is not None and epoch_date(pending) > epoch_date(epoch):
             break
         if epoch_bounds(pending)[1] > now:
             break

@@ -29,16 +29,18 @@ import pyarrow as pa
 import pyarrow.json as pjson
 
 from lineage_platform.errors import LineageError, UsageError
-from lineage_platform.stores import Store
-from lineage_platform.usage import INT64_MAX, SCHEMA, ingest, validate_events
+from lineage_platform.stores import MAX_AMOUNT, Store
+from lineage_platform.usage import SCHEMA, ingest, validate_events
 
 READY = ".ready.jsonl"
 OPEN = ".open.jsonl"
 
 
 def _amount(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UsageError(f"{name}: {value!r} is not a non-negative integer (minor units)")
+    if value > MAX_AMOUNT:
+        raise UsageError(f"{name}: {value} exceeds 10^15 (the bound per event)")
     return value
 
 
@@ -144,6 +146,7 @@ class DrainResult:
     inserted: int
     replays: int
     rejected: tuple[str, ...]
+    conflicts: int = 0  # of the replays, ids reused with a different body (listed)
 
 
 def _read(path: Path) -> pa.Table:
@@ -179,23 +182,25 @@ def drain(store: Store, folder: Path, max_files: int = 10_000) -> DrainResult:
         return DrainResult(len(files), 0, 0, tuple(rejected))
     table = pa.concat_tables(tables)
     try:
-        inserted, replays = ingest(store, table)
+        result = ingest(store, table)
     except UsageError:
-        # Some file names an unknown model: find it, set it aside, ingest the rest.
-        inserted = replays = 0
+        # Some file names an unknown model (or breaks an epoch's bound): find it, set it
+        # aside, ingest the rest.
+        inserted = replays = conflicts = 0
         for path, part in zip(taken, tables, strict=True):
             try:
-                i, r = ingest(store, part)
+                one = ingest(store, part)
             except UsageError as exc:
                 _reject(folder, path, str(exc))
                 rejected.append(f"{path.name}: {exc}")
                 continue
-            inserted, replays = inserted + i, replays + r
+            inserted, replays = inserted + one[0], replays + one[1]
+            conflicts += one.conflicts
             path.unlink(missing_ok=True)
-        return DrainResult(len(files), inserted, replays, tuple(rejected))
+        return DrainResult(len(files), inserted, replays, tuple(rejected), conflicts)
     for path in taken:
         path.unlink(missing_ok=True)  # only after the commit: a crash here means replays
-    return DrainResult(len(files), inserted, replays, tuple(rejected))
+    return DrainResult(len(files), result[0], result[1], tuple(rejected), result.conflicts)
 
 
 def _reject(folder: Path, path: Path, reason: str) -> None:

@@ -1,16 +1,30 @@
-"""Usage events: validate in bulk (Arrow), reject bad amounts and unknown models, ingest once.
+"""Usage events: validate in bulk (Arrow), refuse what could break settlement, ingest once.
 
     table = read_events(Path("calls.parquet"))         # or .csv, .jsonl, .arrow
     inserted, replays = ingest(store, validate_events(table))
+    batch = ingest_batch(store, [Path("calls.csv")], strict=False)  # refusals per row
 
 Amounts are integer minor units: a float, a negative, a null or anything past signed 64-bit is
-refused with the column and row named, and nothing is stored (`ingest_files`: of any file).
+refused with the column and row named. Bounds (issue 15), so that no event can block settlement:
+- `fee` and `units` are at most `MAX_AMOUNT` (10^15) per event, and an ingest that would take an
+  epoch's fees past 2^63-1 is refused whole by the store: every sum a settlement stores fits the
+  64-bit integers of the ledger (we bound the inputs rather than widen the ledger to 128 bits);
+- `occurred_at` lies in [the log's first record - `GRACE` (31 days), now + `MAX_SKEW_S` (5 min)]
+  and never before 1970, so every epoch id is a real `YYYY-MM-DD` date;
+- `model` and `caller` follow `lineage_platform.identifiers` (NFC; no hidden or bidi characters,
+  no mixed-script look-alikes).
+`validate_events` and `ingest` refuse a whole batch on the first bad row (the API, `--strict`);
+`ingest_batch(strict=False)` stores the good rows and names each refused one (`Refusal`).
+A malformed file (unreadable, a missing, unknown or duplicated column, a float amount column)
+is always refused whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lineage_platform.errors import UsageError, shown
-from lineage_platform.stores import Store
+from lineage_platform.identifiers import arrow_nfc, arrow_problems
+from lineage_platform.stores import MAX_AMOUNT, MAX_SKEW_S, Store, UsageIngest
 
 REQUIRED = ("model", "caller", "units", "fee")
 OPTIONAL = ("event_id", "occurred_at")
@@ -33,7 +48,45 @@ SCHEMA = pa.schema(
     ]
 )
 INT64_MAX = 2**63 - 1
+EARLIEST = datetime(1970, 1, 1)  # naive UTC, as stored
+GRACE = timedelta(days=31)
+SKEW = timedelta(seconds=MAX_SKEW_S)
+LISTED = 1000  # refusals named one by one; the rest are counted
 _CONTROL = r"[\x00-\x1f\x7f-\x9f]"  # C0, DEL and C1 control characters
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One refused row: `<source>: <column>: row <n> <why>` (row counted from 0 in its file)."""
+
+    row: int
+    reason: str
+    source: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}" if self.source else self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """The canonical table of the rows that pass, and why the others did not."""
+
+    events: pa.Table
+    refusals: tuple[Refusal, ...]  # the first `LISTED`, in row order
+    refused: int  # how many rows were refused in all
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one `ingest_batch` stored and refused."""
+
+    ingested: UsageIngest
+    refusals: tuple[Refusal, ...]
+    refused: int
+
+
+# A row check: (mask of failing rows, "column: row {i} <why>" for a failing row index).
+Check = tuple[pa.Array, Callable[[int], str]]
 
 
 def _first_row(mask: pa.Array) -> int:
@@ -42,53 +95,117 @@ def _first_row(mask: pa.Array) -> int:
 
 def _column_names(table: pa.Table) -> list[str]:
     try:
-        return list(table.column_names)
+        names = list(table.column_names)
     except UnicodeDecodeError:  # a file's header, read as bytes, that is not UTF-8
         raise UsageError("usage events: column names are not valid UTF-8") from None
+    twice = sorted(n for n, k in Counter(names).items() if k > 1)
+    if twice:
+        raise UsageError(f"usage events: column(s) {', '.join(map(shown, twice))} appear twice")
+    return names
 
 
-def _strings(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+def _strings(col: pa.ChunkedArray, name: str) -> pa.Array:
     """Text as Arrow strings; numbers become their digits, anything else is refused."""
-    if pa.types.is_string(col.type):
-        return col
-    try:
-        return pc.cast(col, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        what = "invalid UTF-8" if pa.types.is_binary(col.type) else f"{col.type} values"
-        raise UsageError(f"{name}: expected text, got {what}") from None
+    if not pa.types.is_string(col.type):
+        try:
+            col = pc.cast(col, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            what = "invalid UTF-8" if pa.types.is_binary(col.type) else f"{col.type} values"
+            raise UsageError(f"{name}: expected text, got {what}") from None
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
-def _amount(table: pa.Table, name: str) -> pa.Array:
-    col = table.column(name)
-    if col.null_count:
-        raise UsageError(f"{name}: row {_first_row(col.is_null())} is empty")
+def _mask(values: pa.Array) -> pa.Array:
+    return pc.fill_null(values, False)
+
+
+def _amount(table: pa.Table, name: str) -> tuple[pa.Array, list[Check]]:
+    """The column as it is (converted once the bad rows are gone) and its row checks."""
+    col = table.column(name).combine_chunks()
     if pa.types.is_floating(col.type) and len(col) and pc.max(col).as_py() >= 2.0**63:
         # CSV and JSON readers fall back to float64 for integers beyond 64 bits.
-        raise UsageError(f"{name}: row {_first_row(pc.greater_equal(col, 2.0**63))} exceeds 2^63-1")
+        raise UsageError(f"{name}: row {_first_row(_mask(pc.greater_equal(col, 2.0**63)))} "
+                         "exceeds 2^63-1")
     if pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
         raise UsageError(f"{name}: {col.type} values are refused; amounts are integer minor units")
-    if not pa.types.is_integer(col.type):
+    if not pa.types.is_integer(col.type) and not pa.types.is_null(col.type):
         raise UsageError(f"{name}: expected integers, got {col.type} (too large for 64 bits?)")
-    if len(col) and pc.min(col).as_py() < 0:
-        raise UsageError(f"{name}: row {_first_row(pc.less(col, 0))} is negative")
-    if pa.types.is_uint64(col.type) and len(col) and pc.max(col).as_py() > INT64_MAX:
-        over = pc.greater(col, pa.scalar(INT64_MAX, pa.uint64()))
-        raise UsageError(f"{name}: row {_first_row(over)} exceeds 2^63-1")
-    return pc.cast(col, pa.int64()).combine_chunks()
+    checks: list[Check] = [(col.is_null(), lambda i: f"{name}: row {i} is empty")]
+    if pa.types.is_null(col.type):
+        return col, checks
+    if pa.types.is_signed_integer(col.type):
+        checks.append((_mask(pc.less(col, 0)), lambda i: f"{name}: row {i} is negative"))
+    if pa.types.is_uint64(col.type):
+        over = _mask(pc.greater(col, pa.scalar(INT64_MAX, pa.uint64())))
+        checks.append((over, lambda i: f"{name}: row {i} exceeds 2^63-1"))
+    big = _mask(pc.greater(col, pa.scalar(MAX_AMOUNT, pa.uint64() if pa.types.is_unsigned_integer(
+        col.type) else pa.int64())))
+    checks.append((big, lambda i: f"{name}: row {i} exceeds 10^15 (the bound per event)"))
+    return col, checks
 
 
-def _text(table: pa.Table, name: str) -> pa.Array:
+def _text(table: pa.Table, name: str, identifier: bool) -> tuple[pa.Array, list[Check]]:
     col = _strings(table.column(name), name)
-    if col.null_count:
-        raise UsageError(f"{name}: row {_first_row(col.is_null())} is empty")
-    bad = pc.or_(pc.equal(pc.utf8_length(col), 0), pc.match_substring_regex(col, _CONTROL))
-    if len(col) and pc.any(bad).as_py():
-        raise UsageError(f"{name}: row {_first_row(bad)} is empty or has control characters")
-    return pc.cast(col, pa.string()).combine_chunks()
+    empty = pc.or_(pc.equal(pc.utf8_length(col), 0), pc.match_substring_regex(col, _CONTROL))
+    checks: list[Check] = [
+        (col.is_null(), lambda i: f"{name}: row {i} is empty"),
+        (_mask(empty), lambda i: f"{name}: row {i} is empty or has control characters"),
+    ]
+    if identifier and len(col):
+        mask, reasons = arrow_problems(pc.fill_null(col, ""))
+        if reasons:
+            values = col
+
+            def why(i: int) -> str:
+                value = values[i].as_py()
+                return f"{name}: row {i} {ascii(value)[:60]} {reasons.get(value, 'is refused')}"
+
+            checks.append((_mask(mask), why))
+    return col, checks
 
 
-def validate_events(table: pa.Table, now: datetime | None = None) -> pa.Table:
-    """The canonical usage table, or a `UsageError` naming the first bad column and row."""
+def _occurred(
+    table: pa.Table, names: set[str], now: datetime, earliest: datetime
+) -> tuple[pa.Array, list[Check]]:
+    n = table.num_rows
+    stamp = now.astimezone(UTC).replace(tzinfo=None)
+    if "occurred_at" not in names:
+        return pa.array([stamp] * n, pa.timestamp("us")), []
+    col = table.column("occurred_at")
+    try:
+        if not pa.types.is_timestamp(col.type):
+            col = pc.cast(pc.cast(col, pa.string()), pa.timestamp("us"))
+        # Stored naive in UTC: a zoned value is converted through its UTC instant.
+        col = col.cast(pa.timestamp("us", tz=col.type.tz))
+        col = col.cast(pa.int64()).cast(pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"occurred_at: not a timestamp ({shown(first, 200)})") from exc
+    col = col.combine_chunks()
+    latest = stamp + SKEW
+    early = pa.scalar(earliest, pa.timestamp("us"))
+    late = pa.scalar(latest, pa.timestamp("us"))
+    return col, [
+        (col.is_null(), lambda i: f"occurred_at: row {i} is empty"),
+        (_mask(pc.less(col, early)),
+         lambda i: f"occurred_at: row {i} is before {earliest:%Y-%m-%d %H:%M} (the earliest "
+                   "allowed: the log's first record - 31 days, never before 1970)"),
+        (_mask(pc.greater(col, late)),
+         lambda i: f"occurred_at: row {i} is after {latest:%Y-%m-%d %H:%M:%S} UTC (now + 5 min)"),
+    ]
+
+
+def screen_events(
+    table: pa.Table,
+    now: datetime | None = None,
+    earliest: datetime | None = None,
+    models: set[str] | None = None,
+) -> Screened:
+    """The rows that pass every bound, as the canonical table, and why each other row failed.
+
+    `earliest`: the oldest time allowed (naive UTC; default 1970); `models`: when given, a row
+    naming any other model is refused too. A malformed table raises `UsageError` instead.
+    """
     names = set(_column_names(table))
     missing = [c for c in REQUIRED if c not in names]
     if missing:
@@ -97,45 +214,96 @@ def validate_events(table: pa.Table, now: datetime | None = None) -> pa.Table:
     if unknown:
         raise UsageError(f"usage events: unknown column(s) {', '.join(map(shown, unknown))}")
     n = table.num_rows
+    clock = now or datetime.now(UTC)
+    floor = max(earliest or EARLIEST, EARLIEST)
+    checks: list[Check] = []
     if "event_id" in names:
         ids = _strings(table.column("event_id"), "event_id")
-        bad = pc.match_substring_regex(ids, _CONTROL)
-        if n and pc.any(bad).as_py():
-            raise UsageError(f"event_id: row {_first_row(bad)} has control characters")
+        bad = _mask(pc.match_substring_regex(ids, _CONTROL))
+        checks.append((bad, lambda i: f"event_id: row {i} has control characters"))
         # An empty CSV cell means "no id", as null does; as a key, "" would make every such
         # event a replay of the first.
         empty = pc.equal(pc.utf8_length(ids), 0)
-        event_id = pc.if_else(empty, pa.scalar(None, pa.string()), ids).combine_chunks()
+        event_id = pc.if_else(empty, pa.scalar(None, pa.string()), ids)
     else:
         event_id = pa.nulls(n, pa.string())
-    if "occurred_at" in names:
-        col = table.column("occurred_at")
-        try:
-            if not pa.types.is_timestamp(col.type):
-                col = pc.cast(pc.cast(col, pa.string()), pa.timestamp("us"))
-            # Stored naive in UTC: a zoned value is converted through its UTC instant.
-            col = col.cast(pa.timestamp("us", tz=col.type.tz))
-            col = col.cast(pa.int64()).cast(pa.timestamp("us"))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(f"occurred_at: not a timestamp ({shown(first, 200)})") from exc
-        if col.null_count:
-            raise UsageError(f"occurred_at: row {_first_row(col.is_null())} is empty")
-        occurred = col.combine_chunks()
-    else:
-        stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
-        occurred = pa.array([stamp] * n, pa.timestamp("us"))
-    return pa.table(
-        [
-            event_id,
-            _text(table, "model"),
-            _text(table, "caller"),
-            _amount(table, "units"),
-            _amount(table, "fee"),
-            occurred,
-        ],
-        schema=SCHEMA,
+    occurred, more = _occurred(table, names, clock, floor)
+    checks += more
+    model, more = _text(table, "model", identifier=True)
+    checks += more
+    if models is not None and n:
+        known = pa.array(sorted(models), pa.string())
+        stranger = pc.invert(_mask(pc.is_in(model, value_set=known)))
+        checks.append(
+            (stranger, lambda i: f"model: row {i} {shown(str(model[i].as_py()))} has no "
+                                 "signed model record in the log")
+        )
+    caller, more = _text(table, "caller", identifier=True)
+    checks += more
+    units, more = _amount(table, "units")
+    checks += more
+    fee, more = _amount(table, "fee")
+    checks += more
+    refused_mask: pa.Array | None = None
+    for mask, _ in checks:
+        refused_mask = mask if refused_mask is None else pc.or_(refused_mask, mask)
+    refusals: list[Refusal] = []
+    refused = 0
+    columns: list[pa.Array] = [event_id, model, caller, units, fee, occurred]
+    if n and refused_mask is not None and pc.any(refused_mask).as_py():
+        rows = pc.indices_nonzero(refused_mask)
+        refused = len(rows)
+        for i in rows.slice(0, LISTED).to_pylist():
+            reason = next(why(i) for mask, why in checks if mask[i].as_py())
+            refusals.append(Refusal(i, reason))
+        keep = pc.invert(refused_mask)
+        columns = [pc.filter(c, keep) for c in columns]
+    event_id, model, caller, units, fee, occurred = columns
+    return Screened(
+        pa.table(
+            [
+                event_id,
+                arrow_nfc(pc.cast(model, pa.string())),
+                arrow_nfc(pc.cast(caller, pa.string())),
+                pc.cast(units, pa.int64()),
+                pc.cast(fee, pa.int64()),
+                occurred,
+            ],
+            schema=SCHEMA,
+        ),
+        tuple(refusals),
+        refused,
     )
+
+
+def _refused(screened: Screened) -> UsageError:
+    first = screened.refusals[0]
+    more = screened.refused - 1
+    return UsageError(str(first) + (f" (and {more} more row(s) refused)" if more else ""))
+
+
+def validate_events(
+    table: pa.Table, now: datetime | None = None, earliest: datetime | None = None
+) -> pa.Table:
+    """The canonical usage table, or a `UsageError` naming the first bad row (and the count)."""
+    screened = screen_events(table, now, earliest)
+    if screened.refused:
+        raise _refused(screened)
+    return screened.events
+
+
+def earliest_allowed(store: Store) -> datetime:
+    """The oldest `occurred_at` the store takes: its log's first record - `GRACE` (naive UTC)."""
+    if not store.exists() or not store.tree_size():
+        return EARLIEST
+    first = store.entries(0, 1).column("recorded_at")[0].as_py()
+    try:
+        when = datetime.fromisoformat(str(first).replace("Z", "+00:00"))
+    except ValueError:
+        return EARLIEST
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return max(when - GRACE, EARLIEST)
 
 
 def _checked(table: pa.Table) -> pa.Table:
@@ -194,36 +362,69 @@ def one_event(
     return pa.table(row, schema=SCHEMA)
 
 
-def ingest(store: Store, events: pa.Table) -> tuple[int, int]:
-    """All or nothing: every model must have a signed model record in the log."""
+def ingest(store: Store, events: pa.Table) -> UsageIngest:
+    """All or nothing: every model must have a signed model record in the log, and no event may
+    be older than `earliest_allowed(store)`. Returns (inserted, dropped) with `.conflicts`."""
     known = store.known_models()
     models = pc.unique(events.column("model")).to_pylist()
     unknown = sorted(set(models) - known)
     if unknown:
         names = ", ".join(map(shown, unknown[:3])) + (" …" if len(unknown) > 3 else "")
         raise UsageError(f"unknown model(s): {names} (no signed model record in the log)")
+    if events.num_rows:
+        floor = earliest_allowed(store)
+        early = _mask(pc.less(events.column("occurred_at"), pa.scalar(floor, pa.timestamp("us"))))
+        if pc.any(early).as_py():
+            raise UsageError(
+                f"occurred_at: row {_first_row(early)} is before {floor:%Y-%m-%d %H:%M} (the "
+                "earliest allowed: the log's first record - 31 days)"
+            )
     return store.ingest_usage(events)
 
 
-def ingest_files(store: Store, paths: Iterable[Path]) -> tuple[int, int]:
-    """All files or none: every file is read and validated before one transaction stores them.
+def _read_checked(path: Path) -> pa.Table:
+    table = read_events(path)
+    if not {"event_id", "occurred_at"} & set(_column_names(table)):
+        raise UsageError("needs an event_id or occurred_at column (else a replay counts twice)")
+    return table
 
+
+def _named(path: Path, exc: UsageError) -> UsageError:
+    message = str(exc)
+    return UsageError(message if message.startswith(f"{path}:") else f"{path}: {message}")
+
+
+def ingest_batch(
+    store: Store, paths: Sequence[Path], strict: bool = True, now: datetime | None = None
+) -> Batch:
+    """Read and screen every file, then store what passed in one transaction.
+
+    `strict`: any refused row refuses the whole batch (`UsageError` naming the first); else the
+    good rows are stored and each refused row is named. A malformed file always refuses all.
     A file needs an `event_id` or an `occurred_at` column: without either, replaying it could
     not be told from new calls made now.
     """
-    tables = []
+    floor = earliest_allowed(store)
+    known = store.known_models()
+    tables: list[pa.Table] = []
+    refusals: list[Refusal] = []
+    refused = 0
     for path in paths:
         try:
-            table = read_events(path)
-            if not {"event_id", "occurred_at"} & set(_column_names(table)):
-                raise UsageError(
-                    "needs an event_id or occurred_at column (else a replay counts twice)"
-                )
-            tables.append(validate_events(table))
+            screened = screen_events(_read_checked(path), now, floor, known)
         except UsageError as exc:
-            message = str(exc)
-            named = message if message.startswith(f"{path}:") else f"{path}: {message}"
-            raise UsageError(named) from exc
+            raise _named(path, exc) from exc
+        if screened.refused and strict:
+            raise _named(path, _refused(screened))
+        refused += screened.refused
+        room = max(LISTED - len(refusals), 0)
+        refusals += [Refusal(r.row, r.reason, str(path)) for r in screened.refusals[:room]]
+        tables.append(screened.events)
     if not tables:
-        return 0, 0
-    return ingest(store, pa.concat_tables(tables))
+        return Batch(UsageIngest(0, 0), (), 0)
+    return Batch(ingest(store, pa.concat_tables(tables)), tuple(refusals), refused)
+
+
+def ingest_files(store: Store, paths: Iterable[Path]) -> UsageIngest:
+    """All files or none: every file is read and validated before one transaction stores them."""
+    return ingest_batch(store, list(paths), strict=True).ingested

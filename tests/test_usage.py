@@ -300,11 +300,16 @@ def test_cli_usage_record(world: World) -> None:
     args = ["usage", "record", "--model", "m_valued", "--caller", "acme", "--fee", "75"]
     done = world.cli(*args, "--id", "call-1", check=True)
     assert done.stdout == "recorded\n"
-    done = world.cli(*args, "--id", "call-1", "--units", "3", check=True)
+    done = world.cli(*args, "--id", "call-1", check=True)  # an exact replay: quiet, rc 0
     assert done.stdout == "already recorded (replay ignored)\n"
+    done = world.cli(*args, "--id", "call-1", "--units", "3")  # another body: a conflict
+    assert done.returncode == 16 and done.stderr.startswith("error: 1 event(s) reuse an id")
+    assert done.stderr.count("\n") == 1
     assert rows(world.store, "SELECT event_id, units, fee FROM usage_events") == [
         ("call-1", 1, 75)
     ]
+    [conflict] = world.store.usage_conflicts()
+    assert (conflict.event_id, conflict.units, conflict.kept) == ("call-1", 3, "m_valued|acme|1|75")
     now = datetime.now(UTC)
     days = {now.strftime("%Y-%m-%d"), (now - timedelta(minutes=1)).strftime("%Y-%m-%d")}
     assert rows(world.store, "SELECT epoch FROM usage_events")[0][0] in days

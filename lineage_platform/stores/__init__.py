@@ -17,6 +17,9 @@ from urllib.parse import unquote, urlsplit
 
 from lineage_platform.errors import ConfigError
 from lineage_platform.stores.base import (
+    MAX_AMOUNT,
+    MAX_EPOCH_FEES,
+    MAX_SKEW_S,
     AppendResult,
     Entry,
     EntryColumns,
@@ -28,14 +31,20 @@ from lineage_platform.stores.base import (
     OpenEpoch,
     Payout,
     Posting,
+    QuarantinedEvent,
     SettledEpoch,
     SettlementUnit,
     Store,
     StoredCheckpoint,
     Stray,
+    UsageConflict,
+    UsageIngest,
 )
 
 __all__ = [
+    "MAX_AMOUNT",
+    "MAX_EPOCH_FEES",
+    "MAX_SKEW_S",
     "AppendResult",
     "Entry",
     "EntryColumns",
@@ -47,11 +56,14 @@ __all__ = [
     "OpenEpoch",
     "Payout",
     "Posting",
+    "QuarantinedEvent",
     "SettledEpoch",
     "SettlementUnit",
     "Store",
     "StoredCheckpoint",
     "Stray",
+    "UsageConflict",
+    "UsageIngest",
     "duckdb_url",
     "open_store",
 ]

@@ -47,6 +47,15 @@ USAGE_SCHEMA = pa.schema(
     ]
 )
 
+# Bounds on one usage event (issue 15): an amount past MAX_AMOUNT is refused at ingestion, and an
+# ingest that would take an epoch's fees past MAX_EPOCH_FEES is refused whole, so no sum a
+# settlement stores (BIGINT in every driver) can overflow. Events stored before these bounds
+# existed that break them were moved to the quarantine by the schema upgrade.
+MAX_AMOUNT = 10**15
+MAX_EPOCH_FEES = 2**63 - 1
+# How far ahead of the clock an event may be dated (clock skew between producers).
+MAX_SKEW_S = 300
+
 SignCheckpoint = Callable[[Checkpoint], SignedCheckpoint]
 # (how many of the log's n entries, what to do with them): see `LogStore.read_snapshot`.
 SnapshotHead = tuple[Callable[[int], int], Callable[[pa.Table], object]]
@@ -172,6 +181,54 @@ class SettledEpoch:
     payouts: int  # how many payouts
     root: str  # hex Merkle root over the payout leaves (signed in the record)
     log_index: int  # the settlement record in the log
+
+
+class UsageIngest(tuple[int, int]):
+    """`(inserted, dropped)` of one ingest; `conflicts` of the dropped rows reused a stored (or
+    in-batch) event id with a different body (model, caller, units or fee) and were listed."""
+
+    conflicts: int
+
+    def __new__(cls, inserted: int, dropped: int, conflicts: int = 0) -> UsageIngest:
+        self = super().__new__(cls, (inserted, dropped))
+        self.conflicts = conflicts
+        return self
+
+    @property
+    def inserted(self) -> int:
+        return self[0]
+
+    @property
+    def replays(self) -> int:
+        """Exact replays: dropped rows whose body matches the stored event."""
+        return self[1] - self.conflicts
+
+
+class UsageConflict(NamedTuple):
+    """A body that arrived under an event id already used by a different body (the kept one)."""
+
+    event_id: str
+    model: str
+    caller: str
+    units: int
+    fee: int
+    occurred_at: datetime
+    kept: str  # the stored body, `model|caller|units|fee`
+    seen_at: datetime
+
+
+class QuarantinedEvent(NamedTuple):
+    """A stored usage event that breaks the bounds: settlement skips it until released."""
+
+    event_id: str
+    model: str
+    caller: str
+    units: int
+    fee: int
+    occurred_at: str  # ISO text as stored: a poison time may be past Python's datetime range
+    epoch: str
+    reason: str
+    state: str  # "held", "released" (back in the usage events) or "dropped" (kept for audit)
 
 
 class Stray(NamedTuple):
@@ -358,7 +415,7 @@ class LedgerStore(Protocol):
         """Assets with a logged `model` record (empty for a missing store)."""
         ...
 
-    def ingest_usage(self, events: pa.Table) -> tuple[int, int]:
+    def ingest_usage(self, events: pa.Table) -> UsageIngest:
         """Insert validated events (`USAGE_SCHEMA`) in one transaction: (inserted, dropped).
 
         An event without an id is keyed `sha256:<hex>` of `model|caller|units|fee|epoch_us`, so
@@ -367,11 +424,37 @@ class LedgerStore(Protocol):
         new event. Each event's epoch is its UTC day (`YYYY-MM-DD`), fixed here; an event whose
         day is already settled goes to the day after the last settled epoch (settled epochs form
         a prefix of time), never into a settled one.
+
+        Returns a `UsageIngest`. A dropped row whose body (model, caller, units, fee; not the
+        time, which a retrying producer restamps) differs from the kept one is a conflict: it
+        is counted and listed in `usage_conflicts` (once per distinct body). A batch that would
+        take any epoch's fees past `MAX_EPOCH_FEES` is refused whole (`UsageError`).
         """
         ...
 
     def usage_count(self) -> int:
         """How many usage events are stored (0 for a missing store)."""
+        ...
+
+    def usage_conflicts(self) -> list[UsageConflict]:
+        """Every conflicting body seen (once per distinct body), by event id ([] if missing)."""
+        ...
+
+    def quarantined(self, state: str | None = "held") -> list[QuarantinedEvent]:
+        """Quarantined events in this state (None: all), by event id ([] for a missing store)."""
+        ...
+
+    def release_quarantined(self, event_id: str, now: datetime) -> QuarantinedEvent:
+        """Put a held event back among the usage events (epoch fixed as at ingestion).
+
+        Refused (`UsageError`) if it is not held, still breaks `MAX_AMOUNT` or is dated after
+        `now` + `MAX_SKEW_S` (UTC, naive), its id is stored again meanwhile, or its epoch's fees
+        would pass `MAX_EPOCH_FEES`.
+        """
+        ...
+
+    def drop_quarantined(self, event_id: str) -> QuarantinedEvent:
+        """Mark a held event dropped: it stays listed (state "dropped") for an audit to see."""
         ...
 
     def open_epochs(self) -> list[OpenEpoch]:

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lineage_platform.errors import StoreBusyError, StoreError
+from lineage_platform.errors import StoreBusyError, StoreError, UsageError
 from lineage_platform.log import Checkpoint, CompactRange, leaf_hash
 from lineage_platform.stores.base import (
     ENTRY_FIELDS,
     LOG_COLUMNS,
+    MAX_AMOUNT,
+    MAX_EPOCH_FEES,
+    MAX_SKEW_S,
     AppendResult,
     Entry,
     EntryColumns,
@@ -38,17 +41,31 @@ from lineage_platform.stores.base import (
     OpenEpoch,
     Payout,
     Posting,
+    QuarantinedEvent,
     SettledEpoch,
     SignCheckpoint,
     SnapshotHead,
     StoredCheckpoint,
     Stray,
+    UsageConflict,
+    UsageIngest,
 )
 
 HASH_LEN = 32
 _COLUMNS = ", ".join(LOG_COLUMNS)
 _EPOCH_OF = "strftime(f.occurred_at, '%Y-%m-%d')"  # an event's natural epoch: its UTC day
 _EPOCH_COLUMNS = "epoch, starts_at, ends_at, fees_total, paid_total, payouts, root, log_index"
+
+# Why a stored event breaks the usage bounds (NULL when it does not); the clock is UTC.
+_BOUNDS_REASON = f"""(CASE
+    WHEN fee > {MAX_AMOUNT} THEN 'fee ' || fee || ' exceeds 10^15'
+    WHEN units > {MAX_AMOUNT} THEN 'units ' || units || ' exceed 10^15'
+    WHEN occurred_at < TIMESTAMP '1970-01-01' THEN 'occurred_at before 1970'
+    WHEN epoch_us(occurred_at) > epoch_us(get_current_timestamp()) + {MAX_SKEW_S * 10**6}
+        THEN 'occurred_at ' || occurred_at || ' is in the future'
+    WHEN NOT regexp_full_match(epoch, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}')
+        THEN 'epoch ' || epoch || ' is not a date'
+    END)"""
 
 # Each migration runs once, in order, inside the transaction that records its version.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -144,6 +161,43 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         DROP TABLE log_entries;
         ALTER TABLE log_entries_v4 RENAME TO log_entries;
         CREATE INDEX log_entries_asset ON log_entries (asset, partition, sha256);
+        """,
+    ),
+    (
+        # Issue 15: conflicting bodies are listed, and unsettled events stored before the usage
+        # bounds existed that break them (an amount past MAX_AMOUNT, a time before 1970 or
+        # past the clock, an epoch id that is not a 4-digit-year date) move to the quarantine,
+        # which settlement does not read.
+        5,
+        f"""
+        CREATE TABLE usage_conflicts (
+            event_id    VARCHAR NOT NULL,
+            model       VARCHAR NOT NULL,
+            caller      VARCHAR NOT NULL,
+            units       BIGINT NOT NULL,
+            fee         BIGINT NOT NULL,
+            occurred_at TIMESTAMP NOT NULL,
+            seen_at     TIMESTAMP NOT NULL DEFAULT current_localtimestamp()
+        );
+        CREATE TABLE usage_quarantine (
+            event_id    VARCHAR PRIMARY KEY,
+            model       VARCHAR NOT NULL,
+            caller      VARCHAR NOT NULL,
+            units       BIGINT NOT NULL,
+            fee         BIGINT NOT NULL,
+            occurred_at TIMESTAMP NOT NULL,
+            epoch       VARCHAR NOT NULL,
+            reason      VARCHAR NOT NULL,
+            state       VARCHAR NOT NULL,       -- held | released | dropped (kept for audit)
+            changed_at  TIMESTAMP NOT NULL DEFAULT current_localtimestamp()
+        );
+        INSERT INTO usage_quarantine
+            (event_id, model, caller, units, fee, occurred_at, epoch, reason, state)
+        SELECT event_id, model, caller, units, fee, occurred_at, epoch, {_BOUNDS_REASON}, 'held'
+        FROM usage_events
+        WHERE epoch NOT IN (SELECT epoch FROM epochs) AND {_BOUNDS_REASON} IS NOT NULL;
+        DELETE FROM usage_events
+        WHERE epoch NOT IN (SELECT epoch FROM epochs) AND {_BOUNDS_REASON} IS NOT NULL;
         """,
     ),
 )
@@ -552,7 +606,7 @@ class DuckDBStore:
             ).fetchall()
         return {str(r[0]) for r in rows}
 
-    def ingest_usage(self, events: pa.Table) -> tuple[int, int]:
+    def ingest_usage(self, events: pa.Table) -> UsageIngest:
         keyed = (
             "SELECT coalesce(event_id, 'sha256:' || sha256(model || '|' || caller || '|' "
             "|| units || '|' || fee || '|' || epoch_us(occurred_at))) AS event_id, "
@@ -587,10 +641,155 @@ class DuckDBStore:
                     WHERE NOT EXISTS (SELECT 1 FROM usage_events u WHERE u.event_id = f.event_id)
                     """
                 ).fetchall()
+                inserted = int(rows[0][0]) if rows else 0
+                conflicts = 0
+                if inserted < events.num_rows:
+                    # Every id of the batch is stored now (kept before, or just inserted): a
+                    # row whose body differs from the stored one is a conflict.
+                    differs = (
+                        f"FROM ({keyed}) k JOIN usage_events u USING (event_id) "
+                        "WHERE (k.model, k.caller, k.units, k.fee) "
+                        "IS DISTINCT FROM (u.model, u.caller, u.units, u.fee)"
+                    )
+                    conflicts = int(con.execute(f"SELECT count(*) {differs}").fetchall()[0][0])
+                    if conflicts:
+                        con.execute(
+                            "INSERT INTO usage_conflicts "
+                            "(event_id, model, caller, units, fee, occurred_at) "
+                            "SELECT DISTINCT ON (k.event_id, k.model, k.caller, k.units, k.fee) "
+                            f"k.event_id, k.model, k.caller, k.units, k.fee, k.occurred_at "
+                            f"{differs} AND NOT EXISTS (SELECT 1 FROM usage_conflicts c "
+                            "WHERE (c.event_id, c.model, c.caller, c.units, c.fee) = "
+                            "(k.event_id, k.model, k.caller, k.units, k.fee)) "
+                            "ORDER BY k.event_id, k.model, k.caller, k.units, k.fee, "
+                            "k.occurred_at"
+                        )
+                if inserted:
+                    self._check_epoch_fees(
+                        con,
+                        "SELECT DISTINCT strftime(occurred_at, '%Y-%m-%d') FROM incoming "
+                        "UNION ALL SELECT strftime(CAST(max(epoch) AS DATE) + INTERVAL 1 DAY, "
+                        "'%Y-%m-%d') FROM epochs",
+                    )
             finally:
                 con.unregister("incoming")
-        inserted = int(rows[0][0]) if rows else 0
-        return inserted, events.num_rows - inserted
+        return UsageIngest(inserted, events.num_rows - inserted, conflicts)
+
+    @staticmethod
+    def _check_epoch_fees(
+        con: duckdb.DuckDBPyConnection, epochs_sql: str, args: Sequence[Any] = ()
+    ) -> None:
+        """Refuse (roll back) a write that takes an epoch's fees past MAX_EPOCH_FEES."""
+        over = con.execute(
+            f"SELECT epoch, sum(fee) FROM usage_events WHERE epoch IN ({epochs_sql}) "
+            f"GROUP BY epoch HAVING sum(fee) > {MAX_EPOCH_FEES} ORDER BY epoch LIMIT 1",
+            list(args),
+        ).fetchall()
+        if over:
+            raise UsageError(
+                f"epoch {over[0][0]}: fees would total {over[0][1]}, past 2^63-1; nothing stored"
+            )
+
+    def usage_conflicts(self) -> list[UsageConflict]:
+        if not self.path.exists():
+            return []
+        with self.transaction() as con:
+            rows = con.execute(
+                "SELECT c.event_id, c.model, c.caller, c.units, c.fee, c.occurred_at, "
+                "coalesce(u.model || '|' || u.caller || '|' || u.units || '|' || u.fee, "
+                "q.model || '|' || q.caller || '|' || q.units || '|' || q.fee, '?'), c.seen_at "
+                "FROM usage_conflicts c LEFT JOIN usage_events u USING (event_id) "
+                "LEFT JOIN usage_quarantine q USING (event_id) "
+                "ORDER BY c.event_id, c.seen_at, c.model, c.caller, c.units, c.fee"
+            ).fetchall()
+        return [
+            UsageConflict(str(e), str(m), str(c), int(n), int(f), _naive(t), str(k), _naive(w))
+            for e, m, c, n, f, t, k, w in rows
+        ]
+
+    _QUARANTINE_COLUMNS = (
+        "event_id, model, caller, units, fee, occurred_at, epoch, reason, state"
+    )
+
+    @staticmethod
+    def _quarantined(row: Sequence[Any]) -> QuarantinedEvent:
+        e, m, c, n, f, t, epoch, reason, state = row
+        return QuarantinedEvent(
+            str(e), str(m), str(c), int(n), int(f), str(t), str(epoch), str(reason), str(state)
+        )
+
+    def quarantined(self, state: str | None = "held") -> list[QuarantinedEvent]:
+        if not self.path.exists():
+            return []
+        with self.transaction() as con:
+            rows = con.execute(
+                f"SELECT {self._QUARANTINE_COLUMNS} FROM usage_quarantine "
+                "WHERE ? IS NULL OR state = ? ORDER BY event_id",
+                [state, state],
+            ).fetchall()
+        return [self._quarantined(r) for r in rows]
+
+    def _held(self, con: duckdb.DuckDBPyConnection, event_id: str) -> QuarantinedEvent:
+        rows = con.execute(
+            f"SELECT {self._QUARANTINE_COLUMNS} FROM usage_quarantine WHERE event_id = ?",
+            [event_id],
+        ).fetchall()
+        if not rows:
+            raise UsageError(f"no quarantined event {event_id!r}")
+        event = self._quarantined(rows[0])
+        if event.state != "held":
+            raise UsageError(f"quarantined event {event_id!r} is already {event.state}")
+        return event
+
+    def release_quarantined(self, event_id: str, now: datetime) -> QuarantinedEvent:
+        with self.transaction() as con:
+            event = self._held(con, event_id)
+            limit = now.astimezone(UTC).replace(tzinfo=None) + timedelta(seconds=MAX_SKEW_S)
+            if event.fee > MAX_AMOUNT or event.units > MAX_AMOUNT:
+                raise UsageError(f"{event_id!r}: an amount still exceeds 10^15")
+            (micros,) = con.execute(
+                "SELECT epoch_us(occurred_at) FROM usage_quarantine WHERE event_id = ?",
+                [event_id],
+            ).fetchall()[0]
+            if not 0 <= int(micros) <= (limit - datetime(1970, 1, 1)) // timedelta(microseconds=1):
+                raise UsageError(
+                    f"{event_id!r}: occurred_at {event.occurred_at} is still out of bounds"
+                )
+            if con.execute(
+                "SELECT count(*) FROM usage_events WHERE event_id = ?", [event_id]
+            ).fetchall()[0][0]:
+                raise UsageError(f"{event_id!r}: an event with this id is stored meanwhile")
+            con.execute(
+                f"""
+                INSERT INTO usage_events (event_id, model, caller, units, fee, occurred_at, epoch)
+                WITH last AS (SELECT max(epoch) AS settled FROM epochs)
+                SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at,
+                       CASE WHEN last.settled IS NOT NULL AND ({_EPOCH_OF}) <= last.settled
+                            THEN strftime(CAST(last.settled AS DATE) + INTERVAL 1 DAY, '%Y-%m-%d')
+                            ELSE ({_EPOCH_OF}) END
+                FROM usage_quarantine f CROSS JOIN last WHERE f.event_id = ?
+                """,
+                [event_id],
+            )
+            self._check_epoch_fees(
+                con, "SELECT epoch FROM usage_events WHERE event_id = ?", [event_id]
+            )
+            con.execute(
+                "UPDATE usage_quarantine SET state = 'released', "
+                "changed_at = current_localtimestamp() WHERE event_id = ?",
+                [event_id],
+            )
+        return event._replace(state="released")
+
+    def drop_quarantined(self, event_id: str) -> QuarantinedEvent:
+        with self.transaction() as con:
+            event = self._held(con, event_id)
+            con.execute(
+                "UPDATE usage_quarantine SET state = 'dropped', "
+                "changed_at = current_localtimestamp() WHERE event_id = ?",
+                [event_id],
+            )
+        return event._replace(state="dropped")
 
     def usage_count(self) -> int:
         if not self.path.exists():
