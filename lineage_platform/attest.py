@@ -10,7 +10,6 @@ several transactions, and worker processes sign the next batches while one commi
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 
 from lineage_platform.log import Checkpoint, SignedCheckpoint, leaf_hash
-from lineage_platform.records import AttributionRecord
+from lineage_platform.records import AttributionRecord, RecordFacts
 from lineage_platform.signing import SigningKey, sign_envelope
 from lineage_platform.stores import AppendResult, Entry, EntryColumns, Store
 
@@ -34,22 +33,23 @@ _shared_records: Sequence[AttributionRecord] | None = None
 
 def entry_for(record: AttributionRecord, key: SigningKey) -> Entry:
     payload = record.to_bytes()
-    return _entry(record, payload, sign_envelope(payload, key).to_json(), key.keyid)
+    facts = RecordFacts.of(record, payload)  # the payload's digest, computed once
+    return entry_of(sign_envelope(payload, key).to_json(), key.keyid, facts)
 
 
-def _entry(record: AttributionRecord, payload: bytes, envelope: bytes, keyid: str) -> Entry:
-    digest = hashlib.sha256(payload).hexdigest()
+def entry_of(envelope: bytes, keyid: str, facts: RecordFacts) -> Entry:
+    """A signed record's log entry: its envelope, its signer and the facts the store keeps
+    (`records.STORED_FACTS`, which verify re-derives from the envelope and compares)."""
     return Entry(
         envelope=envelope,
-        record_digest=digest,
-        # Without a run reference the key is the record's digest: the payload's, computed once.
-        idem_key=record.run.key() if record.run is not None else f"sha256:{digest}",
-        kind=record.kind,
-        asset=record.asset,
-        partition=record.partition,
-        sha256=record.sha256,
+        record_digest=facts.record_digest,
+        idem_key=facts.idem_key,
+        kind=facts.kind,
+        asset=facts.asset,
+        partition=facts.partition,
+        sha256=facts.sha256,
         keyid=keyid,
-        recorded_at=record.recorded_at,
+        recorded_at=facts.recorded_at,
     )
 
 
@@ -121,7 +121,7 @@ def _entries(
         envelope=[e for part in parts for e in part[0]],
         record_digest=[d for part in parts for d in part[1]],
         idem_key=[k for part in parts for k in part[2]],
-        kind=[r.kind for r in records],
+        kind=[str(r.kind) for r in records],  # the Kind's value
         asset=[r.asset for r in records],
         partition=[r.partition for r in records],
         sha256=[r.sha256 for r in records],

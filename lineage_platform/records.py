@@ -1,12 +1,18 @@
 """Attribution records: the in-toto Statement v1 the log signs, as frozen, validated values.
 
-    rec = AttributionRecord("dataset", "datanet", sha256=digest, recorded_at=utc_timestamp())
+    rec = AttributionRecord(Kind.DATASET, "datanet", sha256=digest, recorded_at=utc_timestamp())
     assert AttributionRecord.from_bytes(rec.to_bytes()) == rec  # canonical bytes, strict parse
 
 A record is validated when it is built, so an invalid one cannot exist; parsing is strict (unknown,
 missing or duplicate keys, wrong types, non-canonical bytes are all refused) because the bytes are
 what gets signed and hashed, and a lenient parser would let two byte strings mean one record.
 Every error is a RecordError whose message starts with the JSON path of the offending field.
+
+One schema: each value class has one ordered field table (`Field`s, in the class's field order),
+and everything else is built from those tables once, at import: the checks the classes run on
+construction, the canonical writer (`to_bytes`), the strict parser (`from_statement`) and the
+fast paths (`from_bytes`' canonical gate, and `scan_payload`, which verify runs per record). A new
+field is one `Field` line (and its attribute); a new record kind is one `Kind` member.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 import orjson
@@ -36,14 +43,20 @@ __all__ = [
     "PAYLOAD_TYPE",
     "PREDICATE_TYPE",
     "PREDICATE_TYPE_V1",
+    "RECORD_FIELDS",
+    "RECORD_FIELDS_V1",
     "STATEMENT_TYPE",
+    "STORED_FACTS",
     "AttributionRecord",
     "Contributor",
     "DvcRef",
     "InputRef",
+    "Kind",
     "MlflowRef",
-    "PayloadFacts",
+    "RecordFacts",
     "RunRef",
+    "SettlementDetails",
+    "ValuationDetails",
     "canonical_json",
     "details_json",
     "idempotency_key",
@@ -59,9 +72,22 @@ PREDICATE_TYPE_V1 = "urn:lineage-platform:attribution:v1"
 _VERSIONS = {PREDICATE_TYPE_V1: 1, PREDICATE_TYPE: 2}
 _PREDICATE_TYPES = {1: PREDICATE_TYPE_V1, 2: PREDICATE_TYPE}
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-KINDS = ("dataset", "model", "valuation", "settlement", "usage-epoch")
 #: Refuse larger payloads before parsing them: a log entry is metadata, never data.
 MAX_RECORD_BYTES = 1_000_000
+
+
+class Kind(StrEnum):
+    """What a record attests. A str: stored and signed as its value ("dataset", ...)."""
+
+    DATASET = "dataset"
+    MODEL = "model"
+    VALUATION = "valuation"
+    SETTLEMENT = "settlement"
+    USAGE_EPOCH = "usage-epoch"
+
+
+KINDS = tuple(k.value for k in Kind)
+_KIND_OF: dict[str, Kind] = {k.value: k for k in Kind}
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -76,7 +102,18 @@ _RFC3339_UTC = re.compile(
 )
 
 
-# --- field checks: each raises RecordError("<field>: <problem>") --------------------------------
+def idempotency_key(orchestrator: str, run_id: str, event_id: int) -> str:
+    """The log's key for one source event: `<orchestrator>:<run_id>:<event_id>`.
+
+    The one place the format is written (stores parse it back in `source_cursor`); for Dagster
+    it is `dagster:<run_id>:<storage_id>`, as v1 records were keyed, so re-syncing an old log
+    stays idempotent. A record without a run reference is keyed `sha256:<digest>` instead.
+    """
+    return f"{orchestrator}:{run_id}:{event_id}"
+
+
+# --- value checks: each takes (value, path), raises RecordError("<path>: <problem>") and returns
+# the value as stored (ints become floats where a number is meant) -------------------------------
 
 
 def _text(value: object, field: str) -> str:
@@ -90,10 +127,6 @@ def _text(value: object, field: str) -> str:
     return value
 
 
-def _opt_text(value: object, field: str) -> str | None:
-    return None if value is None else _text(value, field)
-
-
 def _count(value: object, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise RecordError(f"{field}: expected a non-negative integer, got {type(value).__name__}")
@@ -102,25 +135,48 @@ def _count(value: object, field: str) -> int:
     return int(value)
 
 
-def _opt_count(value: object, field: str) -> int | None:
-    return None if value is None else _count(value, field)
-
-
-def _hex(value: object, field: str, pattern: re.Pattern[str], n: int) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise RecordError(f"{field}: expected {n} lowercase hex characters")
+def _hex64(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise RecordError(f"{field}: expected 64 lowercase hex characters")
     return value
 
 
-def _opt_float(value: object, field: str) -> float | None:
-    if value is None:
-        return None
+def _hex32(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _HEX32.fullmatch(value):
+        raise RecordError(f"{field}: expected 32 lowercase hex characters")
+    return value
+
+
+def _number(value: object, field: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise RecordError(f"{field}: expected a number, got {type(value).__name__}")
     f = float(value)
     if not math.isfinite(f):
         raise RecordError(f"{field}: must be finite, got {value}")
     return f
+
+
+def _stderr(value: object, field: str) -> float:
+    f = _number(value, field)
+    if f < 0:
+        raise RecordError(f"{field}: must not be negative, got {f}")
+    return f
+
+
+def _kind(value: object, field: str) -> Kind:
+    kind = _KIND_OF.get(value) if isinstance(value, str) else None
+    if kind is None:
+        raise RecordError(f"{field}: expected one of {', '.join(KINDS)}, got {value!r:.60}")
+    return kind
+
+
+def _orchestrator(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _ORCHESTRATOR.fullmatch(value) or value == "sha256":
+        raise RecordError(
+            f"{field}: expected a lowercase name like 'dagster' (a-z, 0-9, '.', '_', '-'; "
+            f"not 'sha256'), got {value!r:.60}"
+        )
+    return value
 
 
 def _timestamp(value: object, field: str) -> str:
@@ -147,111 +203,328 @@ def _timestamp(value: object, field: str) -> str:
     return value
 
 
-# --- what each value object requires, as plain-value checks: the dataclasses run them on
-# construction and `scan_payload` on parsed JSON, so both accept exactly the same values. -------
+def _opt_num(x: float | int | None) -> str:
+    if x is None:
+        return "null"
+    return str(x) if type(x) is int else es6_number(x)
 
 
-def _check_run(orchestrator: object, run_id: object, event_id: object) -> None:
-    if (
-        not isinstance(orchestrator, str)
-        or not _ORCHESTRATOR.fullmatch(orchestrator)
-        or orchestrator == "sha256"
-    ):
-        raise RecordError(
-            "orchestrator: expected a lowercase name like 'dagster' (a-z, 0-9, '.', '_', '-'; "
-            f"not 'sha256'), got {orchestrator!r:.60}"
-        )
-    _text(run_id, "run_id")
-    _count(event_id, "event_id")
+def _json_type(obj: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(obj), "number")
 
 
-def _check_dagster(run_id: object, storage_id: object) -> None:
-    """A v1 record's `dagster` object: the run reference as v1 wrote it."""
-    _text(run_id, "run_id")
-    _count(storage_id, "storage_id")
-
-
-def idempotency_key(orchestrator: str, run_id: str, event_id: int) -> str:
-    """The log's key for one source event: `<orchestrator>:<run_id>:<event_id>`.
-
-    The one place the format is written (stores parse it back in `source_cursor`); for Dagster
-    it is `dagster:<run_id>:<storage_id>`, as v1 records were keyed, so re-syncing an old log
-    stays idempotent. A record without a run reference is keyed `sha256:<digest>` instead.
-    """
-    return f"{orchestrator}:{run_id}:{event_id}"
-
-
-def _check_dvc(path: object, md5: object) -> None:
-    _text(path, "path")
-    _hex(md5, "md5", _HEX32, 32)
-
-
-def _check_mlflow(run_id: object, model_id: object) -> None:
-    _text(run_id, "run_id")
-    _opt_text(model_id, "model_id")
-
-
-def _check_input(asset: object, sha256: object, log_index: object) -> None:
-    _text(asset, "asset")
-    _hex(sha256, "sha256", _HEX64, 64)
-    _opt_count(log_index, "log_index")
-
-
-def _check_contributor(
-    id: object, rows: object, sha256: object, weight: object, value: object, stderr: object
-) -> tuple[float | None, float | None, float | None]:
-    """Checks, and returns weight, value and stderr as floats (1 and 1.0 are one value)."""
-    _text(id, "id")
-    _opt_count(rows, "rows")
-    if sha256 is not None:
-        _hex(sha256, "sha256", _HEX64, 64)
-    if weight is None and value is None and stderr is None:  # a part, not a share
-        return None, None, None
-    normal = _opt_float(weight, "weight"), _opt_float(value, "value")
-    err = _opt_float(stderr, "stderr")
-    if err is not None and err < 0:
-        raise RecordError(f"stderr: must not be negative, got {err}")
-    return normal[0], normal[1], err
-
-
-def _check_statement(
-    kind: object,
-    asset: object,
-    sha256: object,
-    recorded_at: object,
-    data_version: object,
-    code_version: object,
-    supersedes: object,
-    partition: object,
-) -> None:
-    """The record's own scalar fields (the nested values check themselves)."""
-    if kind not in KINDS:
-        raise RecordError(f"predicate.kind: expected one of {', '.join(KINDS)}, got {kind!r:.60}")
-    _text(asset, "predicate.asset")
-    _hex(sha256, "subject[0].digest.sha256", _HEX64, 64)
-    _timestamp(recorded_at, "predicate.recorded_at")
-    _opt_text(data_version, "predicate.data_version")
-    _opt_text(code_version, "predicate.code_version")
-    _opt_count(supersedes, "predicate.supersedes")
-    _opt_text(partition, "predicate.partition")
+def _canonical_details(obj: dict[str, Any]) -> str:
+    try:
+        return canonical_json(obj).decode("utf-8")
+    except RecordError as e:
+        # canonical_json names paths from "$"; re-root them at the field.
+        raise RecordError(f"predicate.details{str(e)[1:]}") from None
 
 
 def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)  # normalizing a frozen instance inside __post_init__
 
 
-_KEYSETS: dict[tuple[str, ...], frozenset[str]] = {}
+# --- the schema's vocabulary ---------------------------------------------------------------------
 
 
-def _keyset(keys: tuple[str, ...]) -> frozenset[str]:
-    keyset = _KEYSETS.get(keys)
-    if keyset is None:
-        keyset = _KEYSETS[keys] = frozenset(keys)
-    return keyset
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    """A JSON scalar: its check, and how the canonical writer writes a checked value `{v}`."""
+
+    check: Callable[[Any, str], Any]
+    write: str  # a Python expression over {v}
+    normalizes: bool = False  # the check may return another object (1 -> 1.0, "model" -> Kind)
+
+
+TEXT = Scalar(_text, "_q({v})")
+COUNT = Scalar(_count, "str({v})")
+HEX64 = Scalar(_hex64, "'\"' + {v} + '\"'")  # checked: nothing to escape
+HEX32 = Scalar(_hex32, "'\"' + {v} + '\"'")
+NUMBER = Scalar(_number, "_num({v})", normalizes=True)
+STDERR = Scalar(_stderr, "_num({v})", normalizes=True)
+TIMESTAMP = Scalar(_timestamp, "'\"' + {v} + '\"'")
+KIND = Scalar(_kind, "_q({v})", normalizes=True)
+ORCHESTRATOR = Scalar(_orchestrator, "'\"' + {v} + '\"'")
+
+
+@dataclass(frozen=True, slots=True)
+class Obj:
+    """A nested object (null when optional), of a value class with its own field table."""
+
+    shape: Shape
+
+
+@dataclass(frozen=True, slots=True)
+class Items:
+    """An array of objects of one value class (a tuple in Python)."""
+
+    shape: Shape
+
+
+class _Details:
+    """`predicate.details`: a JSON object or null, kept as its canonical JSON text."""
+
+
+DETAILS = _Details()
+FieldType = Scalar | Obj | Items | _Details
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a value class: attribute `name`, JSON `key` (default: the name), its type,
+    whether null is allowed, and the `path` its errors start with (default: the key)."""
+
+    name: str
+    type: FieldType
+    optional: bool = False
+    key: str = ""
+    path: str = ""
+
+    @property
+    def json_key(self) -> str:
+        return self.key or self.name
+
+    @property
+    def error_path(self) -> str:
+        return self.path or self.json_key
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A value class's JSON object: its fields in the class's order, and how a checked set of
+    values becomes the Python value (`build`, keyword arguments by attribute name)."""
+
+    name: str
+    fields: tuple[Field, ...]
+    build: Callable[..., Any]
+    #: For a run reference: its idempotency key from its parsed JSON object.
+    identity: Callable[[dict[str, Any]], str] | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f.json_key for f in self.fields)
+
+
+# --- code generation from the tables -------------------------------------------------------------
+# Each value class gets, built once from its table: a validator (its __post_init__), a writer
+# of canonical JSON from an instance, and a scanner that checks a parsed JSON object and writes
+# its canonical JSON (what a canonical payload must be byte for byte). Generated rather than
+# interpreted because the scanner and the writer are the per-record hot paths of verify and
+# append; the generated code is what one would write by hand for each class.
+
+_NS: dict[str, Any] = {
+    "_q": json_string,
+    "_num": _opt_num,
+    "_set": _set,
+    "_RecordError": RecordError,
+    "_canonical_details": _canonical_details,
+    "_loads_strict": loads_strict,
+    "_json_type": _json_type,
+}
+
+
+def _compile(source: str, name: str) -> Callable[..., Any]:
+    code = compile(source, f"<records: {name}>", "exec")
+    exec(code, _NS)  # source generated from the field tables above, never from input
+    fn: Callable[..., Any] = _NS[name]
+    return fn
+
+
+def _register(value: object, hint: str) -> str:
+    name = f"_{hint}_{len(_NS)}"
+    _NS[name] = value
+    return name
+
+
+def _write_expr(f: Field, v: str, via: str) -> str:
+    """A Python expression writing value `v` of field `f` as canonical JSON. `via` is "write"
+    (from instances) or "scan" (from parsed JSON, checking as it goes)."""
+    t = f.type
+    if isinstance(t, Scalar):
+        inner = t.write.format(v=v)
+    elif isinstance(t, Obj):
+        inner = f"_{via}_{t.shape.name}({v})"
+    elif isinstance(t, Items):
+        return f"'[' + ','.join([_{via}_{t.shape.name}(x) for x in {v}]) + ']'"
+    else:  # details: canonical text when built, a parsed object when scanned
+        if via == "write":
+            return f"('null' if {v} is None else {v})"
+        return f"('null' if {v} is None else _details_of({v}))"
+    return f"('null' if {v} is None else {inner})" if f.optional else inner
+
+
+def _details_of(obj: object) -> str:
+    if type(obj) is not dict:
+        raise RecordError("predicate.details: expected an object or null")
+    return _canonical_details(obj)
+
+
+_NS["_details_of"] = _details_of
+
+
+def _sorted_object(exprs: dict[str, str]) -> list[str]:
+    """The pieces of `{"key":value,...}` in canonical (sorted key) order."""
+    parts: list[str] = []
+    for i, key in enumerate(sorted(exprs)):
+        parts.append(repr(("{" if i == 0 else ",") + json_string(key) + ":"))
+        parts.append(exprs[key])
+    parts.append("'}'")
+    return parts
+
+
+def _build_expr(f: Field, v: str) -> str:
+    """A Python expression building field `f`'s value from parsed JSON `v` (unchecked shape)."""
+    if isinstance(f.type, Obj):
+        return f"(None if {v} is None else _build_{f.type.shape.name}({v}))"
+    if isinstance(f.type, Items):
+        return f"tuple([_build_{f.type.shape.name}(x) for x in {v}])"
+    if f.type is DETAILS:
+        return f"(None if {v} is None else _canonical_details({v}))"
+    return v
+
+
+def _generate(shape: Shape, full: bool = True) -> None:
+    """For one shape: `_validate_<C>(obj)` (its checks, run on construction), `_write_<C>(obj)`
+    (canonical JSON of an instance), `_scan_<C>(dict)` (checks a parsed JSON object and writes
+    its canonical JSON) and `_build_<C>(dict)` (the instance, its keys unchecked)."""
+    n = shape.name
+    lines = [f"def _validate_{n}(self):"]
+    for f in shape.fields:
+        v, path = f"self.{f.name}", repr(f.error_path)
+        t = f.type
+        if isinstance(t, Scalar):
+            ind = "    "
+            if f.optional:
+                lines.append(f"    if {v} is not None:")
+                ind = "        "
+            check = _register(t.check, "check")
+            if t.normalizes:
+                lines.append(f"{ind}n = {check}({v}, {path})")
+                lines.append(f"{ind}if n is not {v}: _set(self, {f.name!r}, n)")
+            else:
+                lines.append(f"{ind}{check}({v}, {path})")
+        elif isinstance(t, Obj):
+            cls = _register(t.shape.build, "cls")
+            expected = f"{f.error_path}: expected {t.shape.name}" + (
+                " or None" if f.optional else ""
+            )
+            test = f"{v} is not None and " if f.optional else ""
+            lines.append(f"    if {test}not isinstance({v}, {cls}):")
+            lines.append(f"        raise _RecordError({expected!r})")
+        elif isinstance(t, Items):
+            cls = _register(t.shape.build, "cls")
+            item = t.shape.name
+            lines += [
+                f"    items = {v}",
+                "    if not isinstance(items, (list, tuple)):",
+                f"        raise _RecordError({f.error_path + ': expected a tuple of ' + item!r})",
+                "    for i, x in enumerate(items):",
+                f"        if not isinstance(x, {cls}):",
+                f"            raise _RecordError(f'{f.error_path}[{{i}}]: expected {item}')",
+                f"    if type(items) is not tuple: _set(self, {f.name!r}, tuple(items))",
+            ]
+        else:
+            lines.append(f"    _validate_details(self, {f.name!r})")
+    _compile("\n".join(lines), f"_validate_{n}")
+    _VALIDATORS[_NS[n]] = _NS[f"_validate_{n}"]
+    if not full:  # the record: its writers and scanners are per version, below
+        return
+    exprs = {f.json_key: _write_expr(f, f"o.{f.name}", "write") for f in shape.fields}
+    _compile(f"def _write_{n}(o):\n    return {' + '.join(_sorted_object(exprs))}", f"_write_{n}")
+    lines = [f"def _scan_{n}(d):"]
+    for i, f in enumerate(shape.fields):
+        lines.append(f"    v{i} = d[{f.json_key!r}]")
+        if isinstance(f.type, Scalar):
+            check = _register(f.type.check, "check")
+            call = f"v{i} = {check}(v{i}, {f.error_path!r})"
+            lines.append(f"    if v{i} is not None: {call}" if f.optional else f"    {call}")
+    exprs = {f.json_key: _write_expr(f, f"v{i}", "scan") for i, f in enumerate(shape.fields)}
+    lines.append(f"    return {' + '.join(_sorted_object(exprs))}")
+    _compile("\n".join(lines), f"_scan_{n}")
+    build = _register(shape.build, "build")
+    args = ", ".join(f"{f.name}={_build_expr(f, f'd[{f.json_key!r}]')}" for f in shape.fields)
+    _compile(f"def _build_{n}(d):\n    return {build}({args})", f"_build_{n}")
+
+
+_VALIDATORS: dict[type, Callable[[Any], None]] = {}
+
+
+def _validate(obj: object) -> None:
+    """Run the checks generated from `obj`'s field table (each value class's __post_init__)."""
+    _VALIDATORS[type(obj)](obj)
+
+
+def _validate_details(self: Any, name: str) -> None:
+    details = getattr(self, name)
+    if details is None:
+        return
+    if isinstance(details, SettlementDetails | ValuationDetails):
+        _set(self, name, details.to_json())
+        return
+    if not isinstance(details, str):
+        raise RecordError("predicate.details: expected canonical JSON text (see details_json)")
+    parsed = loads_strict(details, "predicate.details")
+    if not isinstance(parsed, dict):
+        raise RecordError(f"predicate.details: expected an object, got {_json_type(parsed)}")
+    text = _canonical_details(parsed)
+    if text != details:
+        _set(self, name, text)
+
+
+_NS["_validate_details"] = _validate_details
+
+
+def _schema(
+    cls: type,
+    name: str,
+    table: tuple[Field, ...],
+    build: Callable[..., Any] | None = None,
+    identity: Callable[[dict[str, Any]], str] | None = None,
+    extra: tuple[str, ...] = (),
+    full: bool = True,
+) -> Shape:
+    """A value class's shape and its generated functions, after checking that the class
+    declares exactly the table's fields in the table's order (plus `extra`, not in the JSON
+    object): the table is the schema, the class its typed face."""
+    declared = tuple(getattr(cls, "_fields", None) or (f.name for f in fields(cls)))
+    if declared != tuple(f.name for f in table) + extra:
+        raise AssertionError(f"{cls.__name__}: fields {declared} do not follow its table")
+    shape = Shape(name, table, build or cls, identity)
+    _NS[name] = cls
+    _generate(shape, full)
+    return shape
+
+
+def _strict(shape: Shape, obj: object, path: str, *, prefix: bool = True) -> Any:
+    """Parse `obj` as `shape` strictly: exact keys, every value checked, errors under `path`."""
+    d = _strict_object(obj, path, shape.keys)
+    values: dict[str, Any] = {}
+    for f in shape.fields:
+        v = d[f.json_key]
+        where = f"{path}.{f.json_key}"
+        if v is not None and isinstance(f.type, Obj):
+            v = _strict(f.type.shape, v, where)
+        elif isinstance(f.type, Items):
+            if not isinstance(v, list):
+                raise RecordError(f"{where}: expected an array, got {_json_type(v)}")
+            v = tuple(_strict(f.type.shape, x, f"{where}[{i}]") for i, x in enumerate(v))
+        elif v is not None and f.type is DETAILS:
+            if not isinstance(v, dict):
+                raise RecordError(f"{where}: expected an object or null, got {_json_type(v)}")
+            v = _canonical_details(v)
+        values[f.name] = v
+    if not prefix:
+        return shape.build(**values)
+    try:
+        return shape.build(**values)
+    except RecordError as e:
+        raise RecordError(f"{path}.{e}") from None
 
 
 def _strict_object(obj: object, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    if type(obj) is dict and obj.keys() == _keyset(keys):  # fast accept: exactly those keys
+    if type(obj) is dict and len(obj) == len(keys) and all(k in obj for k in keys):
         return obj
     if not isinstance(obj, dict):
         raise RecordError(f"{path}: expected an object, got {_json_type(obj)}")
@@ -262,18 +535,6 @@ def _strict_object(obj: object, path: str, keys: tuple[str, ...]) -> dict[str, A
         if k not in obj:
             raise RecordError(f"{path}.{k}: missing")
     return obj
-
-
-def _json_type(obj: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return names.get(type(obj), "number")
-
-
-def _child(path: str, build: Any, fields: dict[str, Any]) -> Any:
-    try:
-        return build(**fields)
-    except RecordError as e:
-        raise RecordError(f"{path}.{e}") from None
 
 
 def utc_timestamp(when: datetime | None = None) -> str:
@@ -304,10 +565,10 @@ class RunRef:
     event_id: int
 
     def __post_init__(self) -> None:
-        _check_run(self.orchestrator, self.run_id, self.event_id)
+        _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"orchestrator": self.orchestrator, "run_id": self.run_id, "event_id": self.event_id}
+        return _to_json(RUN_SHAPE, self)
 
     def key(self) -> str:
         """This event's idempotency key (see `idempotency_key`)."""
@@ -322,10 +583,10 @@ class DvcRef:
     md5: str
 
     def __post_init__(self) -> None:
-        _check_dvc(self.path, self.md5)
+        _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "md5": self.md5}
+        return _to_json(DVC_SHAPE, self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,10 +597,10 @@ class MlflowRef:
     model_id: str | None = None
 
     def __post_init__(self) -> None:
-        _check_mlflow(self.run_id, self.model_id)
+        _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "model_id": self.model_id}
+        return _to_json(MLFLOW_SHAPE, self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,10 +612,10 @@ class InputRef:
     log_index: int | None = None
 
     def __post_init__(self) -> None:
-        _check_input(self.asset, self.sha256, self.log_index)
+        _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"asset": self.asset, "sha256": self.sha256, "log_index": self.log_index}
+        return _to_json(INPUT_SHAPE, self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +623,8 @@ class Contributor:
     """One contributor's part (rows, content hash) or share (weight, value and its stderr).
 
     All six keys are always serialized (null when absent) so the schema is fixed. A contributor
-    with several parts appears once per part, so ids may repeat.
+    with several parts appears once per part, so ids may repeat. Numbers are stored as floats,
+    so 1 and 1.0 (which canonical JSON writes identically) are one value.
     """
 
     id: str
@@ -373,55 +635,203 @@ class Contributor:
     stderr: float | None = None
 
     def __post_init__(self) -> None:
-        normal = _check_contributor(
-            self.id, self.rows, self.sha256, self.weight, self.value, self.stderr
-        )
-        # Stored as float so 1 and 1.0 (which canonical JSON writes identically) are one value.
-        for name, given, value in zip(
-            ("weight", "value", "stderr"),
-            (self.weight, self.value, self.stderr),
-            normal,
-            strict=True,
-        ):
-            if value is not given:
-                _set(self, name, value)
+        _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "rows": self.rows,
-            "sha256": self.sha256,
-            "weight": self.weight,
-            "value": self.value,
-            "stderr": self.stderr,
-        }
+        return _to_json(CONTRIBUTOR_SHAPE, self)
 
 
-_REFS: tuple[tuple[str, type], ...] = (
-    ("run", RunRef),
-    ("dvc", DvcRef),
-    ("mlflow", MlflowRef),
+class _DagsterV1(NamedTuple):
+    """v1's `dagster` object's values, checked under v1's names before they become a RunRef."""
+
+    run_id: str
+    event_id: int
+
+
+def _dagster_run(run_id: str, event_id: int) -> RunRef:
+    """A v1 record's `dagster` object as the run reference it is (checked with v1's names)."""
+    _validate(_DagsterV1(run_id, event_id))
+    return RunRef("dagster", run_id, event_id)
+
+
+# The field tables: the schema, once. Order = the class's field order (positional arguments);
+# the canonical writers sort by JSON key themselves.
+RUN_SHAPE = _schema(
+    RunRef,
+    "RunRef",
+    (Field("orchestrator", ORCHESTRATOR), Field("run_id", TEXT), Field("event_id", COUNT)),
+    identity=lambda d: idempotency_key(d["orchestrator"], d["run_id"], d["event_id"]),
 )
-_LISTS: tuple[tuple[str, type], ...] = (("inputs", InputRef), ("contributors", Contributor))
+#: v1's `dagster: {run_id, storage_id}`: the same run reference under v1's names.
+DAGSTER_V1_SHAPE = _schema(
+    _DagsterV1,
+    "DagsterV1",
+    (Field("run_id", TEXT), Field("event_id", COUNT, key="storage_id")),
+    build=_dagster_run,
+    identity=lambda d: idempotency_key("dagster", d["run_id"], d["storage_id"]),
+)
+DVC_SHAPE = _schema(DvcRef, "DvcRef", (Field("path", TEXT), Field("md5", HEX32)))
+MLFLOW_SHAPE = _schema(
+    MlflowRef, "MlflowRef", (Field("run_id", TEXT), Field("model_id", TEXT, optional=True))
+)
+INPUT_SHAPE = _schema(
+    InputRef,
+    "InputRef",
+    (Field("asset", TEXT), Field("sha256", HEX64), Field("log_index", COUNT, optional=True)),
+)
+CONTRIBUTOR_SHAPE = _schema(
+    Contributor,
+    "Contributor",
+    (
+        Field("id", TEXT),
+        Field("rows", COUNT, optional=True),
+        Field("sha256", HEX64, optional=True),
+        Field("weight", NUMBER, optional=True),
+        Field("value", NUMBER, optional=True),
+        Field("stderr", STDERR, optional=True),
+    ),
+)
+
+
+def _p(name: str, type_: FieldType, optional: bool = False, key: str = "") -> Field:
+    """A predicate field: its errors are named from the statement's root."""
+    return Field(name, type_, optional, key, f"predicate.{key or name}")
+
+
+#: The record's fields, in AttributionRecord's order. `sha256` is the subject's digest (written
+#: in `subject`, not in the predicate); `asset` is also the subject's name.
+RECORD_FIELDS = (
+    _p("kind", KIND),
+    _p("asset", TEXT),
+    Field("sha256", HEX64, path="subject[0].digest.sha256"),
+    _p("recorded_at", TIMESTAMP),
+    _p("data_version", TEXT, optional=True),
+    _p("code_version", TEXT, optional=True),
+    _p("run", Obj(RUN_SHAPE), optional=True),
+    _p("dvc", Obj(DVC_SHAPE), optional=True),
+    _p("mlflow", Obj(MLFLOW_SHAPE), optional=True),
+    _p("inputs", Items(INPUT_SHAPE)),
+    _p("contributors", Items(CONTRIBUTOR_SHAPE)),
+    _p("details", DETAILS, optional=True),
+    _p("supersedes", COUNT, optional=True),
+    _p("partition", TEXT, optional=True),
+)
+#: v1 differs in one field: the run reference is `dagster: {run_id, storage_id}`.
+RECORD_FIELDS_V1 = tuple(
+    _p("run", Obj(DAGSTER_V1_SHAPE), optional=True, key="dagster") if f.name == "run" else f
+    for f in RECORD_FIELDS
+)
+_PREDICATE = {
+    version: tuple(f for f in table if f.name != "sha256")
+    for version, table in ((1, RECORD_FIELDS_V1), (2, RECORD_FIELDS))
+}
 _TOP_KEYS = ("_type", "subject", "predicateType", "predicate")
 _TOP_KEYSET = frozenset(_TOP_KEYS)
-_SUBJECT_KEYS = ("name", "digest")
-_PREDICATE_KEYS = (
-    "kind",
-    "asset",
-    "data_version",
-    "code_version",
-    "run",
-    "dvc",
-    "mlflow",
-    "partition",
-    "inputs",
-    "contributors",
-    "recorded_at",
-    "details",
-    "supersedes",
-)
-_PREDICATE_KEYS_V1 = tuple("dagster" if k == "run" else k for k in _PREDICATE_KEYS)
+
+
+# --- typed details ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementDetails:
+    """A settlement record's `details`: what one epoch paid (`lineage verify` re-derives it)."""
+
+    epoch: str
+    starts_at: str
+    ends_at: str
+    fees_total: int
+    paid_total: int
+    payout_count: int
+    root: str  # hex Merkle root over the payout leaves
+    policy: dict[str, Any]
+    fees_by_model: dict[str, int]
+    events: int
+    events_digest: str
+    reserve_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        _text(self.epoch, "details.epoch")
+        _timestamp(self.starts_at, "details.starts_at")
+        _timestamp(self.ends_at, "details.ends_at")
+        for name in ("fees_total", "paid_total", "payout_count", "events"):
+            _count(getattr(self, name), f"details.{name}")
+        _hex64(self.root, "details.root")
+        _hex64(self.events_digest, "details.events_digest")
+        for name in ("policy", "fees_by_model"):
+            if not isinstance(getattr(self, name), dict):
+                raise RecordError(f"details.{name}: expected an object")
+        if self.reserve_reason is not None:
+            _text(self.reserve_reason, "details.reserve_reason")
+
+    def to_json(self) -> str:
+        """The canonical JSON text a record's `details` holds."""
+        return details_json({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> SettlementDetails:
+        names = tuple(f.name for f in fields(cls))
+        obj = _strict_object(loads_strict(text, "predicate.details"), "predicate.details", names)
+        try:
+            return cls(**obj)
+        except RecordError as e:
+            raise RecordError(f"predicate.{e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ValuationDetails:
+    """A valuation record's `details`: the method that made the values and how; anything else
+    the method reports is kept in `extra`, so the text round-trips exactly."""
+
+    method: str
+    seed: int | None = None
+    samples: int | None = None
+    utility: str | None = None
+    digest: str | None = None  # "sha256:<hex>" of the result's canonical values
+    extra: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _text(self.method, "details.method")
+        if self.seed is not None and (type(self.seed) is not int):
+            raise RecordError("details.seed: expected an integer or null")
+        if self.samples is not None:
+            _count(self.samples, "details.samples")
+        for name in ("utility", "digest"):
+            if getattr(self, name) is not None:
+                _text(getattr(self, name), f"details.{name}")
+        extra = dict(self.extra or {})
+        for k in extra:
+            if k in _VALUATION_KNOWN:
+                raise RecordError(f"details.{k}: given twice (a field and in extra)")
+        _set(self, "extra", extra)
+
+    def to_json(self) -> str:
+        known = {name: getattr(self, name) for name in _VALUATION_KNOWN}
+        return details_json({**(self.extra or {}), **known})
+
+    @classmethod
+    def from_json(cls, text: str) -> ValuationDetails:
+        obj = loads_strict(text, "predicate.details")
+        if not isinstance(obj, dict):
+            raise RecordError(f"predicate.details: expected an object, got {_json_type(obj)}")
+        for name in _VALUATION_KNOWN:
+            if name not in obj:
+                raise RecordError(f"predicate.details.{name}: missing")
+        known = {name: obj[name] for name in _VALUATION_KNOWN}
+        try:
+            return cls(**known, extra={k: v for k, v in obj.items() if k not in known})
+        except RecordError as e:
+            raise RecordError(f"predicate.{e}") from None
+
+
+_VALUATION_KNOWN = ("method", "seed", "samples", "utility", "digest")
+#: The typed `details` of each kind that has them (other kinds: a plain JSON object, or null).
+DETAILS_TYPES: dict[Kind, type[SettlementDetails] | type[ValuationDetails]] = {
+    Kind.SETTLEMENT: SettlementDetails,
+    Kind.VALUATION: ValuationDetails,
+}
+
+
+# --- the record ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,15 +839,16 @@ class AttributionRecord:
     """What was materialized (asset, content sha256), from what, by whom, and where it is tracked.
 
     `details` is the kind-specific body as canonical JSON text (so the record stays hashable);
-    any JSON object text is accepted and normalized to canonical form. `supersedes` is the log
-    index of a record this one corrects: the log is never edited. `partition` is the Dagster
+    any JSON object text, or a typed details value (`SettlementDetails`, `ValuationDetails`), is
+    accepted and normalized to canonical text; `typed_details()` reads it back typed. `supersedes`
+    is the log index of a record this one corrects: the log is never edited. `partition` is the
     partition key of a partitioned asset's materialization (each partition is its own artifact).
     `run` is the orchestrator event it came from. `version` is the predicate version it is
     written as: 2 for new records, 1 for records parsed from v1 bytes (their `run` is
-    Dagster's; they keep their exact bytes and digest).
+    Dagster's; they keep their exact bytes and digest). Fields: see RECORD_FIELDS.
     """
 
-    kind: str
+    kind: str  # given as a Kind or its value, stored as the Kind (a str)
     asset: str
     sha256: str
     recorded_at: str
@@ -454,44 +865,11 @@ class AttributionRecord:
     version: int = 2
 
     def __post_init__(self) -> None:
-        _check_statement(
-            self.kind,
-            self.asset,
-            self.sha256,
-            self.recorded_at,
-            self.data_version,
-            self.code_version,
-            self.supersedes,
-            self.partition,
-        )
+        _validate(self)
         if type(self.version) is not int or self.version not in _PREDICATE_TYPES:
             raise RecordError(f"predicateType: version {self.version!r:.20} is not 1 or 2")
         if self.version == 1 and self.run is not None and self.run.orchestrator != "dagster":
             raise RecordError("predicate.dagster: a v1 record's run is Dagster's")
-        for name, cls in _REFS:
-            ref = getattr(self, name)
-            if ref is not None and not isinstance(ref, cls):
-                raise RecordError(f"predicate.{name}: expected {cls.__name__} or None")
-        for name, cls in _LISTS:
-            items = getattr(self, name)
-            if not isinstance(items, list | tuple):
-                raise RecordError(f"predicate.{name}: expected a tuple of {cls.__name__}")
-            for i, item in enumerate(items):
-                if not isinstance(item, cls):
-                    raise RecordError(f"predicate.{name}[{i}]: expected {cls.__name__}")
-            if not isinstance(items, tuple):
-                _set(self, name, tuple(items))
-        if self.details is not None:
-            if not isinstance(self.details, str):
-                raise RecordError(
-                    "predicate.details: expected canonical JSON text (see details_json)"
-                )
-            parsed = loads_strict(self.details, "predicate.details")
-            if not isinstance(parsed, dict):
-                raise RecordError(
-                    f"predicate.details: expected an object, got {_json_type(parsed)}"
-                )
-            _set(self, "details", _canonical_details(parsed))
 
     # --- serialization --------------------------------------------------------------------------
 
@@ -502,66 +880,31 @@ class AttributionRecord:
         parsed: dict[str, Any] = loads_strict(self.details, "predicate.details")
         return parsed
 
+    def typed_details(self) -> SettlementDetails | ValuationDetails | None:
+        """The body as its kind's typed details (None when the kind has none, or no details)."""
+        typed = DETAILS_TYPES.get(_KIND_OF[self.kind])
+        if typed is None or self.details is None:
+            return None
+        return typed.from_json(self.details)
+
     def to_statement(self) -> dict[str, Any]:
         """The in-toto Statement v1 as plain JSON values."""
-        run = self.run
-        predicate: dict[str, Any] = {"kind": self.kind}
-        if self.version == 1:
-            predicate["dagster"] = (
-                None if run is None else {"run_id": run.run_id, "storage_id": run.event_id}
-            )
-        else:
-            predicate["run"] = None if run is None else run.to_dict()
+        table = _PREDICATE[self.version]
         return {
             "_type": STATEMENT_TYPE,
             "subject": [{"name": self.asset, "digest": {"sha256": self.sha256}}],
             "predicateType": _PREDICATE_TYPES[self.version],
-            "predicate": predicate
-            | {
-                "asset": self.asset,
-                "data_version": self.data_version,
-                "code_version": self.code_version,
-                "dvc": None if self.dvc is None else self.dvc.to_dict(),
-                "mlflow": None if self.mlflow is None else self.mlflow.to_dict(),
-                "partition": self.partition,
-                "inputs": [i.to_dict() for i in self.inputs],
-                "contributors": [c.to_dict() for c in self.contributors],
-                "recorded_at": self.recorded_at,
-                "details": self.details_obj(),
-                "supersedes": self.supersedes,
-            },
+            "predicate": {f.json_key: _json_value(f, getattr(self, f.name)) for f in table},
         }
 
     def to_bytes(self) -> bytes:
         """RFC 8785 canonical JSON of the statement: the exact bytes that get signed.
 
-        Written field by field in sorted-key order rather than via `canonical_json`, because the
-        schema is fixed and validated: this is the hot path of every append (equality with
-        `canonical_json(self.to_statement())` is property-tested).
+        Written by the writer generated from the field table rather than via `canonical_json`,
+        because the schema is fixed and validated: this is the hot path of every append
+        (equality with `canonical_json(self.to_statement())` is property-tested).
         """
-        r, v, m = self.run, self.dvc, self.mlflow
-        data = _statement_bytes(
-            self.version,
-            self.kind,
-            self.asset,
-            self.sha256,
-            self.recorded_at,
-            self.data_version,
-            self.code_version,
-            "null" if r is None else _run_json(self.version, r.orchestrator, r.run_id, r.event_id),
-            "null" if v is None else _dvc_json(v.path, v.md5),
-            "null" if m is None else _mlflow_json(m.run_id, m.model_id),
-            ",".join([_input_json(i.asset, i.sha256, i.log_index) for i in self.inputs]),
-            ",".join(
-                [
-                    _contributor_json(c.id, c.rows, c.sha256, c.weight, c.value, c.stderr)
-                    for c in self.contributors
-                ]
-            ),
-            self.details,
-            self.supersedes,
-            self.partition,
-        )
+        data: bytes = _WRITE_RECORD[self.version](self)
         if len(data) > MAX_RECORD_BYTES:
             raise RecordError(
                 f"statement: {len(data)} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
@@ -603,105 +946,16 @@ class AttributionRecord:
         subjects = obj["subject"]
         if not isinstance(subjects, list) or len(subjects) != 1:
             raise RecordError("subject: expected an array with exactly one subject")
-        subject = _strict_object(subjects[0], "subject[0]", _SUBJECT_KEYS)
+        subject = _strict_object(subjects[0], "subject[0]", ("name", "digest"))
         digest = _strict_object(subject["digest"], "subject[0].digest", ("sha256",))
-        p = _strict_object(
-            obj["predicate"], "predicate", _PREDICATE_KEYS if version == 2 else _PREDICATE_KEYS_V1
-        )
+        predicate = _PREDICATE_SHAPES[version]
+        p = _strict_object(obj["predicate"], "predicate", predicate.keys)
         if subject["name"] != p["asset"]:
             raise RecordError("subject[0].name: must equal predicate.asset")
-
-        # Both build straight from an object with exactly the right keys (the common case),
-        # naming the path only when something is wrong; the messages are _child's.
-        def ref(name: str, build: Callable[..., Any], keys: tuple[str, ...]) -> Any:
-            value = p[name]
-            if value is None:
-                return None
-            if type(value) is dict and value.keys() == _keyset(keys):
-                try:
-                    return build(**value)
-                except RecordError as e:
-                    raise RecordError(f"predicate.{name}.{e}") from None
-            return _child(
-                f"predicate.{name}", build, _strict_object(value, f"predicate.{name}", keys)
-            )
-
-        def items(name: str, build: type[Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
-            raw = p[name]
-            if not isinstance(raw, list):
-                raise RecordError(f"predicate.{name}: expected an array, got {_json_type(raw)}")
-            keyset = _keyset(keys)
-            out = []
-            for i, item in enumerate(raw):
-                if type(item) is dict and item.keys() == keyset:
-                    try:
-                        out.append(build(**item))
-                        continue
-                    except RecordError as e:
-                        raise RecordError(f"predicate.{name}[{i}].{e}") from None
-                path = f"predicate.{name}[{i}]"
-                out.append(_child(path, build, _strict_object(item, path, keys)))
-            return tuple(out)
-
-        details = p["details"]
-        if details is not None:
-            if not isinstance(details, dict):
-                raise RecordError(
-                    f"predicate.details: expected an object or null, got {_json_type(details)}"
-                )
-            details = _canonical_details(details)
-        return cls(
-            kind=p["kind"],
-            asset=p["asset"],
-            sha256=digest["sha256"],
-            recorded_at=p["recorded_at"],
-            data_version=p["data_version"],
-            code_version=p["code_version"],
-            run=ref("run", RunRef, ("orchestrator", "run_id", "event_id"))
-            if version == 2
-            else ref("dagster", _dagster_run, ("run_id", "storage_id")),
-            dvc=ref("dvc", DvcRef, ("path", "md5")),
-            mlflow=ref("mlflow", MlflowRef, ("run_id", "model_id")),
-            inputs=items("inputs", InputRef, ("asset", "sha256", "log_index")),
-            contributors=items(
-                "contributors", Contributor, ("id", "rows", "sha256", "weight", "value", "stderr")
-            ),
-            details=details,
-            supersedes=p["supersedes"],
-            partition=p["partition"],
-            version=version,
+        built: AttributionRecord = _strict(predicate, p, "predicate", prefix=False)(
+            digest["sha256"]
         )
-
-    @classmethod
-    def _from_canonical(cls, obj: Any) -> AttributionRecord:
-        """The record a canonical statement holds, for `from_bytes` to check by re-encoding.
-
-        Only safe behind that check: the statement's shape is not checked here.
-        """
-        p = obj["predicate"]
-        dvc, mlflow, details = p["dvc"], p["mlflow"], p["details"]
-        version = _VERSIONS[obj["predicateType"]]
-        if version == 2:
-            run = None if p["run"] is None else RunRef(**p["run"])
-        else:
-            run = None if p["dagster"] is None else _dagster_run(**p["dagster"])
-        return cls(
-            kind=p["kind"],
-            asset=p["asset"],
-            sha256=obj["subject"][0]["digest"]["sha256"],
-            recorded_at=p["recorded_at"],
-            data_version=p["data_version"],
-            code_version=p["code_version"],
-            run=run,
-            dvc=None if dvc is None else DvcRef(**dvc),
-            mlflow=None if mlflow is None else MlflowRef(**mlflow),
-            inputs=tuple([InputRef(**i) for i in p["inputs"]]),
-            contributors=tuple([Contributor(**c) for c in p["contributors"]]),
-            details=None if details is None else _canonical_details(details),
-            supersedes=p["supersedes"],
-            partition=p["partition"],
-            version=version,
-        )
+        return built
 
     @classmethod
     def from_bytes(cls, data: bytes, *, require_canonical: bool = True) -> AttributionRecord:
@@ -720,7 +974,8 @@ class AttributionRecord:
         # bytes of exactly the statement's shape do. Anything else goes the strict way, which
         # also names the problem. (`scan_payload` is the same gate without the record.)
         try:
-            fast = cls._from_canonical(orjson.loads(data))
+            obj = orjson.loads(data)
+            fast: AttributionRecord = _BUILD_RECORD[_VERSIONS[obj["predicateType"]]](obj)
             if fast.to_bytes() == data:
                 return fast
         except Exception:  # the strict path below decides, with its own message
@@ -731,14 +986,36 @@ class AttributionRecord:
         return record
 
 
-class PayloadFacts(NamedTuple):
-    """What verification reads from one signed payload (see `scan_payload`).
+def _json_value(f: Field, value: Any) -> Any:
+    """A field's value as plain JSON values (what `to_statement` holds)."""
+    if value is None:
+        return None
+    if isinstance(f.type, Obj):
+        return _to_json(f.type.shape, value)
+    if isinstance(f.type, Items):
+        return [_to_json(f.type.shape, x) for x in value]
+    if f.type is DETAILS:
+        return loads_strict(value, "predicate.details")
+    return value.value if isinstance(value, Kind) else value
+
+
+def _to_json(shape: Shape, obj: Any) -> dict[str, Any]:
+    if shape is DAGSTER_V1_SHAPE:  # a RunRef, written under v1's names
+        return {"run_id": obj.run_id, "storage_id": obj.event_id}
+    return {f.json_key: _json_value(f, getattr(obj, f.name)) for f in shape.fields}
+
+
+class RecordFacts(NamedTuple):
+    """What the log indexes and verify compares of one signed record: its digest, idempotency
+    key and the fields a store keeps as columns (`STORED_FACTS`), plus the references verify's
+    cross-record checks read. From a record (`of`) or straight from payload bytes
+    (`scan_payload`, without building the record).
 
     A named tuple, not a frozen dataclass: one is built per record on the hot path of
     `lineage verify`, where building the whole record cost a seventh of the work.
     """
 
-    digest: str  # lowercase hex SHA-256 of the (canonical) payload
+    record_digest: str  # lowercase hex SHA-256 of the (canonical) payload
     idem_key: str
     kind: str
     asset: str
@@ -749,11 +1026,13 @@ class PayloadFacts(NamedTuple):
     supersedes: int | None
 
     @classmethod
-    def of(cls, record: AttributionRecord) -> PayloadFacts:
+    def of(cls, record: AttributionRecord, payload: bytes | None = None) -> RecordFacts:
+        """`payload`: the record's bytes when already written (saves writing them again)."""
+        digest = hashlib.sha256(record.to_bytes() if payload is None else payload).hexdigest()
         return cls(
-            record.digest(),
-            record.idempotency_key(),
-            record.kind,
+            digest,
+            record.run.key() if record.run is not None else f"sha256:{digest}",
+            _KIND_OF[record.kind].value,
             record.asset,
             record.partition,
             record.sha256,
@@ -763,237 +1042,125 @@ class PayloadFacts(NamedTuple):
         )
 
 
-def scan_payload(data: bytes) -> PayloadFacts:
+#: The facts a store keeps beside each envelope, in RecordFacts' order (verify compares them).
+STORED_FACTS = RecordFacts._fields[:7]
+
+
+def scan_payload(data: bytes) -> RecordFacts:
     """The facts of signed payload bytes, checked exactly as `AttributionRecord.from_bytes`
     checks them (canonical bytes required) but without building the record.
 
     Raises RecordError naming the field, as `from_bytes` does.
     """
     facts = _scan_canonical(data)
-    return facts if facts is not None else PayloadFacts.of(AttributionRecord.from_bytes(data))
+    return facts if facts is not None else RecordFacts.of(AttributionRecord.from_bytes(data))
 
 
-def _scan_canonical(data: object) -> PayloadFacts | None:
+def _scan_canonical(data: object) -> RecordFacts | None:
     """The facts of `data` when it is exactly the canonical bytes of a valid record, else None
     (the strict parser then decides, and names the problem).
 
-    Each value goes through the dataclasses' own checks and `to_bytes`'s own writers; bytes
-    equal to that rewrite hold no unknown, missing or duplicate key, no other type or layout,
-    no NaN or unsafe integer (orjson refuses bad UTF-8, NaN and trailing data), so the strict
-    parser would build the same record.
+    The generated scanner runs every value through the field table's checks and writes it
+    with the same writers as `to_bytes`; bytes equal to that rewrite hold no unknown, missing
+    or duplicate key, no other type or layout, no NaN or unsafe integer (orjson refuses bad
+    UTF-8, NaN and trailing data), so the strict parser would build the same record.
     """
     if type(data) is not bytes or len(data) > MAX_RECORD_BYTES:
         return None
     try:
         obj = orjson.loads(data)
-        version = _VERSIONS[obj["predicateType"]]
+        text, run_key = _SCAN_RECORD[_VERSIONS[obj["predicateType"]]](obj)
+        if text != data:
+            return None
         p = obj["predicate"]
-        kind, asset, recorded_at = p["kind"], p["asset"], p["recorded_at"]
-        data_version, code_version = p["data_version"], p["code_version"]
-        supersedes, partition = p["supersedes"], p["partition"]
-        sha256 = obj["subject"][0]["digest"]["sha256"]
-        _check_statement(
-            kind, asset, sha256, recorded_at, data_version, code_version, supersedes, partition
-        )
-        dvc, mlflow = p["dvc"], p["mlflow"]
-        idem_key = None
-        run_json = dvc_json = mlflow_json = "null"
-        if version == 2:
-            run = p["run"]
-            if run is not None:
-                orchestrator, run_id, event_id = run["orchestrator"], run["run_id"], run["event_id"]
-                _check_run(orchestrator, run_id, event_id)
-        else:
-            run = p["dagster"]
-            if run is not None:
-                orchestrator, run_id, event_id = "dagster", run["run_id"], run["storage_id"]
-                _check_dagster(run_id, event_id)
-        if run is not None:
-            run_json = _run_json(version, orchestrator, run_id, event_id)
-            idem_key = idempotency_key(orchestrator, run_id, event_id)
-        if dvc is not None:
-            path, md5 = dvc["path"], dvc["md5"]
-            _check_dvc(path, md5)
-            dvc_json = _dvc_json(path, md5)
-        if mlflow is not None:
-            run_id, model_id = mlflow["run_id"], mlflow["model_id"]
-            _check_mlflow(run_id, model_id)
-            mlflow_json = _mlflow_json(run_id, model_id)
-        inputs = tuple([(i["asset"], i["sha256"], i["log_index"]) for i in p["inputs"]])
-        for asset_, sha_, index in inputs:
-            _check_input(asset_, sha_, index)
-        contributors = []
-        for c in p["contributors"]:
-            id_, rows, sha = c["id"], c["rows"], c["sha256"]
-            shares = _check_contributor(id_, rows, sha, c["weight"], c["value"], c["stderr"])
-            contributors.append(_contributor_json(id_, rows, sha, *shares))
-        details = p["details"]
-        if details is not None:
-            if type(details) is not dict:
-                return None
-            details = _canonical_details(details)
-        text = _statement_bytes(
-            version,
-            kind,
-            asset,
-            sha256,
-            recorded_at,
-            data_version,
-            code_version,
-            run_json,
-            dvc_json,
-            mlflow_json,
-            ",".join([_input_json(*i) for i in inputs]),
-            ",".join(contributors),
-            details,
-            supersedes,
-            partition,
+        digest = hashlib.sha256(data).hexdigest()
+        return RecordFacts(
+            digest,
+            run_key or f"sha256:{digest}",
+            p["kind"],
+            p["asset"],
+            p["partition"],
+            obj["subject"][0]["digest"]["sha256"],
+            p["recorded_at"],
+            tuple([(i["asset"], i["sha256"], i["log_index"]) for i in p["inputs"]]),
+            p["supersedes"],
         )
     except Exception:  # anything unexpected: the strict parser judges (and names) it
         return None
-    if text != data:
-        return None
-    digest = hashlib.sha256(data).hexdigest()
-    return PayloadFacts(
-        digest,
-        idem_key or f"sha256:{digest}",
-        kind,
-        asset,
-        partition,
-        sha256,
-        recorded_at,
-        inputs,
-        supersedes,
-    )
 
 
-def _dagster_run(run_id: str, storage_id: int) -> RunRef:
-    """A v1 record's `dagster` object as the run reference it is (checked with v1's names)."""
-    _check_dagster(run_id, storage_id)
-    return RunRef("dagster", run_id, storage_id)
+# --- the record's generated functions ------------------------------------------------------------
 
 
-_PREFIX = f'{{"_type":{json_string(STATEMENT_TYPE)},"predicate":{{"asset":'
-_MIDDLE = {
-    version: f'}},"predicateType":{json_string(t)},"subject":[{{"digest":{{"sha256":"'
-    for version, t in _PREDICATE_TYPES.items()
-}
-
-
-def _opt_str(s: str | None) -> str:
-    return "null" if s is None else json_string(s)
-
-
-def _opt_num(x: float | int | None) -> str:
-    if x is None:
-        return "null"
-    return str(x) if type(x) is int else es6_number(x)
-
-
-# The canonical writers take checked plain values, so that `to_bytes` and `scan_payload` write
-# (and therefore accept) byte for byte the same statement.
-
-
-def _statement_bytes(
-    version: int,
-    kind: str,
-    asset: str,
-    sha256: str,
-    recorded_at: str,
-    data_version: str | None,
-    code_version: str | None,
-    run: str,
-    dvc: str,
-    mlflow: str,
-    inputs: str,
-    contributors: str,
-    details: str | None,
-    supersedes: int | None,
-    partition: str | None,
-) -> bytes:
-    """The statement's canonical bytes; nested values come already written (arrays without
-    their brackets), `details` as canonical JSON text. `run` sits where its key sorts: v1's
-    "dagster" after "contributors", v2's "run" after "recorded_at"."""
-    q = json_string
-    v1 = version == 1
-    return "".join(
-        (
-            _PREFIX,
-            q(asset),
-            ',"code_version":',
-            _opt_str(code_version),
-            ',"contributors":[',
-            contributors,
-            '],"dagster":' if v1 else "]",
-            run if v1 else "",
-            ',"data_version":',
-            _opt_str(data_version),
-            ',"details":',
-            "null" if details is None else details,
-            ',"dvc":',
-            dvc,
-            ',"inputs":[',
-            inputs,
-            '],"kind":',
-            q(kind),
-            ',"mlflow":',
-            mlflow,
-            ',"partition":',
-            _opt_str(partition),
-            ',"recorded_at":"',
-            recorded_at,
-            '"' if v1 else '","run":',
-            "" if v1 else run,
-            ',"supersedes":',
-            "null" if supersedes is None else str(supersedes),
-            _MIDDLE[version],
-            sha256,
-            '"},"name":',
-            q(asset),
-            "}]}",
+def _generate_record() -> None:
+    """The record's validator, and per version its writer, scanner and fast builder."""
+    _schema(AttributionRecord, "AttributionRecord", RECORD_FIELDS, extra=("version",), full=False)
+    prefix = f'{{"_type":{json_string(STATEMENT_TYPE)},"predicate":'
+    for version, table in _PREDICATE.items():
+        middle = (
+            f',"predicateType":{json_string(_PREDICATE_TYPES[version])},'
+            '"subject":[{"digest":{"sha256":"'
         )
-    ).encode("utf-8")
+
+        def tail(asset: str) -> str:
+            return " + " + repr('"},"name":') + " + _q(" + asset + ") + '}]}'"
+
+        # Writer: from a record.
+        exprs = {f.json_key: _write_expr(f, f"r.{f.name}", "write") for f in table}
+        body = " + ".join([repr(prefix), *_sorted_object(exprs), repr(middle), "r.sha256"])
+        _compile(
+            f"def _write_record_v{version}(r):\n    return ({body}{tail('r.asset')}).encode()",
+            f"_write_record_v{version}",
+        )
+        # Scanner: from a parsed statement, every value checked; returns (bytes, run key).
+        lines = [f"def _scan_record_v{version}(obj):", "    p = obj['predicate']"]
+        for i, f in enumerate(table):
+            lines.append(f"    v{i} = p[{f.json_key!r}]")
+            if isinstance(f.type, Scalar):
+                check = _register(f.type.check, "check")
+                call = f"v{i} = {check}(v{i}, {f.error_path!r})"
+                lines.append(f"    if v{i} is not None: {call}" if f.optional else f"    {call}")
+            if f.name == "run":
+                assert isinstance(f.type, Obj) and f.type.shape.identity is not None
+                identity = _register(f.type.shape.identity, "identity")
+                lines.append(f"    key = None if v{i} is None else {identity}(v{i})")
+        sha = _register(_hex64, "check")
+        lines.append(
+            f"    sha = {sha}(obj['subject'][0]['digest']['sha256'], 'subject[0].digest.sha256')"
+        )
+        exprs = {f.json_key: _write_expr(f, f"v{i}", "scan") for i, f in enumerate(table)}
+        asset = f"v{next(i for i, f in enumerate(table) if f.name == 'asset')}"
+        body = " + ".join([repr(prefix), *_sorted_object(exprs), repr(middle), "sha"])
+        lines.append(f"    return ({body}{tail(asset)}).encode(), key")
+        _compile("\n".join(lines), f"_scan_record_v{version}")
+        # Fast builder: the record from a parsed statement (shape unchecked: `from_bytes`
+        # compares the record's bytes with the input after).
+        args = [f"{f.name}={_build_expr(f, f'p[{f.json_key!r}]')}" for f in table]
+        _compile(
+            f"def _build_record_v{version}(obj):\n"
+            "    p = obj['predicate']\n"
+            "    return AttributionRecord(sha256=obj['subject'][0]['digest']['sha256'], "
+            f"version={version}, {', '.join(args)})",
+            f"_build_record_v{version}",
+        )
 
 
-def _run_json(version: int, orchestrator: str, run_id: str, event_id: int) -> str:
-    if version == 1:  # orchestrator is "dagster", checked on construction
-        return f'{{"run_id":{json_string(run_id)},"storage_id":{event_id}}}'
-    return (
-        f'{{"event_id":{event_id},"orchestrator":"{orchestrator}","run_id":{json_string(run_id)}}}'
+_NS["AttributionRecord"] = AttributionRecord
+_generate_record()
+_WRITE_RECORD: dict[int, Callable[[AttributionRecord], bytes]] = {
+    v: _NS[f"_write_record_v{v}"] for v in _PREDICATE
+}
+_SCAN_RECORD: dict[int, Callable[[Any], tuple[bytes, str | None]]] = {
+    v: _NS[f"_scan_record_v{v}"] for v in _PREDICATE
+}
+_BUILD_RECORD: dict[int, Callable[[Any], AttributionRecord]] = {
+    v: _NS[f"_build_record_v{v}"] for v in _PREDICATE
+}
+_PREDICATE_SHAPES = {
+    v: Shape(
+        f"PredicateV{v}",
+        table,
+        lambda v=v, **values: lambda sha256: AttributionRecord(sha256=sha256, version=v, **values),
     )
-
-
-def _dvc_json(path: str, md5: str) -> str:
-    return f'{{"md5":"{md5}","path":{json_string(path)}}}'
-
-
-def _mlflow_json(run_id: str, model_id: str | None) -> str:
-    return f'{{"model_id":{_opt_str(model_id)},"run_id":{json_string(run_id)}}}'
-
-
-def _contributor_json(
-    id: str,
-    rows: int | None,
-    sha256: str | None,
-    weight: float | None,
-    value: float | None,
-    stderr: float | None,
-) -> str:
-    sha = "null" if sha256 is None else '"' + sha256 + '"'
-    return (
-        f'{{"id":{json_string(id)},"rows":{_opt_num(rows)},"sha256":{sha},'
-        f'"stderr":{_opt_num(stderr)},"value":{_opt_num(value)},'
-        f'"weight":{_opt_num(weight)}}}'
-    )
-
-
-def _input_json(asset: str, sha256: str, log_index: int | None) -> str:
-    return f'{{"asset":{json_string(asset)},"log_index":{_opt_num(log_index)},"sha256":"{sha256}"}}'
-
-
-def _canonical_details(obj: dict[str, Any]) -> str:
-    try:
-        return canonical_json(obj).decode("utf-8")
-    except RecordError as e:
-        # canonical_json names paths from "$"; re-root them at the field.
-        raise RecordError(f"predicate.details{str(e)[1:]}") from None
+    for v, table in _PREDICATE.items()
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -22,14 +23,19 @@ from lineage_platform.records import (
     MAX_RECORD_BYTES,
     PREDICATE_TYPE,
     PREDICATE_TYPE_V1,
+    RECORD_FIELDS,
+    RECORD_FIELDS_V1,
     STATEMENT_TYPE,
     AttributionRecord,
     Contributor,
     DvcRef,
     InputRef,
+    Kind,
     MlflowRef,
-    PayloadFacts,
+    RecordFacts,
     RunRef,
+    SettlementDetails,
+    ValuationDetails,
     canonical_json,
     details_json,
     idempotency_key,
@@ -490,7 +496,7 @@ def test_scan_payload_reads_the_facts_verify_compares() -> None:
     r = full_record()
     data = r.to_bytes()
     facts = scan_payload(data)
-    assert facts.digest == hashlib.sha256(data).hexdigest()
+    assert facts.record_digest == hashlib.sha256(data).hexdigest()
     assert facts.idem_key == "dagster:run-1:42"
     assert (facts.kind, facts.asset, facts.partition) == ("model", "models/digits", "alice")
     assert (facts.sha256, facts.recorded_at, facts.supersedes) == (H1, T, 1)
@@ -524,7 +530,7 @@ def test_scan_payload_agrees_with_from_bytes_on_mutated_bytes(data: st.DataObjec
         good[at] = data.draw(st.integers(0, 255))
     payload = bytes(good)
     try:
-        expected: PayloadFacts | None = PayloadFacts.of(AttributionRecord.from_bytes(payload))
+        expected: RecordFacts | None = RecordFacts.of(AttributionRecord.from_bytes(payload))
     except RecordError:
         expected = None
     if expected is None:
@@ -581,7 +587,7 @@ def test_v1_record_is_written_as_v1_and_keyed_as_before() -> None:
     assert AttributionRecord.from_statement(st_) == v1
     # The same event keys the same in both versions: re-syncing an old log appends nothing.
     assert v1.idempotency_key() == full_record().idempotency_key() == "dagster:run-1:42"
-    assert scan_payload(data) == PayloadFacts.of(v1)
+    assert scan_payload(data) == RecordFacts.of(v1)
     assert v1.digest() != full_record().digest()
     bare = AttributionRecord("dataset", "d", H1, T, version=1)
     assert AttributionRecord.from_bytes(bare.to_bytes()) == bare
@@ -596,7 +602,7 @@ def test_v1_records_written_by_the_old_code_keep_their_bytes() -> None:
         r = AttributionRecord.from_bytes(data)
         assert r.version == 1 and r.to_bytes() == data
         assert rfc8785.dumps(r.to_statement()) == data
-        assert scan_payload(data) == PayloadFacts.of(r)
+        assert scan_payload(data) == RecordFacts.of(r)
         if r.run is not None:
             assert r.run.orchestrator == "dagster"
             assert r.idempotency_key() == f"dagster:{r.run.run_id}:{r.run.event_id}"
@@ -708,5 +714,88 @@ def test_record_bytes_round_trip(r: AttributionRecord) -> None:
     assert back.to_bytes() == data
     assert back.digest() == r.digest()
     facts = scan_payload(data)
-    assert facts == PayloadFacts.of(r)
-    assert facts.digest == hashlib.sha256(data).hexdigest()
+    assert facts == RecordFacts.of(r)
+    assert facts.record_digest == hashlib.sha256(data).hexdigest()
+
+
+# --- one schema: kinds, typed details, the field table -------------------------------------------
+
+
+def test_kind_is_one_enum_whose_values_are_the_stored_strings() -> None:
+    assert tuple(k.value for k in Kind) == KINDS
+    r = AttributionRecord("dataset", "d", H1, T)
+    assert r.kind is Kind.DATASET and r.kind == "dataset"
+    assert r == AttributionRecord(Kind.DATASET, "d", H1, T)
+    assert b'"kind":"dataset"' in r.to_bytes()
+    assert type(scan_payload(r.to_bytes()).kind) is str
+    assert type(RecordFacts.of(r).kind) is str
+
+
+def test_the_field_table_is_the_classes_schema() -> None:
+    assert [f.name for f in RECORD_FIELDS] == [
+        f.name for f in dataclasses.fields(AttributionRecord)
+    ][:-1]
+    keys = {f.json_key for f in RECORD_FIELDS} - {"sha256"}
+    assert keys == set(full_record().to_statement()["predicate"])
+    v1_keys = {f.json_key for f in RECORD_FIELDS_V1} - {"sha256"}
+    assert v1_keys == set(full_record(version=1).to_statement()["predicate"])
+
+
+SETTLEMENT = {
+    "epoch": "2026-12-02",
+    "starts_at": "2026-12-02T00:00:00.000000Z",
+    "ends_at": "2026-12-03T00:00:00.000000Z",
+    "fees_total": 61800,
+    "paid_total": 61800,
+    "payout_count": 6,
+    "root": H1,
+    "policy": {"data_bps": 8000, "owner_bps": 1500, "protocol_bps": 500},
+    "fees_by_model": {"digits_classifier": 61800},
+    "events": 480,
+    "events_digest": H2,
+    "reserve_reason": None,
+}
+
+
+def test_settlement_details_are_typed_and_keep_their_text() -> None:
+    typed = SettlementDetails(**SETTLEMENT)
+    assert typed.to_json() == details_json(SETTLEMENT)
+    r = AttributionRecord("settlement", "settlement", H1, T, details=typed, partition="2026-12-02")
+    assert r.details == details_json(SETTLEMENT)
+    assert r.typed_details() == typed
+    with pytest.raises(RecordError, match=r"^details\.root: expected 64"):
+        SettlementDetails(**{**SETTLEMENT, "root": "x"})
+    bad = AttributionRecord("settlement", "s", H1, T, details=details_json({"epoch": "e"}))
+    with pytest.raises(RecordError, match=r"^predicate\.details\.starts_at: missing"):
+        bad.typed_details()
+
+
+def test_valuation_details_are_typed_and_keep_what_the_method_added() -> None:
+    body = {
+        "method": "exact",
+        "seed": 7,
+        "samples": 64,
+        "utility": "accuracy",
+        "digest": "sha256:" + H1,
+        "values": {"a": 0.5},
+        "model": "clf",
+    }
+    r = full_record(kind="valuation", details=details_json(body))
+    typed = r.typed_details()
+    assert isinstance(typed, ValuationDetails)
+    assert (typed.method, typed.seed, typed.samples) == ("exact", 7, 64)
+    assert typed.extra == {"values": {"a": 0.5}, "model": "clf"}
+    assert typed.to_json() == r.details
+    assert full_record(kind="model").typed_details() is None
+    with pytest.raises(RecordError, match=r"^details\.method: must not be empty"):
+        ValuationDetails("")
+    with pytest.raises(RecordError, match=r"^details\.seed: given twice"):
+        ValuationDetails("exact", extra={"seed": 1})
+
+
+def test_typed_details_of_the_old_log_parse() -> None:
+    for line in V1_LOG.read_bytes().splitlines():
+        r = AttributionRecord.from_bytes(Envelope.from_json(line).payload)
+        typed = r.typed_details()
+        if r.kind in (Kind.SETTLEMENT, Kind.VALUATION):
+            assert typed is not None and typed.to_json() == r.details

@@ -39,7 +39,7 @@ from lineage_platform.records import (
     DvcRef,
     InputRef,
     MlflowRef,
-    PayloadFacts,
+    RecordFacts,
     RunRef,
     details_json,
     scan_payload,
@@ -270,7 +270,7 @@ def _record_target(world: World) -> Target:
                 assert AttributionRecord.from_bytes(parsed.to_bytes()) == parsed
             if canonical:  # verify's scan accepts exactly what the strict parse accepts
                 facts = only_lineage_errors(lambda: scan_payload(data))
-                assert facts == (None if parsed is None else PayloadFacts.of(parsed))
+                assert facts == (None if parsed is None else RecordFacts.of(parsed))
 
     strategy = (
         st.binary(max_size=300)
