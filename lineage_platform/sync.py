@@ -276,12 +276,24 @@ def _write(
     skipped = appended = 0
     depth: dict[str, int] = {}  # unrecorded events of this batch -> their append layer
     layers: list[list[tuple[str, SourceEvent]]] = []
+    in_batch = set(own)
     for key, e in zip(own, events, strict=True):  # oldest first: an input before its reader
         if key in logged:  # recorded before the cursor moved (a crash, a retry)
             indices[key] = logged[key]
             skipped += 1
             continue
-        below = [depth[k] for p in e.inputs if (k := upstream.get(p)) is not None and k in depth]
+        below = []
+        for p in e.inputs:
+            k = upstream.get(p)
+            if k is None:
+                continue
+            if k in depth:
+                below.append(depth[k])
+            elif k in in_batch and k not in logged:  # it would resolve to no record, silently
+                raise LineageError(
+                    f"{e.orchestrator} source: {key} came before its input {k}; "
+                    "a source yields events oldest first"
+                )
         layer = max(below, default=-1) + 1
         depth[key] = layer
         if layer == len(layers):

@@ -218,6 +218,22 @@ def test_an_event_the_source_skips_is_not_signed_and_not_read_again(
     verify_store(store, ring.trust())
 
 
+def test_a_source_that_yields_a_reader_before_its_input_is_refused(
+    world: tuple[JsonlSource, Store, SigningKey, KeyRing],
+) -> None:
+    source, store, signer, _ = world
+
+    class Backwards:
+        orchestrator = "files"
+
+        def events(self, after: Cursor, limit: int) -> list[SourceEvent | Skipped]:
+            return list(reversed(list(source.events(after, limit))))
+
+    with pytest.raises(LineageError, match="files:r5:5 came before its input files:r4:4"):
+        sync(Backwards(), store, signer)
+    assert store.tree_size() == 0
+
+
 def test_a_bad_event_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="sha256"):
         SourceEvent("files", "r1", 1, "parts", None, "not-a-digest", "dataset", T0)
