@@ -1029,10 +1029,11 @@ class RecordFacts(NamedTuple):
     def of(cls, record: AttributionRecord, payload: bytes | None = None) -> RecordFacts:
         """`payload`: the record's bytes when already written (saves writing them again)."""
         digest = hashlib.sha256(record.to_bytes() if payload is None else payload).hexdigest()
+        run = record.run
         return cls(
             digest,
-            record.run.key() if record.run is not None else f"sha256:{digest}",
-            _KIND_OF[record.kind].value,
+            f"sha256:{digest}" if run is None else run.key(),
+            record.kind,  # the Kind: equal to (and stored as) its value
             record.asset,
             record.partition,
             record.sha256,

@@ -4,7 +4,13 @@
     print(report.summary())   # "OK: 1204 records, 37 checkpoints, root 3f2a…, keys ab12…"
 
 Pure core: takes bytes, returns a report or raises `VerificationError` naming the first bad
-index. The CLI feeds it from DuckDB (`lineage verify`) or from an export (`--bundle DIR`).
+index. The CLI feeds it from a store (`lineage verify`) or from an export (`--bundle DIR`).
+
+Two parts. **What is checked** (pure, no processes): `check_envelope` for one envelope,
+`check_records` for a chunk of them, and `LogChecker`, fed the chunks in log order, for what
+spans records (its docstring lists every check, in order). **How it is scheduled**: `verify_log`
+runs the chunks serially or in a process pool, with the log's first records already under way
+in `Ahead` while a store reads the rest, and feeds the results to one `LogChecker`.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from lineage_platform.errors import LineageError, VerificationError
 from lineage_platform.log import CompactRange, SignedCheckpoint, leaf_hash
-from lineage_platform.records import PAYLOAD_TYPE, scan_payload
+from lineage_platform.records import PAYLOAD_TYPE, STORED_FACTS, RecordFacts, scan_payload
 from lineage_platform.signing import Envelope, TrustStore, open_stored, verify_envelope
 
 # Below this many records a process pool costs more than it saves.
@@ -31,29 +37,9 @@ PARALLEL_MIN = 2_000
 AHEAD_SHARE = 32
 AHEAD_MIN = 1_000
 
-
-@dataclass(frozen=True, slots=True)
-class Derived:
-    """Columns a store keeps beside each envelope; verify recomputes and compares every one."""
-
-    leaf_hash: bytes
-    record_digest: str
-    idem_key: str
-    kind: str
-    asset: str
-    partition: str | None
-    sha256: str
-    keyid: str
-    recorded_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """What one verified envelope says, kept for the cross-record checks."""
-
-    derived: Derived
-    inputs: tuple[tuple[str, str, int | None], ...]  # (asset, sha256, log_index) where indexed
-    supersedes: int | None
+#: The columns a store keeps beside each envelope, all derived from it: verify recomputes and
+#: compares every one (`LogView.derived` holds them in this order).
+DERIVED_FIELDS = ("leaf_hash", "keyid", *STORED_FACTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,20 +71,27 @@ class VerifyReport:
         )
 
 
+# --- what is checked: one envelope, a chunk, the log ------------------------------------------
+
+
+class Checked(NamedTuple):
+    """One verified envelope: the leaf its bytes hash to, the key whose signature verified, and
+    what its record says (`RecordFacts`)."""
+
+    leaf_hash: bytes
+    keyid: str
+    facts: RecordFacts
+
+    def columns(self) -> tuple[object, ...]:
+        """The values a store keeps for this envelope, in DERIVED_FIELDS order."""
+        return (self.leaf_hash, self.keyid, *self.facts[: len(STORED_FACTS)])
+
+
 def check_envelope(index: int, data: bytes, trust: TrustStore) -> Checked:
-    """Signature, canonical storage and record parse of one stored envelope."""
-    row, inputs, supersedes = _derive(index, data, trust)
-    return Checked(Derived(*row), inputs, supersedes)
+    """Signature, canonical storage and record parse of one stored envelope.
 
-
-DERIVED_FIELDS = tuple(f.name for f in fields(Derived))
-# One record's Derived values as a plain tuple (in DERIVED_FIELDS order): cheap to build,
-# compare and pickle, which matters at 100,000 records.
-_Row = tuple[bytes, str, str, str, str, str | None, str, str, str]
-_Inputs = tuple[tuple[str, str, int | None], ...]
-
-
-def _derive(index: int, data: bytes, trust: TrustStore) -> tuple[_Row, _Inputs, int | None]:
+    Raises VerificationError("record <index>: ...") naming the first problem.
+    """
     what = f"record {index}"
     if not isinstance(data, bytes):
         data = bytes(data)
@@ -122,21 +115,7 @@ def _derive(index: int, data: bytes, trust: TrustStore) -> tuple[_Row, _Inputs, 
     except LineageError as exc:
         msg = str(exc)
         raise VerificationError(msg if msg.startswith(what) else f"{what}: {msg}", index) from exc
-    digest, idem_key, kind, asset, partition, sha256, recorded_at, every_input, supersedes = facts
-    row: _Row = (
-        leaf_hash(data),
-        digest,
-        idem_key,
-        kind,
-        asset,
-        partition,
-        sha256,
-        keyid,
-        recorded_at,
-    )
-    # Only inputs that name a log index take part in the cross-record checks.
-    inputs = tuple([i for i in every_input if i[2] is not None])
-    return row, inputs, supersedes
+    return Checked(leaf_hash(data), keyid, facts)
 
 
 def _signer(env: Envelope, trust: TrustStore) -> str:
@@ -155,7 +134,232 @@ def _signer(env: Envelope, trust: TrustStore) -> str:
     raise VerificationError("no trusted signature verifies", None)  # verify_envelope ran first
 
 
-# --- the work, in chunks that run in this process or in a pool --------------------------------
+_Inputs = tuple[tuple[str, str, int | None], ...]
+
+
+class References(NamedTuple):
+    """A record's references to earlier records, for the cross-record checks."""
+
+    record: int  # its log index
+    inputs: _Inputs  # (asset, sha256, log_index) of the inputs that name a log index
+    supersedes: int | None
+
+
+class KeptColumns(NamedTuple):
+    """The per-record values the cross-record checks read, as columns of one chunk."""
+
+    leaf_hash: list[bytes]
+    idem_key: list[str]
+    kind: list[str]
+    asset: list[str]
+    sha256: list[str]
+    keyid: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsChecked:
+    """A chunk of records that passed `check_records`. `columns` only when there were no stored
+    columns to compare with: else those, now checked, serve."""
+
+    start: int
+    stop: int
+    columns: KeptColumns | None
+    references: list[References]  # records with indexed inputs or a supersedes
+
+
+def check_records(
+    start: int,
+    envelopes: Sequence[bytes],
+    stored: Sequence[Sequence[object]] | None,
+    trust: TrustStore,
+) -> RecordsChecked:
+    """Checks 1-2 of `LogChecker` for records start.. (their envelopes, and the store's columns
+    for them in DERIVED_FIELDS order, if any); raises VerificationError at the first failure."""
+    rows = None if stored is None else list(zip(*stored, strict=True))
+    kept: list[Checked] = []
+    references: list[References] = []
+    for j, data in enumerate(envelopes):
+        i = start + j
+        checked = check_envelope(i, data, trust)
+        if rows is None:
+            kept.append(checked)
+        elif rows[j] != (derived := checked.columns()):
+            name = next(
+                n for n, a, b in zip(DERIVED_FIELDS, rows[j], derived, strict=True) if a != b
+            )
+            raise VerificationError(
+                f"record {i}: stored column {name} does not match the signed record", i
+            )
+        facts = checked.facts
+        if facts.supersedes is not None or any(x[2] is not None for x in facts.inputs):
+            # Only inputs that name a log index take part in the cross-record checks.
+            inputs = tuple([x for x in facts.inputs if x[2] is not None])
+            references.append(References(i, inputs, facts.supersedes))
+    stop = start + len(envelopes)
+    if rows is not None:
+        return RecordsChecked(start, stop, None, references)
+    columns = KeptColumns(
+        [c.leaf_hash for c in kept],
+        [c.facts.idem_key for c in kept],
+        [c.facts.kind for c in kept],
+        [c.facts.asset for c in kept],
+        [c.facts.sha256 for c in kept],
+        [c.keyid for c in kept],
+    )
+    return RecordsChecked(start, stop, columns, references)
+
+
+def check_checkpoints(
+    start: int, checkpoints: Sequence[bytes], trust: TrustStore
+) -> list[SignedCheckpoint]:
+    """Check 3's signatures: each checkpoint parses and a trusted key signed it."""
+    out = []
+    for c, data in enumerate(checkpoints, start):
+        try:
+            parsed = SignedCheckpoint.from_json(data)
+            parsed.verify(trust)
+        except LineageError as exc:
+            raise VerificationError(f"checkpoint {c}: {exc}", None) from exc
+        out.append(parsed)
+    return out
+
+
+class LogChecker:
+    """The whole log's checks, fed in log order; the first failure raises VerificationError
+    naming its index. In order:
+
+    0. (`begin`) a store's idx column numbers the records 0..n-1, and its derived columns hold
+       one value per record;
+    1. (`check_records`, per record) the stored bytes are the canonical DSSE envelope, a
+       trusted key's Ed25519 signature verifies, the payloadType is in-toto's, and the payload
+       is the canonical bytes of a valid record (`records.scan_payload`);
+    2. (`check_records`) a store's derived columns equal what the envelope derives (leaf hash,
+       keyid, digest, idempotency key, kind, asset, partition, sha256, recorded_at);
+    3. (`check_checkpoints`, then here) every checkpoint verifies with a trusted key, and their
+       tree sizes strictly increase; some checkpoint covers a non-empty log;
+    4. (`records`, per chunk) no idempotency key repeats an earlier record's (a replay);
+    5. every input that names a log index names an earlier record of that asset and content
+       hash, and `supersedes` names an earlier record;
+    6. the Merkle root of the first n leaves equals each checkpoint's root for tree size n
+       (a mismatch is placed to the batch it covers), and equals a store's frontier for n;
+    7. (`finish`) the latest checkpoint covers exactly the log's records.
+    """
+
+    def __init__(
+        self,
+        view: LogView,
+        checkpoints: Sequence[SignedCheckpoint],
+    ) -> None:
+        n = len(view.envelopes)
+        self.n = n
+        stored = view.derived
+        # The stored columns the cross-record checks read (in KeptColumns order), if any.
+        self._kept: list[Sequence[Any]] | None = (
+            None
+            if stored is None
+            else [stored[DERIVED_FIELDS.index(f)] for f in KeptColumns._fields]
+        )
+        self._columns = KeptColumns([], [], [], [], [], [])
+        self._seen_keys: dict[str, int] = {}
+        self._signed = checkpoints
+        self._tree = _Tree(checkpoints, dict(view.frontiers or []), n)
+
+    @staticmethod
+    def begin(view: LogView) -> None:
+        """Check 0, before any record is read."""
+        n = len(view.envelopes)
+        if view.indices is not None:
+            for pos, idx in enumerate(view.indices):
+                if idx != pos:
+                    raise VerificationError(
+                        f"record {pos}: stored index {idx}, expected {pos}", pos
+                    )
+            if len(view.indices) != n:
+                raise VerificationError(
+                    f"record {n}: {len(view.indices)} indices, {n} envelopes", n
+                )
+        stored = view.derived
+        if stored is not None and [len(c) for c in stored] != [n] * len(DERIVED_FIELDS):
+            raise VerificationError(f"stored columns do not hold one value per record ({n})", None)
+
+    def records(self, done: RecordsChecked) -> None:
+        """Checks 4-6 for the next chunk (chunks come in log order, each passed check_records)."""
+        got: Sequence[Sequence[Any]]
+        if done.columns is not None:
+            got = done.columns
+        else:
+            assert self._kept is not None  # no columns back only when there were stored ones
+            got = [column[done.start : done.stop] for column in self._kept]
+        have: tuple[list[Any], ...] = tuple(self._columns)
+        for target, values in zip(have, got, strict=True):
+            target.extend(values)
+        cols = self._columns
+        first = _first_replay(done.start, cols.idem_key[done.start : done.stop], self._seen_keys)
+        for ref in done.references:
+            if first is not None and first.index is not None and first.index <= ref.record:
+                break
+            bad = _check_references(ref, cols.asset, cols.sha256)
+            if bad is not None:
+                first = bad
+                break
+        # A root mismatch is placed only to its batch; when that batch starts before a
+        # reference error, the mismatch is the first thing wrong (e.g. a deleted row).
+        wrong = self._tree.advance(cols.leaf_hash, done.stop)
+        if wrong is not None and (first is None or wrong[0] <= (first.index or 0)):
+            raise wrong[1]
+        if first is not None:
+            raise first
+
+    def finish(self) -> VerifyReport:
+        """Check 6 for what is left, and check 7; the report."""
+        wrong = self._tree.advance(self._columns.leaf_hash, self.n)
+        if wrong is not None:
+            raise wrong[1]
+        self._tree.finish()
+        signed = self._signed
+        if not signed:
+            return VerifyReport(0, 0, CompactRange().root().hex(), ())
+        keys = tuple(sorted(set(self._columns.keyid) | {s.keyid for s in signed}))
+        kinds = dict(Counter(self._columns.kind))
+        return VerifyReport(self.n, len(signed), signed[-1].checkpoint.root_hash.hex(), keys, kinds)
+
+
+def _first_replay(
+    start: int, idem_keys: Sequence[str], seen: dict[str, int]
+) -> VerificationError | None:
+    keys = set(idem_keys)
+    if len(keys) == len(idem_keys) and seen.keys().isdisjoint(keys):  # the usual case, in C
+        seen.update(zip(idem_keys, range(start, start + len(idem_keys)), strict=True))
+        return None
+    for i, key in enumerate(idem_keys, start):
+        earlier = seen.setdefault(key, i)
+        if earlier != i:
+            return VerificationError(f"record {i}: replays record {earlier} ({key})", i)
+    return None
+
+
+def _check_references(
+    ref: References, assets: Sequence[str], sha256s: Sequence[str]
+) -> VerificationError | None:
+    """Each input's log_index names an earlier record of that asset and content hash."""
+    i = ref.record
+    for asset, sha, target in ref.inputs:
+        if target is None:
+            continue
+        if target >= i:
+            return VerificationError(f"record {i}: input {asset} points forward to {target}", i)
+        if assets[target] != asset or sha256s[target] != sha:
+            return VerificationError(
+                f"record {i}: input {asset} names record {target}, which attests "
+                f"{assets[target]} sha256 {sha256s[target][:12]}…, not {sha[:12]}…",
+                i,
+            )
+    if ref.supersedes is not None and ref.supersedes >= i:
+        return VerificationError(f"record {i}: supersedes {ref.supersedes}, not earlier", i)
+    return None
+
+
+# --- how it is scheduled: chunks in this process or a pool, and Ahead ---------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,43 +370,38 @@ class _Failure:
     index: int | None
 
 
-# The derived columns the cross-record checks read, in the order _Records.columns holds them.
-_KEPT = ("leaf_hash", "idem_key", "kind", "asset", "sha256", "keyid")
-
-
-@dataclass(frozen=True, slots=True)
-class _Records:
-    """A chunk's results. `columns` (the _KEPT ones) only when there were no stored columns
-    to compare with: else those, now checked, serve."""
-
-    start: int
-    stop: int
-    columns: tuple[list[bytes], list[str], list[str], list[str], list[str], list[str]] | None
-    extras: list[tuple[int, _Inputs, int | None]]  # records with indexed inputs or supersedes
-
-
 # (envelopes, stored derived columns or None, checkpoints, trust): what forked workers read
 # instead of unpickling their chunk of it.
 _Shared = tuple[Sequence[bytes], Sequence[Sequence[object]] | None, Sequence[bytes], TrustStore]
 _shared: _Shared | None = None
-# ("records" | "checkpoints", start, stop, the chunk itself or None when shared by fork)
-_Job = tuple[str, int, int, _Shared | None]
-_Done = _Records | list[SignedCheckpoint] | _Failure
+
+
+class _Job(NamedTuple):
+    what: str  # "records" | "checkpoints"
+    start: int
+    stop: int
+    data: _Shared | None  # the chunk itself, or None when shared by fork
+
+
+_Done = RecordsChecked | list[SignedCheckpoint] | _Failure
 
 
 def _run(job: _Job) -> _Done:
-    kind, start, stop, data = job
-    if data is None:
+    if job.data is None:
         assert _shared is not None
         envelopes, stored, checkpoints, trust = _shared
-        envelopes = envelopes[start:stop]
-        stored = None if stored is None else [column[start:stop] for column in stored]
-        checkpoints = checkpoints[start:stop]
+        a, b = job.start, job.stop
+        envelopes = envelopes[a:b]
+        stored = None if stored is None else [column[a:b] for column in stored]
+        checkpoints = checkpoints[a:b]
     else:
-        envelopes, stored, checkpoints, trust = data
-    if kind == "records":
-        return _check_records(start, envelopes, stored, trust)
-    return _check_checkpoints(start, checkpoints, trust)
+        envelopes, stored, checkpoints, trust = job.data
+    try:
+        if job.what == "records":
+            return check_records(job.start, envelopes, stored, trust)
+        return check_checkpoints(job.start, checkpoints, trust)
+    except VerificationError as exc:
+        return _Failure(str(exc), exc.index)
 
 
 class Ahead:
@@ -217,7 +416,7 @@ class Ahead:
         context = multiprocessing.get_context()
         data: _Shared = (envelopes, derived, (), trust)
         shared = context.get_start_method() == "fork"
-        job: _Job = ("records", 0, len(envelopes), None if shared else data)
+        job = _Job("records", 0, len(envelopes), None if shared else data)
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(target=_run_ahead, args=(job, send), daemon=True)
         _shared = data if shared else None
@@ -272,55 +471,6 @@ def _run_ahead(job: _Job, send: Any) -> None:
     send.close()
 
 
-def _check_records(
-    start: int,
-    envelopes: Sequence[bytes],
-    stored: Sequence[Sequence[object]] | None,
-    trust: TrustStore,
-) -> _Records | _Failure:
-    rows = None if stored is None else list(zip(*stored, strict=True))
-    keep: list[_Row] = []
-    extras: list[tuple[int, _Inputs, int | None]] = []
-    for j, data in enumerate(envelopes):
-        i = start + j
-        try:
-            row, inputs, supersedes = _derive(i, data, trust)
-        except VerificationError as exc:
-            return _Failure(str(exc), exc.index)
-        if rows is None:
-            keep.append(row)
-        elif rows[j] != row:
-            name = next(n for n, a, b in zip(DERIVED_FIELDS, rows[j], row, strict=True) if a != b)
-            return _Failure(f"record {i}: stored column {name} does not match the signed record", i)
-        if inputs or supersedes is not None:
-            extras.append((i, inputs, supersedes))
-    if rows is not None:
-        return _Records(start, start + len(envelopes), None, extras)
-    columns = (
-        [r[0] for r in keep],
-        [r[2] for r in keep],
-        [r[3] for r in keep],
-        [r[4] for r in keep],
-        [r[6] for r in keep],
-        [r[7] for r in keep],
-    )
-    return _Records(start, start + len(envelopes), columns, extras)
-
-
-def _check_checkpoints(
-    start: int, checkpoints: Sequence[bytes], trust: TrustStore
-) -> list[SignedCheckpoint] | _Failure:
-    out = []
-    for c, data in enumerate(checkpoints, start):
-        try:
-            parsed = SignedCheckpoint.from_json(data)
-            parsed.verify(trust)
-        except LineageError as exc:
-            return _Failure(f"checkpoint {c}: {exc}", None)
-        out.append(parsed)
-    return out
-
-
 def _results(
     view: LogView, trust: TrustStore, workers: int, ahead: Ahead | None = None
 ) -> Iterator[_Done]:
@@ -338,10 +488,10 @@ def _results(
     if workers <= 1 or n + m < PARALLEL_MIN:
         if ahead is not None:
             ahead.close()
-        yield _check_checkpoints(0, view.checkpoints, trust)
         # Slices: a view's sequences may convert to Python objects only when sliced.
         whole = None if stored is None else [column[0:n] for column in stored]
-        yield _check_records(0, view.envelopes[0:n], whole, trust)
+        yield _run(_Job("checkpoints", 0, m, ((), None, view.checkpoints, trust)))
+        yield _run(_Job("records", 0, n, (view.envelopes[0:n], whole, (), trust)))
         return
     checkpoint_spans = [("checkpoints", a, b) for a, b in _chunks(m, workers)]
     spans = checkpoint_spans + [("records", a + k, b + k) for a, b in _chunks(n - k, workers)]
@@ -349,11 +499,11 @@ def _results(
     jobs: list[_Job]
     if context.get_start_method() == "fork":
         _shared = (view.envelopes, stored, view.checkpoints, trust)
-        jobs = [(kind, a, b, None) for kind, a, b in spans]
+        jobs = [_Job(what, a, b, None) for what, a, b in spans]
     else:  # spawn / forkserver: each job carries its own slice
         jobs = [
-            (
-                kind,
+            _Job(
+                what,
                 a,
                 b,
                 (
@@ -362,10 +512,10 @@ def _results(
                     (),
                     trust,
                 )
-                if kind == "records"
+                if what == "records"
                 else ((), None, view.checkpoints[a:b], trust),
             )
-            for kind, a, b in spans
+            for what, a, b in spans
         ]
     # The workers allocate no reference cycles worth collecting, and the collector's passes
     # over a heap shared with the parent cost a few percent of the whole verification.
@@ -378,7 +528,7 @@ def _results(
             head = ahead.result()
             if head is None:  # the process died: verify those records here after all
                 head_stored = None if stored is None else [c[:k] for c in stored]
-                head = _check_records(0, view.envelopes[:k], head_stored, trust)
+                head = _run(_Job("records", 0, k, (view.envelopes[:k], head_stored, (), trust)))
             yield head
         yield from results
     finally:  # also when the caller stops at the first failure: drop the chunks not started
@@ -407,119 +557,28 @@ def verify_log(
     progress: Callable[[int], None] | None = None,
     ahead: Ahead | None = None,
 ) -> VerifyReport:
-    """Every check, in log order; the first failure raises with its index.
+    """Every check (see `LogChecker`), in log order; the first failure raises with its index.
 
     `ahead`: the first records' verification already under way (used if `view` begins with
     exactly its entries).
     """
-    n = len(view.envelopes)
-    if view.indices is not None:
-        for pos, idx in enumerate(view.indices):
-            if idx != pos:
-                raise VerificationError(f"record {pos}: stored index {idx}, expected {pos}", pos)
-        if len(view.indices) != n:
-            raise VerificationError(f"record {n}: {len(view.indices)} indices, {n} envelopes", n)
-    stored = view.derived
-    if stored is not None and [len(c) for c in stored] != [n] * len(DERIVED_FIELDS):
-        raise VerificationError(f"stored columns do not hold one value per record ({n})", None)
-
-    # What the cross-record checks read, taken chunk by chunk as the results come in: the
-    # stored columns once a worker has matched them to the signed records, else the worker's
-    # own columns.
-    leaves: list[bytes] = []
-    idem_keys: list[str] = []
-    kinds: list[str] = []
-    assets: list[str] = []
-    sha256s: list[str] = []
-    keyids: list[str] = []
-    kept = None if stored is None else [stored[DERIVED_FIELDS.index(name)] for name in _KEPT]
-    seen_keys: dict[str, int] = {}
+    LogChecker.begin(view)
     signed: list[SignedCheckpoint] = []
-    tree: _Tree | None = None
+    checker: LogChecker | None = None
     for done in _results(view, trust, workers or os.cpu_count() or 1, ahead):
         if isinstance(done, _Failure):
             raise VerificationError(done.message, done.index)
         if isinstance(done, list):
             signed.extend(done)
             continue
-        if tree is None:  # every checkpoint is in: they come first
-            tree = _Tree(signed, dict(view.frontiers or []), n)
-        got: list[Sequence[Any]]
-        if done.columns is not None:
-            got = list(done.columns)
-        else:
-            assert kept is not None  # a worker returns no columns only when it had stored ones
-            got = [column[done.start : done.stop] for column in kept]
-        have: tuple[list[Any], ...] = (leaves, idem_keys, kinds, assets, sha256s, keyids)
-        for target, values in zip(have, got, strict=True):
-            target.extend(values)
-        first = _first_replay(done.start, idem_keys[done.start : done.stop], seen_keys)
-        for i, inputs, supersedes in done.extras:
-            if first is not None and first.index is not None and first.index <= i:
-                break
-            bad = _check_references(i, inputs, supersedes, assets, sha256s)
-            if bad is not None:
-                first = bad
-                break
-        # A root mismatch is placed only to its batch; when that batch starts before a
-        # reference error, the mismatch is the first thing wrong (e.g. a deleted row).
-        wrong = tree.advance(leaves, done.stop)
-        if wrong is not None and (first is None or wrong[0] <= (first.index or 0)):
-            raise wrong[1]
-        if first is not None:
-            raise first
+        if checker is None:  # every checkpoint is in: they come first
+            checker = LogChecker(view, signed)
+        checker.records(done)
         if progress:
             progress(done.stop - done.start)
-    if tree is None:
-        tree = _Tree(signed, dict(view.frontiers or []), n)
-    wrong = tree.advance(leaves, n)
-    if wrong is not None:
-        raise wrong[1]
-    tree.finish()
-    if not signed:
-        return VerifyReport(0, 0, CompactRange().root().hex(), ())
-    keys = tuple(sorted(set(keyids) | {s.keyid for s in signed}))
-    return VerifyReport(
-        n, len(signed), signed[-1].checkpoint.root_hash.hex(), keys, dict(Counter(kinds))
-    )
-
-
-def _first_replay(
-    start: int, idem_keys: Sequence[str], seen: dict[str, int]
-) -> VerificationError | None:
-    keys = set(idem_keys)
-    if len(keys) == len(idem_keys) and seen.keys().isdisjoint(keys):  # the usual case, in C
-        seen.update(zip(idem_keys, range(start, start + len(idem_keys)), strict=True))
-        return None
-    for i, key in enumerate(idem_keys, start):
-        earlier = seen.setdefault(key, i)
-        if earlier != i:
-            return VerificationError(f"record {i}: replays record {earlier} ({key})", i)
-    return None
-
-
-def _check_references(
-    i: int,
-    inputs: _Inputs,
-    supersedes: int | None,
-    assets: Sequence[str],
-    sha256s: Sequence[str],
-) -> VerificationError | None:
-    """Each input's log_index names an earlier record of that asset and content hash."""
-    for asset, sha, ref in inputs:
-        if ref is None:
-            continue
-        if ref >= i:
-            return VerificationError(f"record {i}: input {asset} points forward to {ref}", i)
-        if assets[ref] != asset or sha256s[ref] != sha:
-            return VerificationError(
-                f"record {i}: input {asset} names record {ref}, which attests "
-                f"{assets[ref]} sha256 {sha256s[ref][:12]}…, not {sha[:12]}…",
-                i,
-            )
-    if supersedes is not None and supersedes >= i:
-        return VerificationError(f"record {i}: supersedes {supersedes}, not earlier", i)
-    return None
+    if checker is None:
+        checker = LogChecker(view, signed)
+    return checker.finish()
 
 
 class _Tree:

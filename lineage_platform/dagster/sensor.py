@@ -198,8 +198,8 @@ def evaluate_recorded(
         passed=True,
         metadata={
             "log_index": idx,
-            "record_digest": checked.derived.record_digest,
-            "key_id": checked.derived.keyid,
-            "sha256": checked.derived.sha256,
+            "record_digest": checked.facts.record_digest,
+            "key_id": checked.keyid,
+            "sha256": checked.facts.sha256,
         },
     )
