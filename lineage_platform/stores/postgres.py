@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,11 +35,14 @@ import psycopg.errors
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from lineage_platform.errors import StoreBusyError, StoreError
+from lineage_platform.errors import StoreBusyError, StoreError, UsageError
 from lineage_platform.log import Checkpoint, CompactRange, leaf_hash
 from lineage_platform.stores.base import (
     ENTRY_FIELDS,
     LOG_COLUMNS,
+    MAX_AMOUNT,
+    MAX_EPOCH_FEES,
+    MAX_SKEW_S,
     USAGE_SCHEMA,
     AppendResult,
     Entry,
@@ -48,11 +52,14 @@ from lineage_platform.stores.base import (
     OpenEpoch,
     Payout,
     Posting,
+    QuarantinedEvent,
     SettledEpoch,
     SignCheckpoint,
     SnapshotHead,
     StoredCheckpoint,
     Stray,
+    UsageConflict,
+    UsageIngest,
 )
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -68,6 +75,31 @@ _LOG_SCHEMA = pa.schema(
 _EPOCH_COLUMNS = "epoch, starts_at, ends_at, fees_total, paid_total, payouts, root, log_index"
 _EPOCH_US = "(extract(epoch FROM {0}) * 1000000)::bigint"  # exact: numeric since PG 14
 _EPOCH_OF = "to_char({0}, 'YYYY-MM-DD')"  # an event's natural epoch: its UTC day
+_NEXT_EPOCH = "to_char({0}::date + 1, 'YYYY-MM-DD')"  # the day after a settled epoch
+# Where a new event goes: its day, or past the last settled epoch if its day is settled.
+_PLACE = (
+    "CASE WHEN last.settled IS NOT NULL AND {day} <= last.settled "
+    "THEN " + _NEXT_EPOCH.format("last.settled") + " ELSE {day} END"
+)
+# A timestamp as text the way Python prints a naive datetime (microseconds only when non-zero).
+_TS_TEXT = (
+    "to_char({0}, 'YYYY-MM-DD HH24:MI:SS') || CASE WHEN "
+    "mod(extract(microseconds FROM {0})::bigint, 1000000) <> 0 THEN to_char({0}, '.US') "
+    "ELSE '' END"
+)
+# Why a stored event breaks the usage bounds (NULL when it does not); the clock is UTC.
+_BOUNDS_REASON = f"""(CASE
+    WHEN fee > {MAX_AMOUNT} THEN 'fee ' || fee || ' exceeds 10^15'
+    WHEN units > {MAX_AMOUNT} THEN 'units ' || units || ' exceed 10^15'
+    WHEN occurred_at < TIMESTAMP '1970-01-01' THEN 'occurred_at before 1970'
+    WHEN occurred_at > (now() AT TIME ZONE 'UTC') + make_interval(secs => {MAX_SKEW_S})
+        THEN 'occurred_at ' || ({_TS_TEXT.format("occurred_at")}) || ' is in the future'
+    WHEN epoch !~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$' THEN 'epoch ' || epoch || ' is not a date'
+    END)"""
+_QUARANTINE_COLUMNS = (
+    f"event_id, model, caller, units, fee, {_TS_TEXT.format('occurred_at')}, epoch, reason, "
+    "state"
+)
 
 # Advisory lock keys (classid, objid): per database, so one lineage store per database.
 _LOCK_CLASS = 0x4C494E  # "LIN"
@@ -158,6 +190,43 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX lock_waits_at ON lock_waits (at);
         """,
     ),
+    (
+        # Issue 15: conflicting bodies are listed, and unsettled events that break the usage
+        # bounds move to the quarantine, which settlement does not read (as the DuckDB
+        # driver's migration 5 does for stores written before the bounds existed).
+        4,
+        f"""
+        CREATE TABLE usage_conflicts (
+            event_id    TEXT COLLATE "C" NOT NULL,
+            model       TEXT COLLATE "C" NOT NULL,
+            caller      TEXT COLLATE "C" NOT NULL,
+            units       BIGINT NOT NULL,
+            fee         BIGINT NOT NULL,
+            occurred_at TIMESTAMP NOT NULL,
+            seen_at     TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+        );
+        CREATE INDEX usage_conflicts_id ON usage_conflicts (event_id);
+        CREATE TABLE usage_quarantine (
+            event_id    TEXT COLLATE "C" PRIMARY KEY,
+            model       TEXT COLLATE "C" NOT NULL,
+            caller      TEXT COLLATE "C" NOT NULL,
+            units       BIGINT NOT NULL,
+            fee         BIGINT NOT NULL,
+            occurred_at TIMESTAMP NOT NULL,
+            epoch       TEXT COLLATE "C" NOT NULL,
+            reason      TEXT NOT NULL,
+            state       TEXT NOT NULL,                  -- held | released | dropped (audit)
+            changed_at  TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+        );
+        INSERT INTO usage_quarantine
+            (event_id, model, caller, units, fee, occurred_at, epoch, reason, state)
+        SELECT event_id, model, caller, units, fee, occurred_at, epoch, {_BOUNDS_REASON}, 'held'
+        FROM usage_events
+        WHERE epoch NOT IN (SELECT epoch FROM epochs) AND {_BOUNDS_REASON} IS NOT NULL;
+        DELETE FROM usage_events
+        WHERE epoch NOT IN (SELECT epoch FROM epochs) AND {_BOUNDS_REASON} IS NOT NULL;
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 
@@ -180,10 +249,16 @@ def _first_line(exc: BaseException) -> str:
     primary = getattr(diag, "message_primary", None) if diag is not None else None
     text = str(primary or exc).strip()
     for line in text.splitlines():
-        # libpq prefixes "connection failed: connection to server at … failed: <why>"
         if line.strip():
-            return line.strip()
+            # libpq says "connection failed: connection to server at …, port … failed: FATAL:
+            # <why>": the why is what a user acts on (the caller names the server).
+            why = line.rsplit(" failed: ", 1)[-1] if line.startswith("connection") else line
+            return why.removeprefix("FATAL:").strip()
     return type(exc).__name__
+
+
+class _NoDatabase(StoreError):
+    """The server is there, the database is not (so there is no store in it either)."""
 
 
 class PostgresStore:
@@ -232,10 +307,10 @@ class PostgresStore:
             kwargs["connect_timeout"] = max(1, round(self.connect_timeout_s))
         try:
             con: Connection = psycopg.connect(self.url, **kwargs)
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"cannot connect to {self.describe()}: {_first_line(exc)}") from exc
-        except psycopg.Error as exc:  # a malformed URL or option
-            raise StoreError(f"cannot connect to {self.describe()}: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:  # unreachable, refused login, a malformed URL or option
+            why = _first_line(exc)
+            kind = _NoDatabase if re.fullmatch(r'database ".*" does not exist', why) else StoreError
+            raise kind(f"cannot connect to {self.describe()}: {why}") from exc
         try:
             if con.info.server_version < MIN_SERVER:
                 version = con.info.server_version
@@ -406,10 +481,8 @@ class PostgresStore:
         try:
             with self._existing() as con:
                 return con is not None
-        except StoreError as exc:
-            if isinstance(exc.__cause__, psycopg.errors.InvalidCatalogName):
-                return False  # no such database: no store either
-            raise
+        except _NoDatabase:
+            return False
 
     def migrate(self) -> None:
         with self._translated(), self._connection() as con:
@@ -644,9 +717,9 @@ class PostgresStore:
             ).fetchall()
         return {str(r[0]) for r in rows}
 
-    def ingest_usage(self, events: pa.Table) -> tuple[int, int]:
+    def ingest_usage(self, events: pa.Table) -> UsageIngest:
         """COPY the batch (as CSV written by Arrow) into a temporary table, then one INSERT …
-        SELECT keys, de-duplicates, assigns epochs and skips stored keys (ON CONFLICT)."""
+        SELECT de-duplicates, assigns epochs and skips stored keys (ON CONFLICT)."""
         table = events.select(USAGE_SCHEMA.names).cast(USAGE_SCHEMA)
         data = io.BytesIO()
         # Strings are always quoted and nulls left empty: PostgreSQL's CSV reads "" as an empty
@@ -657,7 +730,7 @@ class PostgresStore:
             "'sha256:' || encode(sha256(convert_to(model || '|' || caller || '|' || units "
             f"|| '|' || fee || '|' || {epoch_us}, 'UTF8')), 'hex')"
         )
-        natural = _EPOCH_OF.format("f.occurred_at")
+        place = _PLACE.format(day=_EPOCH_OF.format("f.occurred_at"))
         # The shared ledger lock: ingests run side by side, never beside a settlement unit.
         with self.transaction((LEDGER_LOCK, False)) as con:
             con.execute(
@@ -670,29 +743,157 @@ class PostgresStore:
                 "FROM STDIN (FORMAT csv)"
             ) as copy:
                 copy.write(data.getbuffer())
+            con.execute(f"UPDATE incoming SET event_id = {key} WHERE event_id IS NULL")
             cur = con.execute(
                 f"""
-                WITH keyed AS (
-                    SELECT coalesce(event_id, {key}) AS event_id,
-                           model, caller, units, fee, occurred_at FROM incoming
-                ),
-                fresh AS (
-                    SELECT DISTINCT ON (event_id) * FROM keyed
+                WITH fresh AS (
+                    SELECT DISTINCT ON (event_id) * FROM incoming
                     ORDER BY event_id, occurred_at, model, caller, units, fee
                 ),
                 last AS (SELECT max(epoch) AS settled FROM epochs)
                 INSERT INTO usage_events
                     (event_id, model, caller, units, fee, occurred_at, epoch)
-                SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at,
-                       CASE WHEN last.settled IS NOT NULL AND {natural} <= last.settled
-                            THEN to_char(last.settled::date + 1, 'YYYY-MM-DD')
-                            ELSE {natural} END
+                SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at, {place}
                 FROM fresh f CROSS JOIN last
                 ON CONFLICT (event_id) DO NOTHING
                 """
             )
             inserted = max(cur.rowcount, 0)
-        return inserted, events.num_rows - inserted
+            conflicts = 0
+            if inserted < table.num_rows:
+                # Every id of the batch is stored now (kept before, or just inserted): a row
+                # whose body differs from the stored one is a conflict.
+                differs = (
+                    "FROM incoming k JOIN usage_events u USING (event_id) "
+                    "WHERE (k.model, k.caller, k.units, k.fee) "
+                    "IS DISTINCT FROM (u.model, u.caller, u.units, u.fee)"
+                )
+                row = con.execute(f"SELECT count(*) {differs}").fetchone()
+                conflicts = int(row[0]) if row else 0
+                if conflicts:
+                    con.execute(
+                        "INSERT INTO usage_conflicts "
+                        "(event_id, model, caller, units, fee, occurred_at) "
+                        "SELECT DISTINCT ON (k.event_id, k.model, k.caller, k.units, k.fee) "
+                        "k.event_id, k.model, k.caller, k.units, k.fee, k.occurred_at "
+                        f"{differs} AND NOT EXISTS (SELECT 1 FROM usage_conflicts c "
+                        "WHERE (c.event_id, c.model, c.caller, c.units, c.fee) = "
+                        "(k.event_id, k.model, k.caller, k.units, k.fee)) "
+                        "ORDER BY k.event_id, k.model, k.caller, k.units, k.fee, k.occurred_at"
+                    )
+            if inserted:
+                self._check_epoch_fees(
+                    con,
+                    f"SELECT DISTINCT {_EPOCH_OF.format('occurred_at')} FROM incoming "
+                    f"UNION ALL SELECT {_NEXT_EPOCH.format('max(epoch)')} FROM epochs",
+                )
+        return UsageIngest(inserted, events.num_rows - inserted, conflicts)
+
+    @staticmethod
+    def _check_epoch_fees(con: Connection, epochs_sql: str, args: Sequence[Any] = ()) -> None:
+        """Refuse (roll back) a write that takes an epoch's fees past MAX_EPOCH_FEES."""
+        row = con.execute(
+            f"SELECT epoch, sum(fee) FROM usage_events WHERE epoch IN ({epochs_sql}) "
+            f"GROUP BY epoch HAVING sum(fee) > {MAX_EPOCH_FEES} ORDER BY epoch LIMIT 1",
+            args,
+        ).fetchone()
+        if row is not None:
+            raise UsageError(
+                f"epoch {row[0]}: fees would total {row[1]}, past 2^63-1; nothing stored"
+            )
+
+    def usage_conflicts(self) -> list[UsageConflict]:
+        with self._existing() as con:
+            if con is None:
+                return []
+            rows = con.execute(
+                "SELECT c.event_id, c.model, c.caller, c.units, c.fee, c.occurred_at, "
+                "coalesce(u.model || '|' || u.caller || '|' || u.units || '|' || u.fee, "
+                "q.model || '|' || q.caller || '|' || q.units || '|' || q.fee, '?'), c.seen_at "
+                "FROM usage_conflicts c LEFT JOIN usage_events u USING (event_id) "
+                "LEFT JOIN usage_quarantine q USING (event_id) "
+                "ORDER BY c.event_id, c.seen_at, c.model, c.caller, c.units, c.fee"
+            ).fetchall()
+        return [
+            UsageConflict(str(e), str(m), str(c), int(n), int(f), _naive(t), str(k), _naive(w))
+            for e, m, c, n, f, t, k, w in rows
+        ]
+
+    def quarantined(self, state: str | None = "held") -> list[QuarantinedEvent]:
+        with self._existing() as con:
+            if con is None:
+                return []
+            rows = con.execute(
+                f"SELECT {_QUARANTINE_COLUMNS} FROM usage_quarantine "
+                "WHERE %(state)s::text IS NULL OR state = %(state)s ORDER BY event_id",
+                {"state": state},
+            ).fetchall()
+        return [_quarantined(r) for r in rows]
+
+    @staticmethod
+    def _held(con: Connection, event_id: str) -> QuarantinedEvent:
+        row = con.execute(
+            f"SELECT {_QUARANTINE_COLUMNS} FROM usage_quarantine WHERE event_id = %s FOR UPDATE",
+            (event_id,),
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no quarantined event {event_id!r}")
+        event = _quarantined(row)
+        if event.state != "held":
+            raise UsageError(f"quarantined event {event_id!r} is already {event.state}")
+        return event
+
+    def release_quarantined(self, event_id: str, now: datetime) -> QuarantinedEvent:
+        # Exclusive ledger lock: the event's epoch is placed as an ingest would place it.
+        with self.transaction((LEDGER_LOCK, True)) as con:
+            event = self._held(con, event_id)
+            limit = now.astimezone(UTC).replace(tzinfo=None) + timedelta(seconds=MAX_SKEW_S)
+            if event.fee > MAX_AMOUNT or event.units > MAX_AMOUNT:
+                raise UsageError(f"{event_id!r}: an amount still exceeds 10^15")
+            row = con.execute(
+                f"SELECT {_EPOCH_US.format('occurred_at')} FROM usage_quarantine "
+                "WHERE event_id = %s",
+                (event_id,),
+            ).fetchone()
+            micros = int(row[0]) if row else -1
+            if not 0 <= micros <= (limit - datetime(1970, 1, 1)) // timedelta(microseconds=1):
+                raise UsageError(
+                    f"{event_id!r}: occurred_at {event.occurred_at} is still out of bounds"
+                )
+            stored = con.execute(
+                "SELECT count(*) FROM usage_events WHERE event_id = %s", (event_id,)
+            ).fetchone()
+            if stored and stored[0]:
+                raise UsageError(f"{event_id!r}: an event with this id is stored meanwhile")
+            place = _PLACE.format(day=_EPOCH_OF.format("f.occurred_at"))
+            con.execute(
+                f"""
+                WITH last AS (SELECT max(epoch) AS settled FROM epochs)
+                INSERT INTO usage_events (event_id, model, caller, units, fee, occurred_at, epoch)
+                SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at, {place}
+                FROM usage_quarantine f CROSS JOIN last WHERE f.event_id = %s
+                """,
+                (event_id,),
+            )
+            self._check_epoch_fees(
+                con, "SELECT epoch FROM usage_events WHERE event_id = %s", (event_id,)
+            )
+            con.execute(
+                "UPDATE usage_quarantine SET state = 'released', "
+                "changed_at = now() AT TIME ZONE 'UTC' WHERE event_id = %s",
+                (event_id,),
+            )
+        return event._replace(state="released")
+
+    def drop_quarantined(self, event_id: str) -> QuarantinedEvent:
+        with self.transaction((LEDGER_LOCK, True)) as con:
+            event = self._held(con, event_id)
+            con.execute(
+                "UPDATE usage_quarantine SET state = 'dropped', "
+                "changed_at = now() AT TIME ZONE 'UTC' WHERE event_id = %s",
+                (event_id,),
+            )
+        return event._replace(state="dropped")
 
     def usage_count(self) -> int:
         with self._existing() as con:
@@ -757,6 +958,13 @@ def _settled(row: Sequence[Any]) -> SettledEpoch:
     return SettledEpoch(
         str(epoch), _naive(starts), _naive(ends), int(fees), int(paid), int(payouts), str(root),
         int(log_index),
+    )
+
+
+def _quarantined(row: Sequence[Any]) -> QuarantinedEvent:
+    e, m, c, n, f, t, epoch, reason, state = row
+    return QuarantinedEvent(
+        str(e), str(m), str(c), int(n), int(f), str(t), str(epoch), str(reason), str(state)
     )
 
 
