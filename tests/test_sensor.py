@@ -14,6 +14,7 @@ from lineage_platform.audit import verify_store
 from lineage_platform.config import Settings
 from lineage_platform.dagster import LineageSignerResource, LineageStoreResource
 from lineage_platform.dagster.sensor import CHECK_NAME, evaluate_recorded
+from lineage_platform.dagster.sync import event_key
 from lineage_platform.dagster.workspace import Materialized, materialize_all
 from lineage_platform.hashing import sha256_file
 from lineage_platform.integrations import dvc
@@ -87,6 +88,9 @@ def test_sensor_signs_each_materialization_once_with_its_lineage(
     assert len(expected) == len(world.done) == 9
     assert sorted(item.record.idempotency_key() for item in logged) == expected
     assert [item.index for item in logged] == list(range(len(logged)))
+    # New records are predicate v2, naming the Dagster event as a generic run reference.
+    assert {(item.record.version, item.record.run.orchestrator if item.record.run else None)
+            for item in logged} == {(2, "dagster")}
 
     lock = dvc.read_lock(project)
     newest = _by_key(logged)
@@ -130,7 +134,7 @@ def test_sensor_signs_each_materialization_once_with_its_lineage(
         assert evaluation.check_name == CHECK_NAME and evaluation.passed
         idx = evaluation.metadata["log_index"].value
         latest = world.instance.fetch_materializations(dg.AssetKey(name), limit=1).records[0]
-        assert logged[idx].record.idempotency_key().endswith(f":{latest.storage_id}")
+        assert logged[idx].record.idempotency_key() == event_key(latest)
         assert evaluation.metadata["record_digest"].value == digests[idx]
         assert evaluation.metadata["key_id"].value == KeyRing(settings.keys_dir).trust().keyids()[0]
 
