@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lineage_platform.config import Settings
-from lineage_platform.errors import LineageError
+from lineage_platform.errors import ConfigError, LineageError
 from lineage_platform.valuation.registry import get_method, known_names
 
 app = typer.Typer(
@@ -464,15 +464,28 @@ def settle(
     """
     from datetime import UTC, datetime
 
+    from lineage_platform import known
     from lineage_platform.settlement import load_policy
     from lineage_platform.settlement import settle as run_settle
 
     cfg = settings()
+    log, memory, trust = store(cfg), known.KnownLogs.from_env(), keyring(cfg).trust()
+    # The log must extend what this machine saw of it, and what the witnesses cosigned (when
+    # a policy names them): a rolled-back or forked log is not settled.
+    known.check_store(memory, log, trust, remember=False)
+    policy = witness_policy(cfg, None)
+    if policy is not None:
+        from lineage_platform.witness import publish
+
+        publish(log, trust, policy, cfg.state_dir)
     with out.status("settling") as status:
         statements = run_settle(
-            store(cfg), keyring(cfg).signer(passphrase()), load_policy(cfg.project_dir),
+            log, keyring(cfg).signer(passphrase()), load_policy(cfg.project_dir),
             datetime.now(UTC), epoch, on_epoch=lambda e: status.update(f"settling {e}"),
         )
+    known.check_store(memory, log, trust)  # remember what was published, settlements included
+    if policy is not None and any(not s.already_settled for s in statements):
+        publish(log, trust, policy, cfg.state_dir)
     held = store(cfg).quarantined()
     if as_json:
         extra = {"quarantined": len(held)} if held else {}
@@ -612,26 +625,52 @@ def verify(
     keys: Path | None = typer.Option(
         None, help="trust only these public keys ({keyid: base64}, like keys.json)"
     ),
+    since: Path | None = typer.Option(
+        None, help="an earlier checkpoint (note or JSON) the log must have grown from"
+    ),
+    witnesses: Path | None = typer.Option(
+        None, help="a witness policy (witnesses.toml) the log's checkpoint must meet"
+    ),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Re-check every signature, parse, reference, checkpoint and the Merkle root (read-only).
 
     A bundle's own keys.json proves only that its signer was consistent: pin the keys you
-    already trust with --keys. Examples: lineage verify | lineage verify --bundle export/
-    --keys pinned.json
+    already trust with --keys. The newest checkpoint verified is remembered outside the state
+    folder ($LINEAGE_VERIFIER_STATE, else ~/.local/state/lineage/known); the next run demands
+    that the log grew from it. Examples: lineage verify | lineage verify --bundle export/
+    --keys pinned.json --since checkpoint-2026-11-23
     """
-    from lineage_platform import audit
+    from lineage_platform import audit, known
+    from lineage_platform.log import SignedCheckpoint
     from lineage_platform.signing import TrustStore
 
     pinned = TrustStore.load(keys) if keys is not None else None
+    memory = known.KnownLogs.from_env()
+    witnessed = ""
     with progress_bar("verifying records") as advance:
         if bundle is not None:
+            view, bundled = audit.read_bundle(bundle)
+            trust = pinned or bundled
             report = audit.verify_bundle(bundle, pinned, progress=advance)
+            pin = SignedCheckpoint.parse(read_file(since), trust) if since else None
+            seen = known.check_bundle(
+                memory, view.checkpoints[-1], view.envelopes, trust, since=pin
+            )
         else:
             cfg = settings()
-            report = audit.verify_store(
-                store(cfg), pinned or keyring(cfg).trust(), progress=advance
+            trust = pinned or keyring(cfg).trust()
+            log = store(cfg)
+            report = audit.verify_store(log, trust, progress=advance)
+            pin = SignedCheckpoint.parse(read_file(since), trust) if since else None
+            seen = known.check_store(
+                memory, log, trust, since=pin, verified_root=bytes.fromhex(report.root_hex)
             )
+            policy = witness_policy(cfg, witnesses)
+            if policy is not None:
+                from lineage_platform.witness import require_policy
+
+                witnessed = require_policy(log, trust, policy, cfg.state_dir)
     if as_json:
         out.print_json(
             data={
@@ -640,10 +679,22 @@ def verify(
                 "checkpoints": report.checkpoints,
                 "root": report.root_hex,
                 "keyids": list(report.keyids),
+                "seen_before": seen.before.tree_size if seen.before is not None else None,
+                "witnessed": witnessed or None,
             }
         )
     else:
         out.print(report.summary(), highlight=False)
+        out.print(seen.describe(), highlight=False)
+        if witnessed:
+            out.print(witnessed, highlight=False)
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
 
 
 class ExportFormat(StrEnum):
@@ -704,6 +755,114 @@ def report(
         reports.write_report(built, out_file, fmt.value)
     verdict = "verified" if built.verdict.ok else "NOT verified"
     out.print(f"report of epoch {built.epoch} ({verdict}) written to {out_file}", highlight=False)
+
+
+witness_app = typer.Typer(
+    help="Witnesses (C2SP tlog-witness): cosign a log's checkpoints only as it grows.",
+    no_args_is_help=True,
+)
+app.add_typer(witness_app, name="witness")
+
+
+@witness_app.command("init")
+def witness_init(
+    folder: Path = typer.Argument(..., help="the witness's own folder (key and state)"),
+    name: str = typer.Option(..., help="the witness's key name, e.g. witness.example.org/w1"),
+) -> None:
+    """Create a witness (re-runnable) and print its cosignature verifier key for policies.
+
+    Example: lineage witness init /srv/witness --name witness.example.org/w1
+    """
+    from lineage_platform.witness import Witness, witness_passphrase
+
+    w = Witness.init(folder, name, witness_passphrase())
+    out.print(w.verifier.vkey(), highlight=False, soft_wrap=True)
+
+
+@witness_app.command("follow")
+def witness_follow(
+    folder: Path = typer.Argument(..., help="the witness's folder"),
+    vkey: str = typer.Argument(..., help="the log's key, from `lineage checkpoint --vkey`"),
+) -> None:
+    """Cosign checkpoints of the log this verifier key names (its origin).
+
+    Example: lineage witness follow /srv/witness "$(lineage checkpoint --vkey)"
+    """
+    from lineage_platform.witness import Witness, witness_passphrase
+
+    verifier = Witness.open(folder, witness_passphrase()).follow(vkey)
+    out.print(f"following log {verifier.name} (key {verifier.key_hash.hex()})", highlight=False)
+
+
+@witness_app.command("serve")
+def witness_serve(
+    folder: Path = typer.Argument(..., help="the witness's folder"),
+    port: int = typer.Option(7380, help="TCP port (0: any free port, printed)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+) -> None:
+    """Answer POST /add-checkpoint (tlog-witness) until interrupted.
+
+    Example: lineage witness serve /srv/witness --port 7380
+    """
+    from lineage_platform.witness import Witness, make_server, witness_passphrase
+
+    server = make_server(Witness.open(folder, witness_passphrase()), host, port)
+    bound_host, bound_port = server.server_address[:2]
+    print(f"witness listening on http://{bound_host!s}:{bound_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@witness_app.command("add")
+def witness_add(
+    folder: Path = typer.Argument(..., help="the witness's folder"),
+    request: Path = typer.Argument(..., help="an add-checkpoint request body (file exchange)"),
+) -> None:
+    """The same check as the HTTP endpoint, on a request file: prints the cosignature lines.
+
+    Example: lineage witness add /srv/witness request.txt >> checkpoint
+    """
+    from lineage_platform.witness import Witness, WitnessRefusal, witness_passphrase
+
+    try:
+        lines = Witness.open(folder, witness_passphrase()).add_checkpoint(read_file(request))
+    except WitnessRefusal as exc:
+        from lineage_platform.errors import WitnessError
+
+        raise WitnessError(f"refused ({exc.status}): {exc}") from exc
+    sys.stdout.write(lines.decode("utf-8"))
+
+
+@witness_app.command("publish")
+def witness_publish() -> None:
+    """Ask the witnesses of the project's witnesses.toml to cosign the latest checkpoint, and
+    keep it in the state folder when the policy is met (verify and settle then accept it).
+
+    Example: lineage sync && lineage witness publish
+    """
+    from lineage_platform import witness
+
+    cfg = settings()
+    policy = witness_policy(cfg, None)
+    if policy is None:
+        raise ConfigError(f"no {witness.POLICY_FILE} in {cfg.project_dir}: no witnesses to ask")
+    published = witness.publish(store(cfg), keyring(cfg).trust(), policy, cfg.state_dir)
+    out.print(published.describe(), highlight=False)
+
+
+def witness_policy(cfg: Settings, explicit: Path | None) -> Any:
+    """--witnesses FILE, else the user's own (~/.config/lineage/witnesses.toml), else the
+    project's witnesses.toml; None when there is none."""
+    from lineage_platform.known import user_config_dir
+    from lineage_platform.witness import POLICY_FILE, WitnessPolicy
+
+    if explicit is not None:
+        return WitnessPolicy.load(explicit)
+    return WitnessPolicy.find(user_config_dir() / POLICY_FILE, cfg.project_dir / POLICY_FILE)
 
 
 @app.command()

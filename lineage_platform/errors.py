@@ -111,6 +111,16 @@ class ConflictError(UsageError):
     exit_code = 16
 
 
+class RollbackError(VerificationError):
+    """The log shrank or forked: it is not consistent with a checkpoint seen before."""
+
+
+class WitnessError(LineageError):
+    """A witness refused a checkpoint, or a witness policy is not met."""
+
+    exit_code = 17
+
+
 def shown(text: str, limit: int = 48) -> str:
     """Untrusted text (a key name, a keyid) as a message may quote it: on one line, cut short.
 

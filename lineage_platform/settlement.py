@@ -238,6 +238,7 @@ def settle_epoch(
     with store.settling(epoch) as unit:
         if (done := _settled_statement(unit)) is not None:
             return done
+        _refuse_a_second_settlement(unit, epoch)
         d = derive(epoch, policy, unit.inputs(epoch), unit.envelopes(GRAPH_KINDS))
         paid = sum(n for _, n in d.allocation.payouts)
         fees_total = sum(d.fees.values())
@@ -281,6 +282,18 @@ def settle_epoch(
         epoch, fees_total, paid, d.allocation.payouts, d.root.hex(), log_index, False,
         d.allocation.reserve_reason,
     )
+
+
+def _refuse_a_second_settlement(unit: SettlementUnit, epoch: str) -> None:
+    """An epoch whose signed settlement record is in the log is settled, whatever the epoch
+    tables say: rows deleted behind the store's back must not pay the epoch twice."""
+    for index, record in _records(unit.envelopes(("settlement",))):
+        if record.partition == epoch:
+            raise SettlementError(
+                f"epoch {epoch}: the log already holds its signed settlement (record {index}) "
+                "but its settlement rows are gone: refusing to settle it again (restore the "
+                "store, then run `lineage verify`)"
+            )
 
 
 def settle(

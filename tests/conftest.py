@@ -38,6 +38,17 @@ def _signal_handlers() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@pytest.fixture(autouse=True)
+def _verifier_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `lineage verify` remembers lives outside LINEAGE_HOME (in ~/.local/state), and the
+    user's trusted keys and witness policy in ~/.config/lineage: each test gets its own, so the
+    logs of different tests never look like one log that forked."""
+    monkeypatch.setenv("LINEAGE_VERIFIER_STATE", str(tmp_path_factory.mktemp("verifier-state")))
+    monkeypatch.setenv("LINEAGE_USER_CONFIG", str(tmp_path_factory.mktemp("user-config")))
+
+
 @pytest.fixture(scope="session")
 def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """dvc repro has run; tests that change files must copy it first (see `project_copy`)."""

@@ -55,7 +55,8 @@ class World:
 
     def env(self) -> dict[str, str]:
         """Environment for a `lineage` subprocess pointed at this world's project."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LINEAGE_")}
+        kept = ("LINEAGE_VERIFIER_STATE", "LINEAGE_USER_CONFIG")  # per test, see conftest
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LINEAGE_") or k in kept}
         env["LINEAGE_PROJECT"] = str(self.settings.project_dir)
         env["LINEAGE_HOME"] = str(self.settings.state_dir)
         return env

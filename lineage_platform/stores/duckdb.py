@@ -562,14 +562,14 @@ class DuckDBStore:
         return table, [StoredCheckpoint(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
 
     def latest_checkpoint(self) -> bytes | None:
-        with self.reader() as con:
+        with self.reader(min_version=1) as con:  # log reads work on every schema (verify)
             rows = con.execute(
                 "SELECT checkpoint FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
             ).fetchall()
         return bytes(rows[0][0]) if rows else None
 
     def entries(self, start: int = 0, stop: int | None = None) -> pa.Table:
-        with self.reader() as con:
+        with self.reader(min_version=1) as con:  # log reads work on every schema (verify)
             sql = f"SELECT {_COLUMNS} FROM log_entries WHERE idx >= ?"
             args: list[Any] = [start]
             if stop is not None:
