@@ -2,6 +2,12 @@
 
     .venv/bin/python benchmarks/bench_log.py            # 100,000 records
     .venv/bin/python benchmarks/bench_log.py --quick    # 10,000 records
+    .venv/bin/python benchmarks/bench_log.py --store-url postgresql://u:pw@host/db  # that server
+
+Runs on the DuckDB driver, then on the PostgreSQL driver: a throwaway server on 127.0.0.1 (as
+the tests start one; `--no-postgres` to leave it out), or the server `--store-url` names (each
+run takes a fresh database beside that URL's). PostgreSQL has no target: its figures are
+printed next to DuckDB's.
 
 Issue 3's targets: append (signing included) >= 60% of the raw single-core signing rate;
 `verify_store` (both cores) >= 1.4x the raw single-core verify rate. Prints, asserts nothing.
@@ -17,10 +23,12 @@ import multiprocessing
 import os
 import pstats
 import resource
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,8 @@ from lineage_platform.records import (
 from lineage_platform.signing import SigningKey, TrustStore, pae
 from lineage_platform.stores import open_store
 from lineage_platform.verify import check_envelope
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sha(text: str) -> str:
@@ -133,7 +143,7 @@ def cpu_seconds() -> float:
 
 
 def timed_verify(
-    path: str, trust_json: bytes, rounds: int, start_method: str
+    url: str, trust_json: bytes, rounds: int, start_method: str
 ) -> tuple[float, float, int]:
     """Best seconds of `verify_store` over `rounds`, CPU µs per record (all processes), and
     the records it verified."""
@@ -141,7 +151,7 @@ def timed_verify(
     # platform's default (fork on Linux), with which its workers share the log unpickled.
     multiprocessing.set_start_method(start_method, force=True)
     assert multiprocessing.get_start_method() == start_method
-    store, trust = open_store(Path(path)), TrustStore.from_json(trust_json)
+    store, trust = open_store(url), TrustStore.from_json(trust_json)
     records = 0
 
     def verify() -> None:
@@ -154,10 +164,10 @@ def timed_verify(
 
 
 def bench_append(
-    path: Path, key: SigningKey, records: list[AttributionRecord], batch: int, workers: int
+    url: str, key: SigningKey, records: list[AttributionRecord], batch: int, workers: int
 ) -> tuple[float, float]:
     """Records/s, and CPU µs per record over all processes."""
-    store = open_store(path)
+    store = open_store(url)
     store.migrate()
 
     def run() -> None:
@@ -176,6 +186,11 @@ def main() -> None:
     parser.add_argument("--raw-n", type=int, default=10_000, help="signatures for the raw rates")
     parser.add_argument("--profile", action="store_true", help="cProfile the hot paths")
     parser.add_argument("--rounds", type=int, default=2, help="verify runs; the best counts")
+    parser.add_argument(
+        "--store-url", help="a PostgreSQL server to run on (postgresql://…/db; fresh databases "
+        "are made beside db) instead of a throwaway one"
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="the DuckDB driver only")
     args = parser.parse_args()
     n = 10_000 if args.quick else args.n
     cores = os.cpu_count() or 1
@@ -201,41 +216,75 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_log_") as tmp:
         folder = Path(tmp)
-        results: dict[int, float] = {}
-        for workers in (1, 2):
-            path = folder / f"append_w{workers}.duckdb"
-            results[workers], cpu_per = bench_append(path, key, records, args.batch, workers)
-            print(
-                f"append, workers={workers} (batches of {args.batch:,}): "
-                f"{results[workers]:10,.0f} records/s  "
-                f"= {results[workers] / raw_sign:.2f}x raw sign"
-            )
-            print(
-                f"  (CPU, all processes: {cpu_per:.1f} µs/record; raw sign alone is "
-                f"{1e6 / raw_sign:.1f})"
-            )
-        best = max(results, key=lambda w: results[w])
-        path = folder / f"append_w{best}.duckdb"
-        store = open_store(path)
-        # In a fresh process, as `lineage verify` runs: not beside this one's 100,000 records.
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=spawn) as fresh:  # not daemonic: it forks
-            t_verify, cpu_per, verified = fresh.submit(
-                timed_verify,
-                str(path),
-                trust.to_json(),
-                args.rounds,
-                multiprocessing.get_start_method(),
-            ).result()
-        assert verified == n
-        v_rate = rate(n, t_verify)
-        print(f"verify_store ({cores} processes):        {v_rate:10,.0f} records/s")
-        print(
-            f"  (CPU, all processes: {cpu_per:.1f} µs/record; raw verify alone is "
-            f"{1e6 / raw_verify:.1f})"
+        print("\n== DuckDB driver")
+        ratios = bench_driver(
+            lambda w: f"duckdb://{folder / f'append_w{w}.duckdb'}", key, records, args, raw_sign,
+            raw_verify, targets=True,
         )
-        append_ratio = results[best] / raw_sign
-        verify_ratio = v_rate / raw_verify
+        if args.profile:
+            profile(open_store(folder / f"append_w{ratios[2]}.duckdb"), key, records, trust, n)
+    if args.no_postgres and not args.store_url:
+        return
+    with postgres_databases(args.store_url) as new_database:
+        if new_database is None:
+            return
+        print("\n== PostgreSQL driver (no target; next to the DuckDB figures above)")
+        pg = bench_driver(lambda w: new_database(), key, records, args, raw_sign, raw_verify)
+        print(
+            f"PostgreSQL / DuckDB: append {pg[0] / ratios[0]:.2f}x, "
+            f"verify {pg[1] / ratios[1]:.2f}x"
+        )
+
+
+def bench_driver(
+    url_for: Callable[[int], str],
+    key: SigningKey,
+    records: list[AttributionRecord],
+    args: argparse.Namespace,
+    raw_sign: float,
+    raw_verify: float,
+    targets: bool = False,
+) -> tuple[float, float, int]:
+    """Append with 1 and 2 signing workers (a fresh store each), verify the faster one's log;
+    prints the figures and returns (append ratio, verify ratio, workers of the best append)."""
+    n = len(records)
+    cores = os.cpu_count() or 1
+    trust = TrustStore.of(key)
+    results: dict[int, float] = {}
+    urls: dict[int, str] = {}
+    for workers in (1, 2):
+        urls[workers] = url_for(workers)
+        results[workers], cpu_per = bench_append(urls[workers], key, records, args.batch, workers)
+        print(
+            f"append, workers={workers} (batches of {args.batch:,}): "
+            f"{results[workers]:10,.0f} records/s  "
+            f"= {results[workers] / raw_sign:.2f}x raw sign"
+        )
+        print(
+            f"  (CPU, all processes: {cpu_per:.1f} µs/record; raw sign alone is "
+            f"{1e6 / raw_sign:.1f})"
+        )
+    best = max(results, key=lambda w: results[w])
+    # In a fresh process, as `lineage verify` runs: not beside this one's 100,000 records.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as fresh:  # not daemonic: it forks
+        t_verify, cpu_per, verified = fresh.submit(
+            timed_verify,
+            urls[best],
+            trust.to_json(),
+            args.rounds,
+            multiprocessing.get_start_method(),
+        ).result()
+    assert verified == n
+    v_rate = rate(n, t_verify)
+    print(f"verify_store ({cores} processes):        {v_rate:10,.0f} records/s")
+    print(
+        f"  (CPU, all processes: {cpu_per:.1f} µs/record; raw verify alone is "
+        f"{1e6 / raw_verify:.1f})"
+    )
+    append_ratio = results[best] / raw_sign
+    verify_ratio = v_rate / raw_verify
+    if targets:
         print(
             f"append ratio  {append_ratio:.2f} (target >= 0.60, workers={best}): "
             f"{'met' if append_ratio >= 0.6 else 'MISSED'}"
@@ -244,23 +293,73 @@ def main() -> None:
             f"verify ratio  {verify_ratio:.2f} (target >= 1.40): "
             f"{'met' if verify_ratio >= 1.4 else 'MISSED'}"
         )
+    else:
+        print(f"append ratio  {append_ratio:.2f} (workers={best}), verify ratio {verify_ratio:.2f}")
+    return append_ratio, verify_ratio, best
 
-        if args.profile:
-            envelopes = [e.envelope for e in sign_records(records[:5000], key)]
-            prof = cProfile.Profile()
-            prof.enable()
-            for i, data in enumerate(envelopes):
-                check_envelope(i, data, trust)
-            prof.disable()
-            print("\n-- verify worker, per record (check_envelope) --")
-            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
-            prof = cProfile.Profile()
-            extra = make_records(5000, start=n)
-            prof.enable()
-            append_records(store, key, extra)
-            prof.disable()
-            print("\n-- one append batch of 5,000 (workers=1) --")
-            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+@contextmanager
+def postgres_databases(url: str | None) -> Iterator[Callable[[], str] | None]:
+    """A maker of fresh, empty databases: on the server `url` names (beside its database), or
+    on a throwaway server started as the tests start one; None (said why) if there is none."""
+    import psycopg
+
+    made = 0
+
+    def maker(base: str, admin: str) -> Callable[[], str]:
+        def new_database() -> str:
+            nonlocal made
+            made += 1
+            name = f"bench_log_{os.getpid()}_{made}"
+            with psycopg.connect(admin, autocommit=True) as con:
+                con.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                con.execute(f'CREATE DATABASE "{name}"')
+            return f"{base}/{name}"
+
+        return new_database
+
+    if url is not None:
+        base = url.rsplit("/", 1)[0]
+        yield maker(base, url)
+        return
+    sys.path.insert(0, str(ROOT))
+    import pytest
+
+    from tests.deploy_world import postgres_server
+
+    try:
+        server = postgres_server()
+        pg = server.__enter__()
+    except pytest.skip.Exception as exc:  # no server binaries: said why, as the tests do
+        print(f"\nPostgreSQL driver: not run ({exc})")
+        yield None
+        return
+    try:
+        base = f"postgresql://{pg.user}:{pg.password}@{pg.host}:{pg.port}"
+        print(f"\n(a throwaway PostgreSQL server on {pg.host}:{pg.port}, fsync off, as in tests)")
+        yield maker(base, f"{base}/{pg.db_name}")
+    finally:
+        server.__exit__(None, None, None)
+
+
+def profile(
+    store: Any, key: SigningKey, records: list[AttributionRecord], trust: TrustStore, n: int
+) -> None:
+    envelopes = [e.envelope for e in sign_records(records[:5000], key)]
+    prof = cProfile.Profile()
+    prof.enable()
+    for i, data in enumerate(envelopes):
+        check_envelope(i, data, trust)
+    prof.disable()
+    print("\n-- verify worker, per record (check_envelope) --")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+    prof = cProfile.Profile()
+    extra = make_records(5000, start=n)
+    prof.enable()
+    append_records(store, key, extra)
+    prof.disable()
+    print("\n-- one append batch of 5,000 (workers=1) --")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
 
 
 if __name__ == "__main__":
