@@ -58,13 +58,14 @@ class VerificationError(LineageError):
 
 
 class StoreError(LineageError):
-    """The DuckDB store is missing, corrupt or refuses an operation."""
+    """The store (a DuckDB file or a PostgreSQL database) is missing, unreachable, corrupt or
+    refuses an operation."""
 
     exit_code = 8
 
 
 class StoreBusyError(StoreError):
-    """Another process held the DuckDB file for longer than the lock timeout."""
+    """Another writer (process or machine) held the store for longer than the lock timeout."""
 
     exit_code = 9
 
