@@ -250,3 +250,25 @@ print(attest.append_records(open_store(sys.argv[1]), key, [dataset(int(sys.argv[
     assert store.exists() and store.tree_size() == 3
     store.migrate()  # idempotent
     assert store.read_snapshot()[0].column("idx").to_pylist() == [0, 1, 2]
+
+
+def test_a_connection_the_server_ended_fails_one_call_in_one_line_and_the_next_reconnects(
+    server: Postgres, key: SigningKey
+) -> None:
+    import psycopg
+
+    url = new_database(server)
+    store = open_store(url)
+    sign_lineage(store, key)
+    size = store.tree_size()  # the store keeps this connection for its next call
+    with psycopg.connect(url, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'lineage' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert ended == (1,)
+    with pytest.raises(StoreError) as caught:
+        store.tree_size()
+    assert "\n" not in str(caught.value) and server.password not in str(caught.value)
+    assert str(caught.value).startswith(("lost the connection to postgresql://", "postgresql://"))
+    assert store.tree_size() == size  # a fresh connection

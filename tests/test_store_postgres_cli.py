@@ -140,6 +140,11 @@ def test_two_machines_sync_and_settle_at_once_on_postgres_each_thing_once(
 
     report = lineage_cli(settings, env, "verify")
     assert report["ok"] is True and report["records"] == 12
+    gauges = lineage_cli(settings, env, "status")
+    assert (gauges["log_size"], gauges["checkpoint_size"], gauges["usage_event_count"]) == (
+        12, 12, 120
+    )
+    assert gauges["closed_unsettled_epochs"] == [] and gauges["unsettled_fees"] == 0
     # A third run of each finds nothing left to do.
     assert lineage_cli(settings, env, "sync") == {"read": 0, "appended": 0, "skipped": 0}
     assert lineage_cli(settings, env, "settle")["epochs"] == []

@@ -364,17 +364,19 @@ class PostgresStore:
             yield
         except StoreError:
             raise
-        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+        except psycopg.errors.LockNotAvailable as exc:
             raise StoreBusyError(
-                f"{where}: another writer held the store for longer than the lock timeout "
-                f"({self.lock_timeout_s:g}s; {_first_line(exc)}); retry, or raise the timeout"
+                f"{where} is locked by another writer (waited {self.lock_timeout_s:g}s); "
+                "retry, or raise the lock timeout (LINEAGE_LOCK_TIMEOUT)"
             ) from exc
+        except psycopg.errors.QueryCanceled as exc:  # the server's statement_timeout, a cancel
+            raise StoreBusyError(f"{where}: {_first_line(exc)}; retry") from exc
         except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
             raise StoreBusyError(f"{where}: {_first_line(exc)}; retry") from exc
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"lost the connection to {where}: {_first_line(exc)}") from exc
         except psycopg.Error as exc:
-            raise StoreError(f"{where}: {_first_line(exc)}") from exc
+            # No SQLSTATE: the connection itself failed (server gone, network down).
+            lost = "lost the connection to " if exc.sqlstate is None else ""
+            raise StoreError(f"{lost}{where}: {_first_line(exc)}") from exc
 
     @contextmanager
     def transaction(self, *locks: tuple[int, bool]) -> Iterator[Connection]:
