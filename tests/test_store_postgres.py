@@ -272,3 +272,17 @@ def test_a_connection_the_server_ended_fails_one_call_in_one_line_and_the_next_r
     assert "\n" not in str(caught.value) and server.password not in str(caught.value)
     assert str(caught.value).startswith(("lost the connection to postgresql://", "postgresql://"))
     assert store.tree_size() == size  # a fresh connection
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@db:5432/lineage", "postgresql://u@db:5432/lineage"),
+        ("postgresql://u:pw@[::1]:5432/l?sslmode=require",
+         "postgresql://u@[::1]:5432/l?sslmode=require"),
+        ("postgresql://u@db/lineage?password=pw&sslmode=require", "postgresql://u@db/lineage"),
+        ("postgresql:///lineage?host=/run/pg", "postgresql:///lineage?host=/run/pg"),
+    ],
+)
+def test_messages_name_the_store_without_its_password(url: str, shown: str) -> None:
+    assert open_store(url).describe() == shown

@@ -1,6 +1,6 @@
 """The PostgreSQL driver: one database shared by every machine that syncs, settles or verifies.
 
-    store = open_store("postgresql://lineage:…@db.internal:5432/lineage")  # lineage_platform.stores
+    store = open_store("postgresql://lineage:…@db.internal/lineage")  # lineage_platform.stores
     result = store.append_entries(entries, sign_checkpoint, ORIGIN)      # one transaction, COPY
 
 Exactly once under concurrent writers rests on two transaction-scoped advisory locks (DESIGN §7,
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import psycopg.errors
@@ -237,11 +237,13 @@ _inherited: list[Connection] = []
 def redact(url: str) -> str:
     """The URL without its password (for messages and `describe`)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    query = "" if "password" in parts.query.lower() else parts.query  # ?password=… too
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _first_line(exc: BaseException) -> str:
