@@ -141,7 +141,8 @@ def digits_classifier_valuation(
         # Exact methods must add up to rounding; sampled ones to within 3 standard errors.
         "tolerance": max(1e-9, 3 * stderr_sum),
     }
-    details = {**result.to_details(), "model": "digits_classifier"}
+    # Signed, so settlement can hold an efficient method's values to their gain (issue 15).
+    details = {**result.to_details(), "model": "digits_classifier", "efficiency": efficiency}
     meta = valuation_metadata(result.digest(), contributors, details)
     meta["contributor values"] = table
     meta[EFFICIENCY] = dg.MetadataValue.json(efficiency)

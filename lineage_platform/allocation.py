@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from lineage_platform.errors import AllocationError
+from lineage_platform.identifiers import identifier
 
 __all__ = [
     "BPS_TOTAL",
@@ -57,7 +59,7 @@ def owner_account(name: str) -> str:
 
 def contributor_account(contributor_id: str) -> str:
     """Account of a data contributor, the usual leaf of a lineage graph."""
-    return f"contributor:{_name(contributor_id, 'contributor id')}"
+    return f"contributor:{identifier(_name(contributor_id, 'contributor id'), 'contributor id')}"
 
 
 def _name(value: object, what: str) -> str:
@@ -82,8 +84,18 @@ class Policy:
     protocol_bps: int
     owner_bps: int
     data_bps: int
+    # model -> the valuation asset whose records may pay its data part (settlement.toml
+    # `[models.<model>] valuation = "<asset>"`); a model not named here: `<model>_valuation`.
+    valuations: tuple[tuple[str, str], ...] = ()
+
+    def valuation_asset(self, model: str) -> str:
+        """The one asset whose valuation records settlement may use for `model`."""
+        return dict(self.valuations).get(model, f"{model}_valuation")
 
     def __post_init__(self) -> None:
+        for model, asset in self.valuations:
+            _name(model, "policy model")
+            _name(asset, f"policy models.{model}.valuation")
         parts = [_bps(key, getattr(self, key)) for key in _POLICY_KEYS]
         if sum(parts) != BPS_TOTAL:
             raise AllocationError(
@@ -101,7 +113,7 @@ class Policy:
         """Policy from parsed config; all three keys required, unknown keys refused (typos)."""
         if not isinstance(obj, Mapping):
             raise AllocationError(f"policy must be a mapping, got {type(obj).__name__}")
-        unknown = sorted(str(k) for k in obj if k not in _POLICY_KEYS)
+        unknown = sorted(str(k) for k in obj if k not in (*_POLICY_KEYS, "models"))
         if unknown:
             raise AllocationError(f"policy has unknown keys: {', '.join(unknown)}")
         missing = [k for k in _POLICY_KEYS if k not in obj]
@@ -111,6 +123,7 @@ class Policy:
             protocol_bps=_bps("protocol_bps", obj["protocol_bps"]),
             owner_bps=_bps("owner_bps", obj["owner_bps"]),
             data_bps=_bps("data_bps", obj["data_bps"]),
+            valuations=_valuations(obj.get("models", {})),
         )
 
     @classmethod
@@ -135,13 +148,17 @@ class Policy:
         except AllocationError as e:
             raise AllocationError(f"policy file {p}: {e}") from e
 
-    def to_mapping(self) -> dict[str, int]:
-        """Plain dict with the same keys ``from_mapping`` reads, for config files and metadata."""
-        return {
+    def to_mapping(self) -> dict[str, Any]:
+        """Plain dict with the same keys ``from_mapping`` reads, for config files and metadata
+        (``models`` only when a model names its valuation asset, so older policies read alike)."""
+        mapping: dict[str, Any] = {
             "protocol_bps": self.protocol_bps,
             "owner_bps": self.owner_bps,
             "data_bps": self.data_bps,
         }
+        if self.valuations:
+            mapping["models"] = {m: {"valuation": a} for m, a in self.valuations}
+        return mapping
 
     def split(self, fee: int) -> tuple[Fraction, Fraction, Fraction]:
         """Exact (protocol, owner, data) parts of one fee; they sum to ``fee``."""
@@ -150,6 +167,21 @@ class Policy:
             Fraction(fee * self.owner_bps, BPS_TOTAL),
             Fraction(fee * self.data_bps, BPS_TOTAL),
         )
+
+
+def _valuations(obj: object) -> tuple[tuple[str, str], ...]:
+    """`[models.<model>] valuation = "<asset>"` tables, sorted by model."""
+    if not isinstance(obj, Mapping):
+        raise AllocationError(f"policy models must be a table, got {type(obj).__name__}")
+    pairs = []
+    for model, table in obj.items():
+        if not isinstance(table, Mapping) or set(table) != {"valuation"}:
+            raise AllocationError(
+                f"policy models.{model}: expected exactly one key, valuation = \"<asset>\""
+            )
+        pairs.append((_name(model, "policy model"),
+                      _name(table["valuation"], f"policy models.{model}.valuation")))
+    return tuple(sorted(pairs))
 
 
 def _weight(value: object, where: str, *, clip_negative: bool) -> Fraction:

@@ -152,7 +152,7 @@ def value(
 
     Examples: lineage value digits_classifier | lineage value digits_classifier --method exact
     """
-    from lineage_platform.settlement import latest_valuation
+    from lineage_platform.settlement import load_policy, valuation_decisions
     from lineage_platform.valuation.result import shares_of
 
     chosen = get_method(method) if method is not None else None
@@ -175,10 +175,16 @@ def value(
                     {"method": chosen.name, "seed": seed},
                 )
             sync_project(cfg, passphrase())
-    found = latest_valuation(store(cfg), model)
+    # The valuation a settlement would pay on (issue 15), and every newer one it would refuse.
+    chosen_by_model, refusals = valuation_decisions(
+        store(cfg), load_policy(cfg.project_dir), [model]
+    )
+    for refusal in refusals:
+        err.print(f"[yellow]{escape(str(refusal))}[/yellow]", highlight=False, soft_wrap=True)
+    found = chosen_by_model.get(model)
     if found is None:
         raise LineageError(
-            f"no signed valuation of {model} in the log: materialize {model}_valuation"
+            f"no usable signed valuation of {model} in the log: materialize {model}_valuation"
         )
     idx, record = found
     details = record.details_obj() or {}
@@ -223,9 +229,15 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     lag = round(time.time() - oldest, 1) if oldest is not None else 0.0
     the_store = store(cfg)
     held = len(the_store.quarantined()) if the_store.exists() else 0
+    refused: tuple[Any, ...] = ()
+    if the_store.exists():
+        from lineage_platform.settlement import load_policy, valuation_decisions
+
+        refused = valuation_decisions(the_store, load_policy(cfg.project_dir))[1]
     conflicts = len(the_store.usage_conflicts()) if the_store.exists() else 0
     data = {"sensor_backlog": pending, "sensor_lag_s": lag, **gauges.to_json(),
-            "usage_quarantined": held, "usage_conflicts": conflicts}
+            "usage_quarantined": held, "usage_conflicts": conflicts,
+            "valuations_refused": [r.to_json() for r in refused]}
     if as_json:
         out.print_json(data=data)
         return
@@ -245,6 +257,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         ("open epoch fees", str(gauges.open_epoch_fees)),
         ("usage events", f"{gauges.usage_event_count} ingested, "
          f"{gauges.spooled_files} spooled files waiting"),
+        ("valuations refused", "\n".join(f"{warn}{escape(str(r))}" for r in refused)
+         if refused else "none"),
         ("usage quarantine", f"{warn}{held} held (lineage usage quarantine list)"
          if held else "none"),
         ("usage conflicts", f"{warn}{conflicts} (lineage usage conflicts)" if conflicts
@@ -418,8 +432,7 @@ def quarantine_list(
     """
     rows = store(settings()).quarantined(None if show_all else "held")
     if as_json:
-        out.print_json(data=[{**q._asdict(), "occurred_at": q.occurred_at.isoformat()}
-                             for q in rows])
+        out.print_json(data=[q._asdict() for q in rows])
         return
     table = Table(title=f"Quarantined usage events ({len(rows)})", title_justify="left")
     for col in ("event id", "model", "fee", "units", "occurred at", "why", "state"):

@@ -87,7 +87,17 @@ def arrow_problems(col: pa.Array) -> tuple[pa.Array, dict[str, str]]:
 
 
 def arrow_nfc(col: pa.Array) -> pa.Array:
-    """The column in NFC (unchanged, without a copy, when it is all ASCII)."""
-    if not pc.any(pc.match_substring_regex(col, r"[^\x00-\x7f]")).as_py():
+    """The column in NFC (unchanged, without a copy, when it is all ASCII or all NFC already).
+
+    Arrow's own `utf8_normalize` is a no-op in some builds, so the distinct non-ASCII values go
+    through `unicodedata` and are mapped back in bulk."""
+    non_ascii = pc.fill_null(pc.match_substring_regex(col, r"[^\x00-\x7f]"), False)
+    if not pc.any(non_ascii).as_py():
         return col
-    return pc.utf8_normalize(col, "NFC")
+    distinct = pc.unique(pc.filter(col, non_ascii)).to_pylist()
+    changed = {v: unicodedata.normalize("NFC", v) for v in distinct
+               if v is not None and not is_nfc(v)}
+    if not changed:
+        return col
+    position = pc.index_in(col, value_set=pa.array(list(changed), pa.string()))
+    return pc.coalesce(pc.take(pa.array(list(changed.values()), pa.string()), position), col)

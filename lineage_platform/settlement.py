@@ -13,6 +13,7 @@ settled epoch was already moved to the next open epoch at ingestion.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -28,7 +29,8 @@ from lineage_platform.allocation import (
 )
 from lineage_platform.attest import ORIGIN, entry_for
 from lineage_platform.canonical import canonical_json
-from lineage_platform.errors import LineageError, SettlementError, VerificationError
+from lineage_platform.errors import LineageError, SettlementError, VerificationError, shown
+from lineage_platform.identifiers import problem
 from lineage_platform.log import (
     SignedCheckpoint,
     inclusion_proof,
@@ -98,6 +100,7 @@ class Statement:
     log_index: int
     already_settled: bool
     reserve_reason: str | None = None
+    refusals: tuple[str, ...] = ()  # valuations not used, one line each (signed in details)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,42 +111,161 @@ class Statement:
             "root": self.root,
             "log_index": self.log_index,
             "already_settled": self.already_settled,
+            **({"valuation_refusals": list(self.refusals)} if self.refusals else {}),
         }
 
 
 # -- the lineage graph money flows along (pure) --------------------------------------------------
+# Settlement records signed with these rules (details "valuation_rules") use a valuation only if
+# it passes `valuation_problem`; older settlements are re-derived as they were computed.
+VALUATION_RULES = 1
+# How Dagster events outside any run appear in a record's run reference (dagster/sync.py).
+RUNLESS_RUN_IDS = frozenset({"", "runless"})
+
+
+@dataclass(frozen=True, slots=True)
+class ValuationRefusal:
+    """A valuation record settlement did not use for `model`, and why (one line)."""
+
+    model: str
+    log_index: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"valuation record {self.log_index} of {self.model} refused: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "log_index": self.log_index, "reason": self.reason}
+
+
 def _node(record: AttributionRecord) -> str:
     return record.asset if record.partition is None else f"{record.asset}[{record.partition}]"
 
 
+def lineage_contributors(
+    model: AttributionRecord, by_index: Mapping[int, AttributionRecord]
+) -> set[str]:
+    """Every contributor id of the records the model record's inputs reach, at any depth."""
+    found = {c.id for c in model.contributors}
+    seen: set[int] = set()
+    stack = [i.log_index for i in model.inputs if i.log_index is not None]
+    while stack:
+        idx = stack.pop()
+        if idx in seen or idx not in by_index:
+            continue
+        seen.add(idx)
+        rec = by_index[idx]
+        if rec.kind == "valuation":
+            continue
+        found.update(c.id for c in rec.contributors)
+        stack.extend(i.log_index for i in rec.inputs if i.log_index is not None)
+    return found
+
+
+def valuation_problem(
+    valuation: AttributionRecord,
+    model: tuple[int, AttributionRecord],
+    registered_asset: str,
+    contributors: set[str],
+) -> str | None:
+    """Why `valuation` may not pay the data part of `model` (index, record), or None if it may.
+
+    It must come from the model's registered valuation asset, from a run (not a runless
+    event), name the exact model record (log index and sha256) among its inputs, pay only
+    contributors of the model's recorded lineage, and meet its method's invariants: a
+    registered method, finite values, and efficiency (the values sum to the signed gain
+    u(N) - u(∅), within 3 standard errors for sampled methods) where the method is efficient.
+    """
+    from lineage_platform.valuation.registry import get_method
+
+    midx, mrec = model
+    if valuation.asset != registered_asset:
+        return (f"asset {shown(valuation.asset)} is not {mrec.asset}'s registered valuation "
+                f"({shown(registered_asset)})")
+    run = valuation.run
+    if run is None or run.run_id in RUNLESS_RUN_IDS:
+        return "not made by a run (a runless event)"
+    if not any(i.asset == mrec.asset and i.log_index == midx and i.sha256 == mrec.sha256
+               for i in valuation.inputs):
+        return (f"does not name the model record it values (index {midx}, sha256 "
+                f"{mrec.sha256[:12]}…)")
+    spoofed = sorted(c.id for c in valuation.contributors if problem(c.id) is not None)
+    if spoofed:
+        return f"contributor id {ascii(spoofed[0])[:40]} {problem(spoofed[0])}"
+    strangers = sorted({c.id for c in valuation.contributors} - contributors)
+    if strangers:
+        more = " …" if len(strangers) > 3 else ""
+        names = ", ".join(shown(n, 24) for n in strangers[:3]) + more
+        return f"pays {names}, not in {mrec.asset}'s recorded lineage"
+    details = valuation.details_obj() or {}
+    try:
+        method = get_method(str(details.get("method")))
+    except LineageError:
+        return f"method {shown(str(details.get('method')), 32)} is not registered"
+    values = [c.value for c in valuation.contributors]
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return "a contributor's value is missing or not finite"
+    if method.efficient:
+        efficiency = details.get("efficiency")
+        gain = efficiency.get("u_full_minus_u_empty") if isinstance(efficiency, dict) else None
+        if isinstance(gain, bool) or not isinstance(gain, int | float) or not math.isfinite(gain):
+            return f"{method.name} is efficient but the record signs no gain u(N) - u(∅)"
+        total = math.fsum(v for v in values if v is not None)
+        spread = math.sqrt(math.fsum((c.stderr or 0.0) ** 2 for c in valuation.contributors))
+        if not math.isfinite(spread) or abs(total - gain) > max(1e-9 * max(1.0, abs(gain)),
+                                                                3 * spread):
+            return (f"values sum to {total:.6g}, not the gain {gain:.6g} ({method.name} is "
+                    "efficient)")
+    return None
+
+
 def build_graph(
-    records: Sequence[tuple[int, AttributionRecord]], models: Iterable[str]
-) -> tuple[LineageGraph, tuple[InputRef, ...]]:
+    records: Sequence[tuple[int, AttributionRecord]],
+    models: Iterable[str],
+    policy: Policy | None = None,
+) -> tuple[LineageGraph, tuple[InputRef, ...], tuple[ValuationRefusal, ...]]:
     """Edges from each model down to contributor accounts, from signed records only.
 
-    A model with a signed valuation passes its data part by contributor value (negatives count
-    as zero); otherwise to its inputs equally. A dataset passes its part to its contributors by
-    their recorded weight (rows when no weight is given), or to its inputs equally.
+    A model with a usable valuation (`policy` given: the newest that passes
+    `valuation_problem`; each newer one is refused, with its reason) passes its data part by
+    contributor value (negatives count as zero); otherwise to its inputs equally. A dataset
+    passes its part to its contributors by their recorded weight (rows when no weight is
+    given), or to its inputs equally. Without `policy`, the rules before issue 15 (the newest
+    valuation naming the model pays), which settlements signed before them are re-derived by.
     """
     by_index = dict(records)
     latest: dict[str, tuple[int, AttributionRecord]] = {}
     valuation_of: dict[str, tuple[int, AttributionRecord]] = {}
+    naming: dict[str, list[tuple[int, AttributionRecord]]] = {}
     for idx, rec in records:
         if rec.kind == "valuation":
             for inp in rec.inputs:
                 valuation_of[inp.asset] = (idx, rec)
+                naming.setdefault(inp.asset, []).append((idx, rec))
         else:
             latest[_node(rec)] = (idx, rec)
     edges: dict[str, dict[str, float]] = {}
     used: dict[int, InputRef] = {}
+    refusals: list[ValuationRefusal] = []
     queue: list[tuple[int, AttributionRecord]] = []
     for model in sorted(set(models)):
         if model not in latest:
             raise SettlementError(f"model {model}: no signed model record in the log")
         idx, rec = latest[model]
         used[idx] = InputRef(rec.asset, rec.sha256, idx)
-        if model in valuation_of:
-            vidx, val = valuation_of[model]
+        chosen = valuation_of.get(model)
+        if policy is not None:
+            chosen = None
+            lineage = lineage_contributors(rec, by_index)
+            asset = policy.valuation_asset(model)
+            for vidx, val in sorted(naming.get(model, []), key=lambda p: -p[0]):
+                why = valuation_problem(val, (idx, rec), asset, lineage)
+                if why is None:
+                    chosen = (vidx, val)
+                    break
+                refusals.append(ValuationRefusal(model, vidx, why))
+        if chosen is not None:
+            vidx, val = chosen
             used[vidx] = InputRef(val.asset, val.sha256, vidx)
             weights: dict[str, float] = {}
             for c in val.contributors:
@@ -174,7 +296,7 @@ def build_graph(
             queue.append((inp.log_index, child))
         edges[node] = children
     graph = LineageGraph.build(edges, clip_negative=True)
-    return graph, tuple(used[i] for i in sorted(used))
+    return graph, tuple(used[i] for i in sorted(used)), tuple(refusals)
 
 
 def _records(envelopes: Sequence[LoggedEnvelope]) -> list[tuple[int, AttributionRecord]]:
@@ -192,6 +314,7 @@ class Derivation:
     root: bytes
     inputs: tuple[InputRef, ...]
     ledger: tuple[Posting, ...]
+    refusals: tuple[ValuationRefusal, ...] = ()
 
 
 def derive(
@@ -199,11 +322,15 @@ def derive(
     policy: Policy,
     epoch_inputs: EpochInputs,
     envelopes: Sequence[LoggedEnvelope],
+    checked: bool = True,
 ) -> Derivation:
-    """What settling `epoch` pays, from its usage and the signed records (`GRAPH_KINDS`)."""
+    """What settling `epoch` pays, from its usage and the signed records (`GRAPH_KINDS`).
+
+    `checked`: valuations must pass `valuation_problem` (every new settlement); False only to
+    re-derive a settlement signed before those rules."""
     fees, digest, count = epoch_inputs.fees, epoch_inputs.events_digest, epoch_inputs.events
     records = _records(envelopes)
-    graph, inputs = build_graph(records, fees)
+    graph, inputs, refusals = build_graph(records, fees, policy if checked else None)
     owners = {m: m for m in fees}
     allocation = allocate_epoch(fees, policy, owners, graph)
     payouts = allocation.payouts
@@ -212,7 +339,7 @@ def derive(
         + [Posting(f"clearing:{epoch}", acct, n) for acct, n in payouts]
     )
     return Derivation(
-        fees, digest, count, allocation, payout_root(epoch, payouts), inputs, ledger
+        fees, digest, count, allocation, payout_root(epoch, payouts), inputs, ledger, refusals
     )
 
 
@@ -257,6 +384,8 @@ def settle_epoch(
             "events": d.events,
             "events_digest": d.events_digest,
             "reserve_reason": d.allocation.reserve_reason,
+            "valuation_rules": VALUATION_RULES,
+            "valuation_refusals": [r.to_json() for r in d.refusals],
         }
         record = AttributionRecord(
             kind="settlement",
@@ -280,7 +409,7 @@ def settle_epoch(
         )
     return Statement(
         epoch, fees_total, paid, d.allocation.payouts, d.root.hex(), log_index, False,
-        d.allocation.reserve_reason,
+        d.allocation.reserve_reason, tuple(str(r) for r in d.refusals),
     )
 
 
@@ -347,10 +476,15 @@ def verify_settlements(store: Store) -> int:
             signed = record.details_obj() or {}
             if record.kind != "settlement" or record.partition != epoch:
                 raise VerificationError(f"epoch {epoch}: log index {idx} is not its record", idx)
+            rules = signed.get("valuation_rules")
+            if rules not in (None, VALUATION_RULES):
+                raise VerificationError(f"epoch {epoch}: unknown valuation rules {rules!r:.20}",
+                                        idx)
             try:
                 policy = Policy.from_mapping(signed.get("policy"))
                 d = derive(
-                    epoch, policy, view.inputs(epoch), view.envelopes(GRAPH_KINDS, before=idx)
+                    epoch, policy, view.inputs(epoch), view.envelopes(GRAPH_KINDS, before=idx),
+                    checked=rules is not None,
                 )
             except LineageError as exc:
                 raise VerificationError(f"epoch {epoch}: cannot re-derive ({exc})", idx) from exc
@@ -365,6 +499,10 @@ def verify_settlements(store: Store) -> int:
                 "window (signed)": (
                     (signed.get("starts_at"), signed.get("ends_at")),
                     (utc_timestamp(start), utc_timestamp(end)),
+                ),
+                "valuation refusals (signed)": (
+                    signed.get("valuation_refusals") if rules is not None else None,
+                    [r.to_json() for r in d.refusals] if rules is not None else None,
                 ),
                 "events digest": (signed.get("events_digest"), d.events_digest),
                 "event count": (signed.get("events"), d.events),
@@ -447,6 +585,30 @@ def account_statement(store: Store, account: str) -> list[PayoutProof]:
                             tuple(p.hex() for p in path))
             )
     return out
+
+
+def valuation_decisions(
+    store: Store, policy: Policy, models: Iterable[str] | None = None
+) -> tuple[dict[str, tuple[int, AttributionRecord]], tuple[ValuationRefusal, ...]]:
+    """Which valuation a settlement now would use per model (all models with a record if None),
+    and the refusals it would report: for `lineage status` and `lineage value`."""
+    with store.snapshot() as view:
+        records = _records(view.envelopes(GRAPH_KINDS))
+    by_index = dict(records)
+    known = {r.asset for _, r in records if r.kind == "model" and r.partition is None}
+    wanted = sorted(known if models is None else set(models) & known)
+    try:
+        _, used, refusals = build_graph(records, wanted, policy)
+    except LineageError:
+        return {}, ()
+    chosen = {}
+    for ref in used:
+        rec = by_index.get(ref.log_index) if ref.log_index is not None else None
+        if rec is not None and rec.kind == "valuation":
+            for inp in rec.inputs:
+                if inp.asset in wanted:
+                    chosen[inp.asset] = (int(ref.log_index or 0), rec)
+    return chosen, refusals
 
 
 def latest_valuation(store: Store, model: str) -> tuple[int, AttributionRecord] | None:

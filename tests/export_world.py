@@ -158,7 +158,8 @@ def _valuation(
             for who, (v, e) in values.items()
         ),
         details=details_json({"method": "permutation", "model": "clf", "samples": 500,
-                              "seed": 7}),
+                              "seed": 7, "efficiency": {"u_full_minus_u_empty": sum(
+                                  v for v, _ in values.values())}}),
     )
 
 

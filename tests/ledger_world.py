@@ -7,7 +7,7 @@ The graph (default policy: protocol 5 %, owner 15 %, data 80 %):
 
     m_lineage -> mix2 -> mix -> raw_a (alice rows 30, bob rows 10)
                              -> raw_b (carol weight 2, dave weight 6; weight beats rows)
-    m_valued  -> valuation: alice 3.0, bob -1.0, erin 1.0
+    m_valued  -> valuation: alice 3.0, bob -1.0, erin 1.0  (inputs raw_a and raw_e: erin rows 5)
     m_zero    -> valuation: alice -2.0, bob 0.0   (nothing positive: data part to reserve)
 """
 
@@ -27,7 +27,14 @@ import pyarrow as pa
 from lineage_platform import attest
 from lineage_platform.config import Settings
 from lineage_platform.keys import KeyRing
-from lineage_platform.records import AttributionRecord, Contributor, InputRef, utc_timestamp
+from lineage_platform.records import (
+    AttributionRecord,
+    Contributor,
+    InputRef,
+    RunRef,
+    details_json,
+    utc_timestamp,
+)
 from lineage_platform.signing import SigningKey
 from lineage_platform.stores import Store, open_store
 
@@ -137,10 +144,17 @@ def sign_lineage(store: Store, key: SigningKey) -> dict[str, int]:
         _append(idx, store, key, rec)
 
     def valuation(model_asset: str, values: dict[str, float]) -> None:
+        # What settlement accepts (issue 15): the model's registered valuation asset, made by a
+        # run, naming the exact model record, paying only its lineage, efficient values.
         rec = AttributionRecord(
-            kind="valuation", asset=f"{model_asset}.valuation", sha256=sha(f"v:{model_asset}"),
+            kind="valuation", asset=f"{model_asset}_valuation", sha256=sha(f"v:{model_asset}"),
             recorded_at=RECORDED, inputs=(ref(model_asset), ref("raw_a")),
+            run=RunRef("dagster", f"run-{model_asset}", len(idx)),
             contributors=tuple(Contributor(c, value=v) for c, v in values.items()),
+            details=details_json({
+                "method": "exact-shapley",
+                "efficiency": {"u_full_minus_u_empty": sum(values.values())},
+            }),
         )
         _append(idx, store, key, rec)
 
@@ -151,7 +165,8 @@ def sign_lineage(store: Store, key: SigningKey) -> dict[str, int]:
     dataset("mix", inputs=("raw_a", "raw_b"))
     dataset("mix2", inputs=("mix",))
     model("m_lineage", ("mix2",))
-    model("m_valued", ("raw_a",))
+    dataset("raw_e", (Contributor("erin", rows=5),))
+    model("m_valued", ("raw_a", "raw_e"))
     valuation("m_valued", {"alice": 3.0, "bob": -1.0, "erin": 1.0})
     model("m_zero", ("raw_a",))
     valuation("m_zero", {"alice": -2.0, "bob": 0.0})
