@@ -26,6 +26,7 @@ from lineage_platform.verify import (
     LogView,
     VerifyReport,
     ahead_size,
+    check_origin,
     verify_log,
 )
 
@@ -175,6 +176,7 @@ def prove_inclusion(store: Store, trust: TrustStore, index: int) -> InclusionPro
         raise VerificationError(f"no record {index} in a log of {table.num_rows}", index)
     checkpoint = SignedCheckpoint.from_json(rows[-1][1])
     checkpoint.verify(trust)
+    check_origin(checkpoint, "latest checkpoint")
     leaves = [leaf_hash(e) for e in table.column("envelope").to_pylist()]
     size = checkpoint.checkpoint.tree_size
     if index >= size:

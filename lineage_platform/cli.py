@@ -513,6 +513,8 @@ def settle(
             f"{len(s.payouts)} accounts, root {s.root[:16]}…, log index {s.log_index}",
             highlight=False,
         )
+        for refusal in s.refusals:
+            err.print(f"[yellow]{escape(refusal)}[/yellow]", highlight=False, soft_wrap=True)
     if held:
         err.print(f"[yellow]{len(held)} usage event(s) in quarantine, not settled[/yellow] "
                   "(lineage usage quarantine list)", highlight=False)

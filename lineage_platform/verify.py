@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from lineage_platform.errors import LineageError, VerificationError
+from lineage_platform.errors import LineageError, VerificationError, shown
 from lineage_platform.log import CompactRange, SignedCheckpoint, leaf_hash
 from lineage_platform.records import PAYLOAD_TYPE, STORED_FACTS, RecordFacts, scan_payload
 from lineage_platform.signing import Envelope, TrustStore, open_stored, verify_envelope
@@ -209,10 +209,22 @@ def check_records(
     return RecordsChecked(start, stop, columns, references)
 
 
+def check_origin(signed: SignedCheckpoint, what: str) -> None:
+    """A checkpoint names this log (`attest.ORIGIN`): one signed for another log, even by a
+    trusted key, says nothing about this one (issue 15)."""
+    from lineage_platform.attest import ORIGIN
+
+    if signed.checkpoint.origin != ORIGIN:
+        raise VerificationError(
+            f"{what}: origin {shown(signed.checkpoint.origin)} is not this log's ({ORIGIN})", None
+        )
+
+
 def check_checkpoints(
     start: int, checkpoints: Sequence[bytes], trust: TrustStore
 ) -> list[SignedCheckpoint]:
-    """Check 3's signatures: each checkpoint parses and a trusted key signed it."""
+    """Check 3's signatures: each checkpoint parses, names this log, and a trusted key signed
+    it."""
     out = []
     for c, data in enumerate(checkpoints, start):
         try:
@@ -220,6 +232,7 @@ def check_checkpoints(
             parsed.verify(trust)
         except LineageError as exc:
             raise VerificationError(f"checkpoint {c}: {exc}", None) from exc
+        check_origin(parsed, f"checkpoint {c}")
         out.append(parsed)
     return out
 

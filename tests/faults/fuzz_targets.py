@@ -500,6 +500,92 @@ def _event_file_target(world: World) -> Target:
     return Target("usage.read_events", files(), check)
 
 
+# Out-of-range values a hostile usage file may carry (issue 15): amounts around the per-event
+# bound and 64 bits, times before 1970, in year 9999 and past Python's datetime, spoofed ids.
+_HOSTILE_AMOUNTS = st.sampled_from(
+    [0, 1, 10**15, 10**15 + 1, 2**53 + 1, 2**62, 2**63 - 1, -1, -(2**63)]
+) | st.integers(-(2**63), 2**63 - 1)
+_HOSTILE_MICROS = st.sampled_from([
+    -1, -(2**62), 0, 1_767_225_600_000_000, 253_402_300_799_000_000, 4_611_686_018_427_387_000,
+    2**63 - 1,
+]) | st.integers(-(2**63) + 1, 2**63 - 1)
+_HOSTILE_IDS = st.sampled_from(
+    ["clf", "acme", "p\u0430ypal", "al\u200bice", "a\u202eb", "\ufeffx", "Zoe\u0308", "",
+     "x\ny", "\u03bfpenai"]
+) | st.text(max_size=6)
+
+
+@st.composite
+def _hostile_events(draw: st.DrawFn) -> tuple[str, pa.Table]:
+    n = draw(st.integers(1, 6))
+    table = pa.table({
+        "event_id": [f"e{i}" for i in range(n)],
+        "model": draw(st.lists(_HOSTILE_IDS, min_size=n, max_size=n)),
+        "caller": draw(st.lists(_HOSTILE_IDS, min_size=n, max_size=n)),
+        "units": pa.array(draw(st.lists(_HOSTILE_AMOUNTS, min_size=n, max_size=n)), pa.int64()),
+        "fee": pa.array(draw(st.lists(_HOSTILE_AMOUNTS, min_size=n, max_size=n)), pa.int64()),
+        "occurred_at": pa.array(
+            draw(st.lists(_HOSTILE_MICROS, min_size=n, max_size=n)), pa.int64()
+        ).cast(pa.timestamp("us")),
+    })
+    return draw(st.sampled_from([".parquet", ".csv", ".jsonl", ".arrow"])), table
+
+
+def _usage_bounds_target(world: World) -> Target:
+    """Every ingest format with out-of-range values: each row is kept within the bounds or
+    refused with one line; nothing escapes as another exception."""
+    import pyarrow.csv as pcsv
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    from lineage_platform.identifiers import problem
+    from lineage_platform.stores import MAX_AMOUNT
+
+    folder = world.folder / "bounds"
+    folder.mkdir(exist_ok=True)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    earliest = datetime(2025, 12, 1)
+
+    def check(case: tuple[str, pa.Table]) -> None:
+        suffix, table = case
+        path = folder / f"events{suffix}"
+        if suffix == ".parquet":
+            pq.write_table(table, path)
+        elif suffix == ".arrow":
+            feather.write_feather(table, path)
+        elif suffix == ".csv":
+            pcsv.write_csv(table, path)
+        else:
+            rows = []
+            plain = table.drop_columns(["occurred_at"]).to_pylist()
+            stamps = table.column("occurred_at").cast(pa.int64()).to_pylist()
+            for row, micros in zip(plain, stamps, strict=True):
+                row["occurred_at"] = micros  # JSON: the raw number (a datetime may not exist)
+                rows.append(json.dumps(row))
+            path.write_text("\n".join(rows) + "\n")
+        read = only_lineage_errors(lambda: usage.read_events(path))
+        if read is None:
+            return
+        screened = only_lineage_errors(lambda: usage.screen_events(read, now, earliest))
+        if screened is None:
+            return
+        kept = screened.events
+        assert kept.num_rows + screened.refused == read.num_rows
+        assert len(screened.refusals) == screened.refused
+        for refusal in screened.refusals:
+            assert refusal.reason and "\n" not in refusal.reason and len(refusal.reason) < 300
+        for name in ("units", "fee"):
+            assert all(0 <= v <= MAX_AMOUNT for v in kept.column(name).to_pylist()), name
+        micros = kept.column("occurred_at").cast(pa.int64()).to_pylist()
+        low = (earliest - datetime(1970, 1, 1)).total_seconds() * 1e6
+        high = (now.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds() * 1e6 + 300e6
+        assert all(low <= m <= high for m in micros), micros
+        for name in ("model", "caller"):
+            assert all(v and problem(v) is None for v in kept.column(name).to_pylist()), name
+
+    return Target("usage.screen_events (bounds)", _hostile_events(), check)
+
+
 def _trust_target(world: World) -> Target:
     base = world.trust.to_json()
 
@@ -516,6 +602,7 @@ BUILDERS: dict[str, Callable[[World], Target]] = {
     "bundles": _bundle_target,
     "usage_tables": _usage_target,
     "usage_files": _event_file_target,
+    "usage_bounds": _usage_bounds_target,
     "trust_stores": _trust_target,
 }
 

@@ -462,3 +462,31 @@ def test_identifiers_are_nfc_and_single_scripts_are_fine() -> None:
     table = pa.table({"event_id": ["e"], "model": ["m"], "caller": ["Zoe\u0308"], "units": [1],
                       "fee": [1]})
     assert usage.validate_events(table).column("caller")[0].as_py() == "Zo\u00eb"
+
+
+def test_a_checkpoint_signed_under_a_foreign_origin_does_not_verify(tmp_path: Path) -> None:
+    from lineage_platform.audit import CHECKPOINT, ENVELOPES, KEYS, verify_bundle
+    from lineage_platform.errors import VerificationError
+    from lineage_platform.log import Checkpoint, SignedCheckpoint, leaf_hash, root_from_leaves
+    from lineage_platform.records import Contributor, utc_timestamp
+    from lineage_platform.signing import SigningKey, TrustStore, sign_envelope
+
+    key = SigningKey.generate()
+    rec = AttributionRecord(kind="dataset", asset="part_0", sha256=sha("p0"),
+                            recorded_at=utc_timestamp(),
+                            contributors=(Contributor("alice", rows=1),))
+    envelope = sign_envelope(rec.to_bytes(), key).to_json()
+    root = root_from_leaves([leaf_hash(envelope)])
+    for origin, ok in (("lineage-platform.local/log", True), ("evil.example/log", False)):
+        folder = tmp_path / origin.replace("/", "_")
+        folder.mkdir()
+        (folder / ENVELOPES).write_bytes(envelope + b"\n")
+        checkpoint = SignedCheckpoint.sign(Checkpoint(origin, 1, root, utc_timestamp()), key)
+        (folder / CHECKPOINT).write_bytes(checkpoint.to_json() + b"\n")
+        (folder / KEYS).write_bytes(TrustStore.of(key).to_json())
+        if ok:
+            verify_bundle(folder, TrustStore.of(key))
+        else:
+            with pytest.raises(VerificationError, match="checkpoint 0: origin evil.example/log "
+                               "is not this log's"):
+                verify_bundle(folder, TrustStore.of(key))
