@@ -195,6 +195,8 @@ def test_a_wait_for_another_machine_is_counted_where_every_process_sees_it(
         assert time.monotonic() - started >= 0.5
     finally:
         holder.wait(timeout=30)
+        if holder.stdout is not None:
+            holder.stdout.close()
     assert (waiter.lock_waits, len(waited)) == (1, 1) and waited[0] >= 0.5
     count, seconds = open_store(url).recent_lock_waits()  # a third process's view
     assert count == 1 and seconds == pytest.approx(waited[0], abs=0.01)

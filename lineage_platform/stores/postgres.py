@@ -358,6 +358,13 @@ class PostgresStore:
             with suppress(psycopg.Error):
                 con.close()
 
+    def __del__(self) -> None:
+        # A store dropped (a sensor tick's, a command's) closes its idle connections; a forked
+        # child's copy leaves them alone: closing would end the parent's sessions.
+        with suppress(Exception):
+            if self._pid == os.getpid():
+                self.close()
+
     @contextmanager
     def _translated(self) -> Iterator[None]:
         """psycopg's errors become one StoreError (or StoreBusyError) line naming the store."""
