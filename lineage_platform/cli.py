@@ -594,18 +594,37 @@ def keys_init() -> None:
 
     Example: LINEAGE_KEY_PASSPHRASE=… lineage keys init
     """
-    keyid = keyring(settings()).init(passphrase())
-    out.print(f"signing key {keyid}")
+    from lineage_platform.keys import pin_user_trust
+
+    ring = keyring(settings())
+    keyid = ring.init(passphrase())
+    # Verifiers on this machine trust the key from the user's config, not only from the state
+    # folder next to the data (which whoever rewrites the data can rewrite too).
+    path = pin_user_trust(ring.trust().get(keyid))
+    out.print(f"public key pinned in {path}", highlight=False, soft_wrap=True)
+    out.print(f"signing key {keyid}", highlight=False)
 
 
 @keys_app.command("rotate")
-def keys_rotate() -> None:
-    """Sign with a new key from now on; the old public key stays trusted for old records.
+def keys_rotate(
+    keep_retired: bool = typer.Option(
+        False, "--keep-retired", help="keep the old private key (encrypted) under keys/retired/"
+    ),
+) -> None:
+    """Sign with a new key from now on: a key-transition record signed by the old key names
+    the new one; the old key is retired from that record on (it stays trusted for what it
+    signed before) and its private key is destroyed unless --keep-retired.
 
     Example: lineage keys rotate
     """
-    old, new = keyring(settings()).rotate(passphrase())
-    out.print(f"rotated: {old[:16]}… retired, {new} now signs")
+    from lineage_platform.keys import pin_user_trust, rotate_in_log
+
+    cfg = settings()
+    ring = keyring(cfg)
+    old, new, index = rotate_in_log(ring, store(cfg), passphrase(), keep_retired)
+    pin_user_trust(ring.trust().get(new))
+    kept = "kept encrypted" if keep_retired else "private key destroyed"
+    out.print(f"rotated: {old[:16]}… retired at record {index} ({kept}), {new} now signs")
 
 
 @keys_app.command("show")
@@ -637,6 +656,9 @@ def keys_show(
 @app.command()
 def verify(
     bundle: Path | None = typer.Option(None, help="verify an exported folder instead, offline"),
+    tiles: Path | None = typer.Option(
+        None, help="verify a C2SP tlog-tiles folder (lineage export --format tiles) instead"
+    ),
     keys: Path | None = typer.Option(
         None, help="trust only these public keys ({keyid: base64}, like keys.json)"
     ),
@@ -657,29 +679,57 @@ def verify(
     --keys pinned.json --since checkpoint-2026-11-23
     """
     from lineage_platform import audit, known
+    from lineage_platform import keys as keyrings
     from lineage_platform.log import SignedCheckpoint
     from lineage_platform.signing import TrustStore
 
     pinned = TrustStore.load(keys) if keys is not None else None
     memory = known.KnownLogs.from_env()
     witnessed = ""
+    trust_note = ""
     with progress_bar("verifying records") as advance:
-        if bundle is not None:
+        if tiles is not None:
+            from lineage_platform.tiles import read_tiles
+            from lineage_platform.verify import LogView, verify_log
+
+            # Outside a project folder there is no key ring: pass --keys.
+            trust, trust_note = verifier_trust(settings(), pinned) if pinned is None else (
+                pinned, ""
+            )
+            signed, envelopes = read_tiles(tiles, trust)
+            view = LogView(envelopes=envelopes, checkpoints=[signed.to_json()])
+            report = verify_log(view, trust, progress=advance)
+            keyrings.check_retired_keys(keyrings.lifecycle_of_envelopes(envelopes), [signed])
+            pin = SignedCheckpoint.parse(read_file(since), trust) if since else None
+            seen = known.check_bundle(memory, signed.to_json(), envelopes, trust, since=pin)
+        elif bundle is not None:
             view, bundled = audit.read_bundle(bundle)
             trust = pinned or bundled
+            if pinned is None:
+                trust_note = f"keys: trusting the bundle's own {audit.KEYS} (pin yours: --keys)"
             report = audit.verify_bundle(bundle, pinned, progress=advance)
+            keyrings.check_retired_keys(
+                keyrings.lifecycle_of_envelopes(view.envelopes),
+                [SignedCheckpoint.parse(view.checkpoints[-1], trust)],
+            )
             pin = SignedCheckpoint.parse(read_file(since), trust) if since else None
             seen = known.check_bundle(
                 memory, view.checkpoints[-1], view.envelopes, trust, since=pin
             )
         else:
             cfg = settings()
-            trust = pinned or keyring(cfg).trust()
+            trust, trust_note = verifier_trust(cfg, pinned)
             log = store(cfg)
             report = audit.verify_store(log, trust, progress=advance)
+            table, checkpoints = log.read_log()
+            keyrings.check_retired_keys(
+                keyrings.lifecycle_of_table(table),
+                [SignedCheckpoint.from_json(c) for c in checkpoints],
+            )
             pin = SignedCheckpoint.parse(read_file(since), trust) if since else None
             seen = known.check_store(
-                memory, log, trust, since=pin, verified_root=bytes.fromhex(report.root_hex)
+                memory, log, trust, since=pin, verified_root=bytes.fromhex(report.root_hex),
+                table=table,
             )
             policy = witness_policy(cfg, witnesses)
             if policy is not None:
@@ -696,13 +746,38 @@ def verify(
                 "keyids": list(report.keyids),
                 "seen_before": seen.before.tree_size if seen.before is not None else None,
                 "witnessed": witnessed or None,
+                "trust": trust_note or None,
             }
         )
     else:
         out.print(report.summary(), highlight=False)
         out.print(seen.describe(), highlight=False)
-        if witnessed:
-            out.print(witnessed, highlight=False)
+        for line in (witnessed, trust_note):
+            if line:
+                out.print(line, highlight=False, soft_wrap=True)
+
+
+def verifier_trust(cfg: Settings, pinned: Any) -> tuple[Any, str]:
+    """--keys, else the keys pinned in the user's config, else (said so) the state folder's."""
+    from lineage_platform.keys import user_trust, user_trust_path
+
+    if pinned is not None:
+        return pinned, ""
+    ring = keyring(cfg)
+    mine = user_trust()
+    if mine is None:
+        return ring.trust(), (
+            f"keys: trusting keys found only next to the data ({ring.trust_path}); pin them "
+            "on this machine (lineage keys init) or pass --keys"
+        )
+    beside = set(ring.trust().keyids()) if ring.trust_path.exists() else set()
+    unpinned = sorted(beside - set(mine.keyids()))
+    if unpinned:
+        return mine, (
+            f"keys: trusting the {len(mine)} key(s) pinned in {user_trust_path()}; not "
+            f"{', '.join(k[:12] + '…' for k in unpinned)} found next to the data"
+        )
+    return mine, ""
 
 
 def read_file(path: Path) -> bytes:
@@ -715,6 +790,7 @@ def read_file(path: Path) -> bytes:
 class ExportFormat(StrEnum):
     bundle = "bundle"
     openlineage = "openlineage"
+    tiles = "tiles"
 
 
 @app.command()
@@ -723,16 +799,26 @@ def export(
         ..., "--out", help="bundle: folder to write to; openlineage: the .jsonl file"
     ),
     fmt: ExportFormat = typer.Option(
-        ExportFormat.bundle, "--format", help="bundle (offline verification) or openlineage"
+        ExportFormat.bundle, "--format",
+        help="bundle (offline verification), openlineage, or tiles (C2SP tlog-tiles)",
     ),
 ) -> None:
-    """Write envelopes.jsonl, checkpoint.json and keys.json for offline verification, or every
-    recorded materialization as OpenLineage RunEvents (JSON lines) for Marquez or DataHub.
+    """Write envelopes.jsonl, checkpoint.json and keys.json for offline verification, every
+    recorded materialization as OpenLineage RunEvents (JSON lines) for Marquez or DataHub, or
+    the log as C2SP tlog-tiles (static files; re-exporting writes only what is new).
 
     Examples: lineage export --out bundle/ && lineage verify --bundle bundle/ |
-    lineage export --format openlineage --out events.jsonl
+    lineage export --format openlineage --out events.jsonl |
+    lineage export --format tiles --out tiles/ && lineage verify --tiles tiles/
     """
     cfg = settings()
+    if fmt is ExportFormat.tiles:
+        from lineage_platform.tiles import export_tiles
+
+        with progress_bar("writing tiles") as advance:
+            done = export_tiles(store(cfg), keyring(cfg).trust(), out_dir, progress=advance)
+        out.print(done.describe(), highlight=False)
+        return
     if fmt is ExportFormat.openlineage:
         from lineage_platform.integrations.openlineage import export_openlineage
 
@@ -913,10 +999,11 @@ def prove(index: int = typer.Argument(..., help="log index of the record")) -> N
 
     Example: lineage prove 3
     """
-    from lineage_platform import audit
+    from lineage_platform.tiles import prove as prove_from_tiles
 
     cfg = settings()
-    proof = audit.prove_inclusion(store(cfg), keyring(cfg).trust(), index)
+    # From a tile cache in the state folder that only ever hashes what was appended since.
+    proof = prove_from_tiles(store(cfg), keyring(cfg).trust(), index, cfg.state_dir / "tiles")
     out.print_json(data=proof.to_json())
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 
+import pyarrow as pa
+
 from lineage_platform.errors import ConfigError, ProofError, RollbackError
 from lineage_platform.log import (
     SignedCheckpoint,
@@ -195,13 +197,16 @@ def store_key(store: LogStore, origin: str = "") -> LogKey:
     return LogKey(origin, f"store:{store.describe()}")
 
 
-def read_store_tree(store: LogStore, size: int) -> tuple[list[bytes], dict[str, int]]:
-    """The first `size` leaf hashes as stored and the epochs of the settlement records there.
+def read_store_tree(
+    store: LogStore, size: int, table: pa.Table | None = None
+) -> tuple[list[bytes], dict[str, int]]:
+    """The first `size` leaf hashes as stored and the epochs of the settlement records there
+    (from `table`, the log's entries, when the caller has read them already).
 
     Stored columns are not trusted: the leaf hashes only feed a proof checked against signed
     roots, and the epochs only ever make a settler refuse.
     """
-    table = store.entries(0, size)
+    table = store.entries(0, size) if table is None else table.slice(0, size)
     leaves = [bytes(h) for h in table.column("leaf_hash").to_pylist()]
     settled: dict[str, int] = {}
     for idx, kind, partition in zip(
@@ -223,6 +228,7 @@ def check_store(
     since: SignedCheckpoint | None = None,
     remember: bool = True,
     verified_root: bytes | None = None,
+    table: pa.Table | None = None,
 ) -> Seen:
     """The store's latest signed checkpoint must extend what this verifier saw of it before
     (and `since`, an auditor's pinned checkpoint); then it is remembered, when `remember` and
@@ -254,7 +260,7 @@ def check_store(
 
     def tree() -> tuple[list[bytes], dict[str, int]]:
         if not cache:
-            cache.append(read_store_tree(store, signed.checkpoint.tree_size))
+            cache.append(read_store_tree(store, signed.checkpoint.tree_size, table))
         return cache[0]
 
     def leaves(n: int) -> Sequence[bytes]:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,9 @@ __all__ = [
     "CompactRange",
     "SignedCheckpoint",
     "consistency_proof",
+    "consistency_proof_with",
     "inclusion_proof",
+    "inclusion_proof_with",
     "leaf_hash",
     "microbenchmark",
     "node_hash",
@@ -190,20 +192,31 @@ class CompactRange:
         return f"CompactRange(size={self._size}, root={self.root().hex()[:12]}…)"
 
 
+#: MTH of the leaves [lo, hi): what the proofs below need, from leaves, tiles or a store.
+Subtree = Callable[[int, int], bytes]
+
+
 def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
     """PATH(index, D[size]) per RFC 9162 §2.1.3.1, ordered from the leaf upward."""
     if not 0 <= index < size:
         raise ProofError(f"inclusion proof: index {index} is not in a tree of size {size}")
     _check_leaves(leaf_hashes, size)
+    return inclusion_proof_with(lambda lo, hi: root_from_leaves(leaf_hashes[lo:hi]), index, size)
+
+
+def inclusion_proof_with(subtree: Subtree, index: int, size: int) -> list[bytes]:
+    """`inclusion_proof` from a subtree-hash function (e.g. tiles: O(log n) reads)."""
+    if not 0 <= index < size:
+        raise ProofError(f"inclusion proof: index {index} is not in a tree of size {size}")
     path: list[bytes] = []
     lo, hi, m = 0, size, index
     while hi - lo > 1:
         k = _largest_pow2_below(hi - lo)
         if m < k:
-            path.append(root_from_leaves(leaf_hashes[lo + k : hi]))
+            path.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            path.append(root_from_leaves(leaf_hashes[lo : lo + k]))
+            path.append(subtree(lo, lo + k))
             lo, m = lo + k, m - k
     path.reverse()
     return path
@@ -214,6 +227,15 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int, new_size: int
     if not 0 <= old_size <= new_size:
         raise ProofError(f"consistency proof: need 0 <= old {old_size} <= new {new_size}")
     _check_leaves(leaf_hashes, new_size)
+    return consistency_proof_with(
+        lambda lo, hi: root_from_leaves(leaf_hashes[lo:hi]), old_size, new_size
+    )
+
+
+def consistency_proof_with(subtree: Subtree, old_size: int, new_size: int) -> list[bytes]:
+    """`consistency_proof` from a subtree-hash function."""
+    if not 0 <= old_size <= new_size:
+        raise ProofError(f"consistency proof: need 0 <= old {old_size} <= new {new_size}")
     if old_size in (0, new_size):
         return []
     path: list[bytes] = []
@@ -221,14 +243,14 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int, new_size: int
     while True:
         if m == hi - lo:
             if not complete:  # the old tree's root is not derivable from what precedes: add it
-                path.append(root_from_leaves(leaf_hashes[lo:hi]))
+                path.append(subtree(lo, hi))
             break
         k = _largest_pow2_below(hi - lo)
         if m <= k:
-            path.append(root_from_leaves(leaf_hashes[lo + k : hi]))
+            path.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            path.append(root_from_leaves(leaf_hashes[lo : lo + k]))
+            path.append(subtree(lo, lo + k))
             lo, m, complete = lo + k, m - k, False
     path.reverse()
     return path

@@ -84,6 +84,7 @@ class Kind(StrEnum):
     VALUATION = "valuation"
     SETTLEMENT = "settlement"
     USAGE_EPOCH = "usage-epoch"
+    KEY_TRANSITION = "key-transition"  # signed by the retiring key, names its successor
 
 
 KINDS = tuple(k.value for k in Kind)

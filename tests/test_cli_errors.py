@@ -312,14 +312,16 @@ def test_keys_init_rotate_show(tmp_path: Path) -> None:
     second = proj.signer("pw").keyid
     assert second != first and second in out
     append_records(proj.store, proj.signer("pw"), [dataset(2)])
-    assert len(list((proj.ring.folder / "retired").iterdir())) == 1
+    assert not (proj.ring.folder / "retired").exists()  # destroyed by default (issue 16)
 
     code, out, _ = proj.cli("keys", "show", "--json")
     shown = {row["keyid"]: row["current"] for row in json.loads(out)}
     assert shown == {first: False, second: True}
     table, _ = proj.store.read_log()
-    assert table.column("keyid").to_pylist() == [first, first, second]
+    # The old key signed the key-transition record that names the new one.
+    assert table.column("keyid").to_pylist() == [first, first, first, second]
+    assert table.column("kind").to_pylist()[2] == "key-transition"
     code, out, _ = proj.cli("verify", "--json")
     assert code == 0
     report = json.loads(out)
-    assert report["records"] == 3 and sorted(report["keyids"]) == sorted([first, second])
+    assert report["records"] == 4 and sorted(report["keyids"]) == sorted([first, second])
