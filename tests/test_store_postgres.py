@@ -288,3 +288,32 @@ def test_a_connection_the_server_ended_fails_one_call_in_one_line_and_the_next_r
 )
 def test_messages_name_the_store_without_its_password(url: str, shown: str) -> None:
     assert open_store(url).describe() == shown
+
+
+def test_stores_in_two_schemas_of_one_database_are_apart_and_do_not_wait_on_each_other(
+    server: Postgres, key: SigningKey
+) -> None:
+    import psycopg
+
+    from lineage_platform import attest
+    from tests.logkit import dataset
+
+    url = new_database(server)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA team_a; CREATE SCHEMA team_b")
+    team_a, team_b = (f"{url}?options=-csearch_path%3D{s}" for s in ("team_a", "team_b"))
+    attest.append_records(open_store(team_a), key, [dataset(0)])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, team_a, "20"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        b = open_store(team_b, lock_timeout_s=0.5)
+        assert attest.append_records(b, key, [dataset(0), dataset(1)]).indices == (0, 1)
+        with pytest.raises(StoreBusyError):  # the same schema's lock is held
+            attest.append_records(open_store(team_a, lock_timeout_s=0.5), key, [dataset(1)])
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert (open_store(team_a).tree_size(), open_store(team_b).tree_size()) == (1, 2)

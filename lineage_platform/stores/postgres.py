@@ -65,6 +65,7 @@ from lineage_platform.stores.base import (
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 HASH_LEN = 32
+_FETCH_ROWS = 20_000  # log rows per round trip of a read
 MIN_SERVER = 140000  # numeric `extract(epoch …)` (exact epoch_us) and `split_part` of PG 14
 _COLUMNS = ", ".join(LOG_COLUMNS)
 _LOG_TYPES = ["int8", "bytea", "bytea"] + ["text"] * (len(LOG_COLUMNS) - 3)
@@ -101,8 +102,9 @@ _QUARANTINE_COLUMNS = (
     "state"
 )
 
-# Advisory lock keys (classid, objid): per database, so one lineage store per database.
-_LOCK_CLASS = 0x4C494E  # "LIN"
+# Advisory lock keys (classid, objid), per database: the class is the store's schema (the first
+# of `search_path`), so stores in two schemas of one database do not wait on each other.
+_LOCK_CLASS = "hashtext(current_schema())"
 LOG_LOCK, LEDGER_LOCK, MIGRATE_LOCK = 1, 2, 3
 
 # Text columns compare byte-wise (COLLATE "C") whatever the database's locale: the events
@@ -411,12 +413,12 @@ class PostgresStore:
     def _lock(self, con: Connection, key: int, exclusive: bool) -> None:
         mode = "" if exclusive else "_shared"
         row = con.execute(
-            f"SELECT pg_try_advisory_xact_lock{mode}(%s, %s)", (_LOCK_CLASS, key)
+            f"SELECT pg_try_advisory_xact_lock{mode}({_LOCK_CLASS}, %s)", (key,)
         ).fetchone()
         if row is not None and row[0]:
             return
         started = time.monotonic()
-        con.execute(f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", (_LOCK_CLASS, key))
+        con.execute(f"SELECT pg_advisory_xact_lock{mode}({_LOCK_CLASS}, %s)", (key,))
         waited = time.monotonic() - started
         self.lock_waits += 1
         self.lock_wait_s += waited
@@ -469,7 +471,9 @@ class PostgresStore:
             con.execute("BEGIN")
             try:
                 # Two processes migrating a new database at once: the second waits, then sees.
-                con.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, MIGRATE_LOCK))
+                con.execute(
+                    f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, %s)", (MIGRATE_LOCK,)
+                )
                 con.execute(
                     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
                     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
@@ -653,17 +657,20 @@ class PostgresStore:
 
     @staticmethod
     def _log_table(con: Connection, where: str = "", args: Sequence[Any] = ()) -> pa.Table:
-        """Log rows as Arrow (`LOG_COLUMNS`), fetched in binary: bytea arrives as bytes."""
-        cur = con.cursor(binary=True)
-        cur.execute(f"SELECT {_COLUMNS} FROM log_entries {where}", args)
-        rows = cur.fetchall()
-        if not rows:
+        """Log rows as Arrow (`LOG_COLUMNS`), fetched in binary (bytea arrives as bytes) through
+        a server-side cursor, so a large log is never all Python objects at once."""
+        parts: list[pa.Table] = []
+        with con.cursor(name="log_rows", binary=True) as cur:
+            cur.execute(f"SELECT {_COLUMNS} FROM log_entries {where}", args)
+            while rows := cur.fetchmany(_FETCH_ROWS):
+                columns = zip(*rows, strict=True)
+                parts.append(pa.table(
+                    [pa.array(c, type=f.type) for c, f in zip(columns, _LOG_SCHEMA, strict=True)],
+                    schema=_LOG_SCHEMA,
+                ))  # fmt: skip
+        if not parts:
             return _LOG_SCHEMA.empty_table()
-        columns = zip(*rows, strict=True)
-        return pa.table(
-            [pa.array(c, type=f.type) for c, f in zip(columns, _LOG_SCHEMA, strict=True)],
-            schema=_LOG_SCHEMA,
-        )
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
 
     def read_log(self) -> tuple[pa.Table, list[bytes]]:
         table, rows = self.read_snapshot()
