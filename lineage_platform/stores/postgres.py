@@ -301,7 +301,8 @@ class PostgresStore:
         kwargs: dict[str, Any] = {
             "autocommit": True,  # transactions are explicit BEGIN … COMMIT below
             "application_name": "lineage",
-            # A machine that vanishes mid-transaction must not hold the locks for hours.
+            # This side notices a server that vanished instead of hanging (the session settings
+            # below make the server notice a client that vanished, and free its locks).
             "keepalives": 1,
             "keepalives_idle": 30,
             "keepalives_interval": 10,
@@ -323,7 +324,10 @@ class PostgresStore:
                     f"{self.describe()}: PostgreSQL {version // 10000} is too old "
                     f"(the store needs {MIN_SERVER // 10000} or newer)"
                 )
-            con.execute("SET TIME ZONE 'UTC'")
+            con.execute(
+                "SET TIME ZONE 'UTC'; SET tcp_keepalives_idle = 30; "
+                "SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
+            )
         except psycopg.Error as exc:
             con.close()
             raise StoreError(f"{self.describe()}: {_first_line(exc)}") from exc
