@@ -145,13 +145,18 @@ def _amount(table: pa.Table, name: str) -> tuple[pa.Array, list[Check]]:
 
 
 def _text(table: pa.Table, name: str, identifier: bool) -> tuple[pa.Array, list[Check]]:
+    """The column (in NFC for identifiers) and its row checks. One regex pass decides whether
+    any value has more than printable ASCII; only then do the finer checks run."""
     col = _strings(table.column(name), name)
-    empty = pc.or_(pc.equal(pc.utf8_length(col), 0), pc.match_substring_regex(col, _CONTROL))
     checks: list[Check] = [
         (col.is_null(), lambda i: f"{name}: row {i} is empty"),
-        (_mask(empty), lambda i: f"{name}: row {i} is empty or has control characters"),
+        (_mask(pc.equal(pc.utf8_length(col), 0)), lambda i: f"{name}: row {i} is empty"),
     ]
-    if identifier and len(col):
+    if not len(col) or not pc.any(_mask(pc.match_substring_regex(col, r"[^\x20-\x7e]"))).as_py():
+        return col, checks
+    control = _mask(pc.match_substring_regex(col, _CONTROL))
+    checks.append((control, lambda i: f"{name}: row {i} is empty or has control characters"))
+    if identifier:
         mask, reasons = arrow_problems(pc.fill_null(col, ""))
         if reasons:
             values = col
@@ -161,6 +166,7 @@ def _text(table: pa.Table, name: str, identifier: bool) -> tuple[pa.Array, list[
                 return f"{name}: row {i} {ascii(value)[:60]} {reasons.get(value, 'is refused')}"
 
             checks.append((_mask(mask), why))
+        col = arrow_nfc(col)
     return col, checks
 
 
@@ -263,8 +269,8 @@ def screen_events(
         pa.table(
             [
                 event_id,
-                arrow_nfc(pc.cast(model, pa.string())),
-                arrow_nfc(pc.cast(caller, pa.string())),
+                pc.cast(model, pa.string()),
+                pc.cast(caller, pa.string()),
                 pc.cast(units, pa.int64()),
                 pc.cast(fee, pa.int64()),
                 occurred,

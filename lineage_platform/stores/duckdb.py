@@ -612,58 +612,73 @@ class DuckDBStore:
             "|| units || '|' || fee || '|' || epoch_us(occurred_at))) AS event_id, "
             "model, caller, units, fee, occurred_at FROM incoming"
         )
+        body_differs = (
+            "(k.model, k.caller, k.units, k.fee) "
+            "IS DISTINCT FROM (u.model, u.caller, u.units, u.fee)"
+        )
         with self.transaction() as con:
             con.register("incoming", events)
             try:
-                # The window that drops in-batch repeats costs as much as the insert itself;
-                # a distinct count (a tenth of that) tells when it is needed.
+                # One join tells which rows are new and which reuse a stored id with another
+                # body; a pure replay then writes nothing, and a fresh batch inserts without a
+                # second anti-join. The in-batch window costs as much as the insert itself; a
+                # distinct count (a tenth of that) tells when it is needed.
                 (repeats,) = con.execute(
                     f"SELECT count(*) - count(DISTINCT event_id) FROM ({keyed})"
                 ).fetchall()[0]
+                fresh_rows, conflicts = con.execute(
+                    "SELECT count(*) FILTER (WHERE u.event_id IS NULL), "
+                    f"count(*) FILTER (WHERE u.event_id IS NOT NULL AND {body_differs}) "
+                    f"FROM ({keyed}) k LEFT JOIN usage_events u USING (event_id)"
+                ).fetchall()[0]
+                fresh_rows, conflicts = int(fresh_rows), int(conflicts)
                 once = (
                     " QUALIFY row_number() OVER (PARTITION BY event_id "
                     "ORDER BY occurred_at, model, caller, units, fee) = 1"
                     if repeats
                     else ""
                 )
-                rows = con.execute(
-                    f"""
-                    INSERT INTO usage_events
-                        (event_id, model, caller, units, fee, occurred_at, epoch)
-                    WITH fresh AS (SELECT * FROM ({keyed}){once}),
-                    last AS (SELECT max(epoch) AS settled FROM epochs)
-                    SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at,
-                           CASE WHEN last.settled IS NOT NULL AND ({_EPOCH_OF}) <= last.settled
-                                THEN strftime(CAST(last.settled AS DATE) + INTERVAL 1 DAY,
-                                              '%Y-%m-%d')
-                                ELSE ({_EPOCH_OF}) END
-                    FROM fresh f CROSS JOIN last
-                    WHERE NOT EXISTS (SELECT 1 FROM usage_events u WHERE u.event_id = f.event_id)
-                    """
-                ).fetchall()
-                inserted = int(rows[0][0]) if rows else 0
-                conflicts = 0
-                if inserted < events.num_rows:
-                    # Every id of the batch is stored now (kept before, or just inserted): a
-                    # row whose body differs from the stored one is a conflict.
-                    differs = (
+                new_only = (
+                    "WHERE NOT EXISTS (SELECT 1 FROM usage_events u WHERE u.event_id = f.event_id)"
+                    if fresh_rows < events.num_rows
+                    else ""
+                )
+                inserted = 0
+                if fresh_rows:
+                    rows = con.execute(
+                        f"""
+                        INSERT INTO usage_events
+                            (event_id, model, caller, units, fee, occurred_at, epoch)
+                        WITH fresh AS (SELECT * FROM ({keyed}){once}),
+                        last AS (SELECT max(epoch) AS settled FROM epochs)
+                        SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at,
+                               CASE WHEN last.settled IS NOT NULL AND ({_EPOCH_OF}) <= last.settled
+                                    THEN strftime(CAST(last.settled AS DATE) + INTERVAL 1 DAY,
+                                                  '%Y-%m-%d')
+                                    ELSE ({_EPOCH_OF}) END
+                        FROM fresh f CROSS JOIN last {new_only}
+                        """
+                    ).fetchall()
+                    inserted = int(rows[0][0]) if rows else 0
+                if repeats:
+                    # Rows of the batch that lost to another of the same id: every id is stored
+                    # now, so compare each row with what is stored.
+                    conflicts = int(con.execute(
+                        f"SELECT count(*) FROM ({keyed}) k JOIN usage_events u USING (event_id) "
+                        f"WHERE {body_differs}"
+                    ).fetchall()[0][0])
+                if conflicts:
+                    con.execute(
+                        "INSERT INTO usage_conflicts "
+                        "(event_id, model, caller, units, fee, occurred_at) "
+                        "SELECT DISTINCT ON (k.event_id, k.model, k.caller, k.units, k.fee) "
+                        "k.event_id, k.model, k.caller, k.units, k.fee, k.occurred_at "
                         f"FROM ({keyed}) k JOIN usage_events u USING (event_id) "
-                        "WHERE (k.model, k.caller, k.units, k.fee) "
-                        "IS DISTINCT FROM (u.model, u.caller, u.units, u.fee)"
+                        f"WHERE {body_differs} AND NOT EXISTS (SELECT 1 FROM usage_conflicts c "
+                        "WHERE (c.event_id, c.model, c.caller, c.units, c.fee) = "
+                        "(k.event_id, k.model, k.caller, k.units, k.fee)) "
+                        "ORDER BY k.event_id, k.model, k.caller, k.units, k.fee, k.occurred_at"
                     )
-                    conflicts = int(con.execute(f"SELECT count(*) {differs}").fetchall()[0][0])
-                    if conflicts:
-                        con.execute(
-                            "INSERT INTO usage_conflicts "
-                            "(event_id, model, caller, units, fee, occurred_at) "
-                            "SELECT DISTINCT ON (k.event_id, k.model, k.caller, k.units, k.fee) "
-                            f"k.event_id, k.model, k.caller, k.units, k.fee, k.occurred_at "
-                            f"{differs} AND NOT EXISTS (SELECT 1 FROM usage_conflicts c "
-                            "WHERE (c.event_id, c.model, c.caller, c.units, c.fee) = "
-                            "(k.event_id, k.model, k.caller, k.units, k.fee)) "
-                            "ORDER BY k.event_id, k.model, k.caller, k.units, k.fee, "
-                            "k.occurred_at"
-                        )
                 if inserted:
                     self._check_epoch_fees(
                         con,
