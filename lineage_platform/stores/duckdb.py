@@ -831,11 +831,13 @@ class DuckDBStore:
 
     @contextmanager
     def snapshot(self) -> Iterator[_View]:
-        with self.reader() as con:
+        # Ledger reads work from schema 2 on (schema 5's quarantine is read through writes),
+        # so a read-only verify of an older store needs no upgrade first.
+        with self.reader(min_version=2) as con:
             yield _View(con)
 
     def settled_epoch(self, epoch: str | None = None) -> SettledEpoch | None:
-        with self.reader() as con:
+        with self.reader(min_version=2) as con:
             if epoch is None:
                 rows = con.execute(
                     f"SELECT {_EPOCH_COLUMNS} FROM epochs ORDER BY epoch DESC LIMIT 1"
@@ -855,7 +857,7 @@ class DuckDBStore:
         if account is not None:
             sql += " AND account = ?"
             args.append(account)
-        with self.reader() as con:
+        with self.reader(min_version=2) as con:
             rows = con.execute(sql + " ORDER BY epoch, amount DESC, account", args).fetchall()
         return [Payout(str(e), str(a), int(n)) for e, a, n in rows]
 
