@@ -317,3 +317,63 @@ def test_stores_in_two_schemas_of_one_database_are_apart_and_do_not_wait_on_each
         if holder.stdout is not None:
             holder.stdout.close()
     assert (open_store(team_a).tree_size(), open_store(team_b).tree_size()) == (1, 2)
+
+
+KILLED = """
+import sys, time
+from contextlib import contextmanager
+from lineage_platform.allocation import Policy
+from lineage_platform.settlement import settle
+from lineage_platform.signing import SigningKey
+from lineage_platform.stores import open_store
+from tests.ledger_world import NOW
+store = open_store(sys.argv[1])
+real = store.settling
+
+@contextmanager
+def stalled(epoch):
+    with real(epoch) as unit:
+        yield unit  # the record, ledger, payouts and epoch row are written, not committed
+        print("written", flush=True)
+        time.sleep(120)
+
+store.settling = stalled
+settle(store, SigningKey.from_pem(sys.argv[2].encode(), None), Policy.default(), NOW)
+"""
+
+
+def test_a_settler_killed_before_its_commit_leaves_nothing_and_frees_the_locks(
+    server: Postgres, key: SigningKey
+) -> None:
+    """SIGKILL (a machine gone) inside the unit: the server rolls it back and releases the
+    advisory locks; the next settle settles the epoch exactly once and verify passes."""
+    import signal
+
+    from lineage_platform import usage
+    from tests.ledger_world import events
+
+    calls = [("m_lineage", 10_000), ("m_valued", 1_000), ("m_zero", 100)]
+    url = new_database(server)
+    store = open_store(url, lock_timeout_s=30)
+    sign_lineage(store, key)
+    usage.ingest(store, usage.validate_events(events(EPOCH, calls)))
+    size = store.tree_size()
+    victim = subprocess.Popen([sys.executable, "-c", KILLED, url, key.to_pem(None).decode()],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout is not None
+        line = victim.stdout.readline().strip()
+        assert line == "written", victim.communicate(timeout=30)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        victim.communicate(timeout=30)
+    assert store.tree_size() == size and store.settled_epoch(EPOCH) is None
+    started = time.monotonic()
+    [statement] = settle(store, key, Policy.default(), NOW)
+    assert time.monotonic() - started < 10  # the locks died with the killed session
+    assert statement.epoch == EPOCH and not statement.already_settled
+    assert store.tree_size() == size + 1 and store.open_epochs() == []
+    assert verify_store(store, TrustStore.of(key)).records == size + 1
