@@ -377,3 +377,35 @@ def test_a_settler_killed_before_its_commit_leaves_nothing_and_frees_the_locks(
     assert statement.epoch == EPOCH and not statement.already_settled
     assert store.tree_size() == size + 1 and store.open_epochs() == []
     assert verify_store(store, TrustStore.of(key)).records == size + 1
+
+
+def test_usage_that_arrives_while_its_day_is_being_settled_waits_and_goes_to_the_next_day(
+    server: Postgres, key: SigningKey
+) -> None:
+    """The ledger lock: without it the ingest would land in the epoch being settled, and the
+    settled events digest would no longer match what verify recomputes."""
+    from lineage_platform import usage
+    from lineage_platform.settlement import verify_settlements
+    from tests.ledger_world import events
+
+    calls = [("m_lineage", 10_000), ("m_valued", 1_000), ("m_zero", 100)]
+    url = new_database(server)
+    store = open_store(url, lock_timeout_s=30)
+    sign_lineage(store, key)
+    usage.ingest(store, usage.validate_events(events(EPOCH, calls)))
+    stalled = KILLED.replace("time.sleep(120)", "time.sleep(2)")
+    settler = subprocess.Popen([sys.executable, "-c", stalled, url, key.to_pem(None).decode()],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert settler.stdout is not None and settler.stdout.readline().strip() == "written"
+        started = time.monotonic()
+        late = usage.validate_events(events(EPOCH, [("m_valued", 7)], prefix="during", hour=20))
+        assert usage.ingest(store, late) == (1, 0)
+        assert time.monotonic() - started > 0.5  # it waited for the settlement's commit
+    finally:
+        _, err = settler.communicate(timeout=60)
+    assert settler.returncode == 0, err[-2000:]
+    assert store.open_epochs() == [("2026-01-06", 1, 7)]
+    with store.snapshot() as view:
+        assert view.inputs(EPOCH).events == 3
+    assert verify_settlements(store) == 1
