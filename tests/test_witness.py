@@ -263,3 +263,42 @@ def test_a_policy_names_each_witness_once_and_a_reachable_quorum(tmp_path: Path)
     path.write_text(f'quorum = 1\n[[witness]]\nvkey = "{w.verifier.vkey()}"\n')
     with pytest.raises(WitnessError, match="cosigned by 0 of the 1"):
         WitnessPolicy.load(path).check(note, "x")
+
+
+def test_concurrent_requests_from_one_size_are_cosigned_once(witness: Witness, log: Log) -> None:
+    """The check of the old size and the update are one atomic step (tlog-witness's race)."""
+    import threading
+
+    witness.add_checkpoint(log.request(0, 4))
+    results: list[int] = []
+
+    def submit(size: int) -> None:
+        try:
+            witness.add_checkpoint(log.request(4, size))
+            results.append(200)
+        except WitnessRefusal as exc:
+            results.append(exc.status)
+
+    threads = [threading.Thread(target=submit, args=(size,)) for size in range(5, 17)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [200] + [409] * 11
+    assert witness.witnessed(ORIGIN).tree_size in range(5, 17)  # type: ignore[union-attr]
+
+
+def test_the_file_exchange_gives_the_same_answers(tmp_path: Path, log: Log) -> None:
+    folder = tmp_path / "offline-witness"
+    vkey = cli("witness", "init", str(folder), "--name", "offline.test").stdout.strip()
+    cli("witness", "follow", str(folder), NoteVerifier(ORIGIN, log.key.public_key).vkey())
+    request = tmp_path / "request"
+    request.write_bytes(log.request(0, 9))
+    lines = cli("witness", "add", str(folder), str(request)).stdout.encode()
+    assert NoteVerifier.from_vkey(vkey).verify(Note.parse(log.note(9) + lines))
+    request.write_bytes(log.request(0, 12))
+    done = subprocess.run(
+        [sys.executable, "-m", "lineage_platform.cli", "witness", "add", str(folder),
+         str(request)], capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 17 and "refused (409)" in done.stderr, done.stderr
