@@ -32,7 +32,7 @@ from lineage_platform.log import (
     leaf_hash,
     verify_consistency,
 )
-from lineage_platform.signing import TrustStore
+from lineage_platform.signing import Envelope, TrustStore
 from lineage_platform.stores.base import LogStore
 
 STATE_ENV = "LINEAGE_VERIFIER_STATE"
@@ -62,8 +62,10 @@ def user_config_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class LogKey:
-    """Which log: its origin, and where it is read from (`store:<url>`, or `bundle` for any
-    exported copy, whose folder may move)."""
+    """Which log: its origin, and where it is read from (`store:<url>`), or for an exported
+    copy, whose folder may move, `bundle:<keyid of its first record's signer>`: every log of
+    this project has the same origin, so an auditor of several deployments tells them apart
+    by the key their history starts with."""
 
     origin: str
     scope: str = "bundle"
@@ -299,11 +301,13 @@ def check_bundle(
     since: SignedCheckpoint | None = None,
     remember: bool = True,
 ) -> Seen:
-    """`check_store` for an exported copy (already verified): known by its origin alone, so
-    an older copy after a newer one fails the same way as a store that shrank."""
+    """`check_store` for an exported copy (already verified): known by its origin and first
+    signer, wherever it is read from, so an older copy after a newer one fails the same way as
+    a store that shrank."""
     signed = SignedCheckpoint.parse(checkpoint, trust)
     origin = signed.checkpoint.origin
-    key = LogKey(origin, "bundle")
+    first = Envelope.from_json(bytes(envelopes[0])).signatures[0].keyid if envelopes else ""
+    key = LogKey(origin, f"bundle:{first}")
     hashes: list[bytes] = []
 
     def leaves(n: int) -> Sequence[bytes]:

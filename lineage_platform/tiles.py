@@ -344,6 +344,9 @@ def prove(store: LogStore, trust: TrustStore, index: int, cache: Path) -> Inclus
 
             shutil.rmtree(cache, ignore_errors=True)
     tiles, signed = TileDir.open(cache, trust)
+    from lineage_platform.verify import check_origin
+
+    check_origin(signed, "latest checkpoint")
     size = signed.checkpoint.tree_size
     if not 0 <= index < size:
         raise VerificationError(f"no record {index} in a log of {size}", index)

@@ -161,3 +161,16 @@ def test_an_epoch_whose_settlement_is_logged_is_never_settled_again(tmp_path: Pa
     with pytest.raises(SettlementError, match=f"signed settlement \\(record {statement.log_index}"):
         settle(open_store(world.settings.store_url), world.key, Policy.default(), NOW)
     assert world.store.tree_size() == size
+
+
+def test_bundles_of_two_deployments_are_two_logs(project: Project, tmp_path: Path) -> None:
+    """Every deployment has the same origin: an auditor of two tells them apart by the key
+    their history starts with, so neither looks like a fork of the other."""
+    other = Project.create(tmp_path / "other")
+    append_records(other.store, other.signer(), [dataset(50 + i) for i in range(3)])
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    assert project.cli("export", "--out", str(mine))[0] == 0
+    assert other.cli("export", "--out", str(theirs))[0] == 0
+    assert "first time" in ok(project, "--bundle", str(mine))
+    assert "first time" in ok(project, "--bundle", str(theirs))
+    assert "consistent with size 14 seen before" in ok(project, "--bundle", str(mine))
