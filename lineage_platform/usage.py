@@ -122,7 +122,7 @@ def _mask(values: pa.Array) -> pa.Array:
 def _amount(table: pa.Table, name: str) -> tuple[pa.Array, list[Check]]:
     """The column as it is (converted once the bad rows are gone) and its row checks."""
     col = table.column(name).combine_chunks()
-    if pa.types.is_floating(col.type) and len(col) and pc.max(col).as_py() >= 2.0**63:
+    if pa.types.is_floating(col.type) and len(col) and (pc.max(col).as_py() or 0.0) >= 2.0**63:
         # CSV and JSON readers fall back to float64 for integers beyond 64 bits.
         raise UsageError(f"{name}: row {_first_row(_mask(pc.greater_equal(col, 2.0**63)))} "
                          "exceeds 2^63-1")
@@ -342,6 +342,8 @@ def read_events(path: Path) -> pa.Table:
             return _checked(feather.read_table(path))
     except FileNotFoundError as exc:
         raise UsageError(f"{path}: no such file") from exc
+    except UnicodeDecodeError:  # a damaged file whose column names are not UTF-8
+        raise UsageError(f"{path}: unreadable (column names are not valid UTF-8)") from None
     except (pa.ArrowException, OSError) as exc:  # a damaged file: any of Arrow's errors
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"{path}: unreadable ({shown(first, 200)})") from exc
