@@ -127,15 +127,20 @@ RUNLESS_RUN_IDS = frozenset({"", "runless"})
 class ValuationRefusal:
     """A valuation record settlement did not use for `model`, and why (one line)."""
 
-    model: str
+    model: str  # the model (or, for a dataset record, the dataset node) it concerns
     log_index: int
     reason: str
+    kind: str = "valuation"  # "dataset": a contributor of a dataset record not paid
 
     def __str__(self) -> str:
-        return f"valuation record {self.log_index} of {self.model} refused: {self.reason}"
+        return f"{self.kind} record {self.log_index} of {self.model} refused: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "log_index": self.log_index, "reason": self.reason}
+        out: dict[str, Any] = {"model": self.model, "log_index": self.log_index,
+                               "reason": self.reason}
+        if self.kind != "valuation":
+            out["kind"] = self.kind
+        return out
 
 
 def _node(record: AttributionRecord) -> str:
@@ -282,6 +287,12 @@ def build_graph(
         if rec.kind == "dataset" and rec.contributors:
             weights = {}
             for c in rec.contributors:
+                if policy is not None and (why := problem(c.id)) is not None:
+                    # A spoofing id is never paid, and never stops the settlement either.
+                    refusals.append(ValuationRefusal(
+                        node, idx, f"contributor id {ascii(c.id)[:40]} {why}: not paid",
+                        "dataset"))
+                    continue
                 acct = contributor_account(c.id)
                 w = c.weight if c.weight is not None else float(c.rows or 0)
                 weights[acct] = weights.get(acct, 0.0) + clip(w)

@@ -487,6 +487,32 @@ def test_a_checkpoint_signed_under_a_foreign_origin_does_not_verify(tmp_path: Pa
         if ok:
             verify_bundle(folder, TrustStore.of(key))
         else:
-            with pytest.raises(VerificationError, match="checkpoint 0: origin evil.example/log "
-                               "is not this log's"):
+            with pytest.raises(VerificationError, match=r"checkpoint 0: origin evil\.example/"
+                               r"log is not this log's"):
                 verify_bundle(folder, TrustStore.of(key))
+
+
+def test_a_dataset_record_with_a_spoofed_contributor_id_neither_pays_it_nor_blocks(
+    world: World,
+) -> None:
+    from lineage_platform import attest
+    from lineage_platform.records import Contributor, InputRef
+
+    spoof = "al\u200bice"
+    raw = attest.append_records(world.store, world.key, [AttributionRecord(
+        kind="dataset", asset="raw_s", sha256=sha("raw_s"), recorded_at="2026-01-02T00:00:00Z",
+        contributors=(Contributor(spoof, rows=50), Contributor("carol", rows=50)),
+    )]).indices[0]
+    attest.append_records(world.store, world.key, [AttributionRecord(
+        kind="model", asset="m_spoof", sha256=sha("m_spoof"), recorded_at="2026-01-02T00:00:00Z",
+        inputs=(InputRef("raw_s", sha("raw_s"), raw),),
+    )])
+    usage.ingest(world.store, usage.validate_events(events(EPOCH, [("m_spoof", 1000)])))
+    [statement] = settle(world.store, world.key, Policy.default(), NOW)
+    assert dict(statement.payouts)["contributor:carol"] == 800  # the whole data part
+    assert all("\u200b" not in account for account, _ in statement.payouts)
+    assert statement.refusals == (
+        f"dataset record {raw} of raw_s refused: contributor id 'al\\u200bice' has a format "
+        "or bidi character (U+200B): not paid",
+    )
+    assert verify_settlements(world.store) == 1
