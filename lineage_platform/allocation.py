@@ -54,7 +54,7 @@ _SYSTEM_ACCOUNTS = frozenset({PROTOCOL, RESERVE})
 
 def owner_account(name: str) -> str:
     """Account of a model owner; the prefix keeps owners apart from same-named contributors."""
-    return f"owner:{_name(name, 'owner name')}"
+    return f"owner:{identifier(_name(name, 'owner name'), 'owner name')}"
 
 
 def contributor_account(contributor_id: str) -> str:

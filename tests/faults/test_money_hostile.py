@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lineage_platform import usage
-from lineage_platform.allocation import Policy, contributor_account
+from lineage_platform.allocation import Policy, contributor_account, owner_account
 from lineage_platform.dagster import valuation_metadata
 from lineage_platform.dagster.sync import DagsterSource
 from lineage_platform.errors import IdentifierError, SettlementError, UsageError
@@ -453,6 +453,8 @@ def test_spoofing_identifiers_are_refused_everywhere(world: World, name: str, wh
         usage.validate_events(table)
     with pytest.raises(IdentifierError):
         contributor_account(name)
+    with pytest.raises(IdentifierError):
+        owner_account(name)
 
 
 def test_identifiers_are_nfc_and_single_scripts_are_fine() -> None:
