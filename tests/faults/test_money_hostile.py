@@ -145,12 +145,15 @@ def test_a_forged_runless_valuation_and_the_same_event_from_a_run_pay_mallory_no
     assert in_run.run is not None and in_run.run.run_id not in ("", "runless")
     usage.ingest(world.store, usage.validate_events(calls("digits_classifier", [61_800], day,
                                                           "b")))
-    [second] = settle(world.store, world.key, Policy.default(), now)
-    assert contributor_account("mallory") not in dict(second.payouts)
-    assert second.refusals[0] == (
+    done = world.cli("settle")  # the settle output names each refused valuation and why
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
         f"valuation record {idx2} of digits_classifier refused: pays mallory, not in "
-        "digits_classifier's recorded lineage"
-    )
+        "digits_classifier's recorded lineage",
+        f"valuation record {idx} of digits_classifier refused: not made by a run (a runless "
+        "event)",
+    ]
+    assert world.store.payouts(account=contributor_account("mallory")) == []
     assert verify_settlements(world.store) == 2  # verify re-derives the same decisions
     status = world.cli("status", "--json")
     assert status.returncode == 0, status.stderr
