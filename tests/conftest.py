@@ -47,6 +47,10 @@ def _verifier_state(
     logs of different tests never look like one log that forked."""
     monkeypatch.setenv("LINEAGE_VERIFIER_STATE", str(tmp_path_factory.mktemp("verifier-state")))
     monkeypatch.setenv("LINEAGE_USER_CONFIG", str(tmp_path_factory.mktemp("user-config")))
+    # Subprocess helpers drop LINEAGE_* variables; the XDG ones survive, so a CLI run by a test
+    # never reads or writes the real user's ~/.config/lineage or ~/.local/state/lineage.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
 
 
 @pytest.fixture(scope="session")

@@ -309,9 +309,9 @@ def test_entries_as_columns_append_what_entries_as_rows_append(project: Project)
     columns = EntryColumns.of(rows[3:])
     assert columns.entries() == rows[3:] and len(columns) == 3
     with_leaves = dataclasses.replace(columns, leaf_hash=[leaf_hash(e.envelope) for e in rows[3:]])
-    project.store.append_entries(rows[:3], lambda cp: SignedCheckpoint.sign(cp, key), "o")
+    project.store.append_entries(rows[:3], lambda cp: SignedCheckpoint.sign(cp, key), attest.ORIGIN)
     result = project.store.append_entries(
-        with_leaves, lambda cp: SignedCheckpoint.sign(cp, key), "o"
+        with_leaves, lambda cp: SignedCheckpoint.sign(cp, key), attest.ORIGIN
     )
     assert result.indices == (3, 4, 5)
     assert verify_store(project.store, project.ring.trust()).records == 6

@@ -7,6 +7,7 @@ regenerated: each test works on a copy, so nothing here can change it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def lineage(*args: str, cwd: Path) -> tuple[int, str, str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "LINEAGE_HOME": str(cwd / "home")},
+        env={"PATH": "/usr/bin:/bin", "LINEAGE_HOME": str(cwd / "home"),
+             **{k: os.environ[k] for k in ("XDG_CONFIG_HOME", "XDG_STATE_HOME")}},
     )
     return done.returncode, done.stdout, done.stderr
 
