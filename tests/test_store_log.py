@@ -13,7 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from logkit import Project, dataset, sha, uses
-from tests.storekit import tamper
 
 from lineage_platform import attest, verify
 from lineage_platform.attest import append_records, sign_records
@@ -24,6 +23,7 @@ from lineage_platform.records import InputRef
 from lineage_platform.stores import EntryColumns, Store
 from lineage_platform.stores import duckdb as store_module
 from lineage_platform.stores.duckdb import MIGRATIONS, DuckDBStore
+from tests.storekit import tamper
 
 
 @pytest.fixture
