@@ -477,28 +477,15 @@ def settle(
     """
     from datetime import UTC, datetime
 
-    from lineage_platform import known
-    from lineage_platform.settlement import load_policy
-    from lineage_platform.settlement import settle as run_settle
+    from lineage_platform.settlement import settle_held
 
     cfg = settings()
-    log, memory, trust = store(cfg), known.KnownLogs.from_env(), keyring(cfg).trust()
-    # The log must extend what this machine saw of it, and what the witnesses cosigned (when
-    # a policy names them): a rolled-back or forked log is not settled.
-    known.check_store(memory, log, trust, remember=False)
-    policy = witness_policy(cfg, None)
-    if policy is not None:
-        from lineage_platform.witness import publish
-
-        publish(log, trust, policy, cfg.state_dir)
     with out.status("settling") as status:
-        statements = run_settle(
-            log, keyring(cfg).signer(passphrase()), load_policy(cfg.project_dir),
-            datetime.now(UTC), epoch, on_epoch=lambda e: status.update(f"settling {e}"),
+        statements = settle_held(
+            store(cfg), keyring(cfg).signer(passphrase()), keyring(cfg).trust(),
+            cfg.project_dir, cfg.state_dir, datetime.now(UTC), epoch,
+            on_epoch=lambda e: status.update(f"settling {e}"),
         )
-    known.check_store(memory, log, trust)  # remember what was published, settlements included
-    if policy is not None and any(not s.already_settled for s in statements):
-        publish(log, trust, policy, cfg.state_dir)
     held = store(cfg).quarantined()
     if as_json:
         extra = {"quarantined": len(held)} if held else {}
@@ -956,14 +943,9 @@ def witness_publish() -> None:
 
 
 def witness_policy(cfg: Settings, explicit: Path | None) -> Any:
-    """--witnesses FILE, else the user's own (~/.config/lineage/witnesses.toml), else the
-    project's witnesses.toml; None when there is none."""
-    from lineage_platform.known import user_config_dir
-    from lineage_platform.witness import POLICY_FILE, WitnessPolicy
+    from lineage_platform.witness import find_policy
 
-    if explicit is not None:
-        return WitnessPolicy.load(explicit)
-    return WitnessPolicy.find(user_config_dir() / POLICY_FILE, cfg.project_dir / POLICY_FILE)
+    return find_policy(cfg.project_dir, explicit)
 
 
 @app.command()

@@ -39,7 +39,7 @@ from lineage_platform.log import (
     verify_inclusion,
 )
 from lineage_platform.records import AttributionRecord, InputRef, details_json, utc_timestamp
-from lineage_platform.signing import Envelope, SigningKey
+from lineage_platform.signing import Envelope, SigningKey, TrustStore
 from lineage_platform.stores import (
     EpochInputs,
     LedgerView,
@@ -470,6 +470,38 @@ def settle(
         if epoch_bounds(epoch)[1] > now:
             raise SettlementError(f"epoch {epoch} is still open")
         raise SettlementError(f"epoch {epoch} has no usage to settle")
+    return statements
+
+
+def settle_held(
+    store: Store,
+    key: SigningKey,
+    trust: TrustStore,
+    project_dir: Path,
+    state_dir: Path,
+    now: datetime,
+    epoch: str | None = None,
+    on_epoch: Callable[[str], None] | None = None,
+) -> list[Statement]:
+    """`settle`, held to the log's history: what `lineage settle` and `settlement_job` run.
+
+    The log must extend what this machine saw of it (a rolled-back or forked log is not
+    settled) and, when a witness policy is in force, what the witnesses cosigned; what was
+    published is remembered afterwards and a new settlement is taken to the witnesses.
+    """
+    from lineage_platform import known, witness
+
+    memory = known.KnownLogs.from_env()
+    known.check_store(memory, store, trust, remember=False)
+    policy = witness.find_policy(project_dir)
+    if policy is not None:
+        witness.publish(store, trust, policy, state_dir)
+    statements = settle(
+        store, key, load_policy(project_dir), now, epoch, on_epoch=on_epoch
+    )
+    known.check_store(memory, store, trust)
+    if policy is not None and any(not s.already_settled for s in statements):
+        witness.publish(store, trust, policy, state_dir)
     return statements
 
 

@@ -490,6 +490,16 @@ class Published:
         )
 
 
+def find_policy(project_dir: Path, explicit: Path | None = None) -> WitnessPolicy | None:
+    """The witness policy in force: `explicit` (--witnesses FILE), else the user's own
+    (~/.config/lineage/witnesses.toml), else the project's witnesses.toml; None when none."""
+    from lineage_platform.known import user_config_dir
+
+    if explicit is not None:
+        return WitnessPolicy.load(explicit)
+    return WitnessPolicy.find(user_config_dir() / POLICY_FILE, project_dir / POLICY_FILE)
+
+
 def publish(
     store: LogStore, trust: TrustStore, policy: WitnessPolicy, state_dir: Path,
     transport: Transport = _http,

@@ -174,3 +174,37 @@ def test_bundles_of_two_deployments_are_two_logs(project: Project, tmp_path: Pat
     assert "first time" in ok(project, "--bundle", str(mine))
     assert "first time" in ok(project, "--bundle", str(theirs))
     assert "consistent with size 14 seen before" in ok(project, "--bundle", str(mine))
+
+
+def test_the_dagster_job_refuses_a_rolled_back_log_as_the_cli_does(tmp_path: Path) -> None:
+    """`settlement_job` runs the same held settle as `lineage settle` (settlement.settle_held)."""
+    from lineage_platform.dagster.resources import (
+        LineageSettingsResource,
+        LineageSignerResource,
+        LineageStoreResource,
+    )
+    from lineage_platform.dagster.settlement import settlement_job
+    from tests.storekit import tamper
+
+    world = make_world(tmp_path / "world")
+    s = world.settings
+    resources = {
+        "lineage": LineageSettingsResource.from_settings(s),
+        "lineage_store": LineageStoreResource.from_settings(s),
+        "lineage_signer": LineageSignerResource.from_settings(s),
+    }
+    usage.ingest(world.store, usage.validate_events(events(yesterday(), [("m_lineage", 900)])))
+    assert settlement_job.execute_in_process(resources=resources).output_for_node(
+        "settle_epochs"
+    ) == 1
+    size = world.store.tree_size()
+    db = s.state_dir / "lineage.duckdb"
+    tamper(db, "DELETE FROM log_entries WHERE idx >= ?", [size - 1])
+    tamper(db, "DELETE FROM checkpoints WHERE tree_size > ?", [size - 1])
+    for table in ("payouts", "ledger", "epochs"):
+        tamper(db, f"DELETE FROM {table}", [])
+    again = settlement_job.execute_in_process(resources=resources, raise_on_error=False)
+    assert not again.success
+    failure = next(e for e in again.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"shrank from size {size}" in failure.event_specific_data.user_failure_data.description
+    assert world.store.tree_size() == size - 1  # nothing was appended

@@ -1,4 +1,4 @@
-"""`settlement_job` and its daily `settlement_schedule`: the same `settle()` the CLI calls.
+"""`settlement_job` and its daily `settlement_schedule`: the same `settle_held()` the CLI calls.
 
     defs = dg.Definitions(jobs=[settlement_job], schedules=[settlement_schedule], ...)
 """
@@ -13,7 +13,8 @@ from lineage_platform.dagster.resources import (
     LineageSignerResource,
     LineageStoreResource,
 )
-from lineage_platform.settlement import load_policy, settle
+from lineage_platform.errors import LineageError
+from lineage_platform.settlement import settle_held
 
 
 class SettleConfig(dg.Config):  # type: ignore[misc]
@@ -55,14 +56,21 @@ def settle_epochs(
     lineage_store: LineageStoreResource,
     lineage_signer: LineageSignerResource,
 ) -> int:
-    statements = settle(
-        lineage_store.store(),
-        lineage_signer.signer(),
-        load_policy(Path(lineage.project_dir)),
-        datetime.now(UTC),
-        config.epoch or None,
-        on_epoch=lambda e: context.log.info(f"settling epoch {e}"),
-    )
+    try:
+        statements = settle_held(
+            lineage_store.store(),
+            lineage_signer.signer(),
+            lineage_signer.trust(),
+            Path(lineage.project_dir),
+            Path(lineage.state_dir),
+            datetime.now(UTC),
+            config.epoch or None,
+            on_epoch=lambda e: context.log.info(f"settling epoch {e}"),
+        )
+    except LineageError as exc:
+        # The one-line reason (a rolled-back log, an unmet witness policy) is what the run
+        # page shows, not a traceback.
+        raise dg.Failure(description=str(exc)) from exc
     if not statements:
         context.log.info("nothing to settle: no closed epoch has unsettled usage")
     for st in statements:
