@@ -20,15 +20,15 @@ Guarantees every driver gives (the contract suite in tests/contract/ checks each
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from lineage_platform.log import Checkpoint, SignedCheckpoint
+from lineage_platform.log import Checkpoint, SignedCheckpoint, leaf_hash
 
 # Columns of the Arrow tables `entries()` and `read_snapshot()` return, in this order.
 LOG_COLUMNS = (
@@ -122,6 +122,52 @@ class AppendResult:
     appended: int
     skipped: int
     checkpoint: SignedCheckpoint | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendPlan:
+    """Where each entry of a batch lands, the same for every driver: a key already in the log
+    keeps its index, a repeat within the batch shares its first's, the rest take the next
+    indices in batch order. `fresh` are the positions of the entries to write."""
+
+    batch: EntryColumns
+    indices: tuple[int, ...]
+    fresh: tuple[int, ...]
+
+    @classmethod
+    def of(cls, batch: EntryColumns, known: Mapping[str, int], start: int) -> AppendPlan:
+        fresh: list[int] = []
+        seen: dict[str, int] = {}
+        indices: list[int] = []
+        for position, key in enumerate(batch.idem_key):
+            if key in known:
+                indices.append(known[key])
+            elif key in seen:
+                indices.append(seen[key])
+            else:
+                seen[key] = start + len(fresh)
+                indices.append(start + len(fresh))
+                fresh.append(position)
+        return cls(batch, tuple(indices), tuple(fresh))
+
+    @property
+    def every(self) -> bool:
+        return len(self.fresh) == len(self.batch)
+
+    def column(self, name: str) -> Sequence[Any]:
+        """One column of the entries to write, without a copy when all are written."""
+        values: Sequence[Any] = getattr(self.batch, name)
+        return values if self.every else [values[i] for i in self.fresh]
+
+    def leaves(self) -> list[bytes]:
+        """Their leaf hashes: the signers' when they computed them, else hashed here."""
+        if self.batch.leaf_hash is None:
+            return [leaf_hash(e) for e in self.column("envelope")]
+        return list(self.column("leaf_hash"))
+
+    def result(self, checkpoint: SignedCheckpoint | None) -> AppendResult:
+        n = len(self.fresh)
+        return AppendResult(self.indices, n, len(self.batch) - n, checkpoint)
 
 
 class StoredCheckpoint(NamedTuple):

@@ -26,13 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lineage_platform.errors import StoreBusyError, StoreError, UsageError
-from lineage_platform.log import Checkpoint, CompactRange, leaf_hash
+from lineage_platform.log import Checkpoint, CompactRange
 from lineage_platform.stores.base import (
     ENTRY_FIELDS,
     LOG_COLUMNS,
     MAX_AMOUNT,
     MAX_EPOCH_FEES,
     MAX_SKEW_S,
+    AppendPlan,
     AppendResult,
     Entry,
     EntryColumns,
@@ -424,43 +425,19 @@ class DuckDBStore:
     ) -> AppendResult:
         """The append itself, inside a transaction the caller holds (a settlement unit's)."""
         batch = entries if isinstance(entries, EntryColumns) else EntryColumns.of(entries)
-        keys = batch.idem_key
-        known = self._indices_for(con, keys)
         frontier = self._frontier(con)
         start = frontier.size
-        fresh: list[int] = []  # positions in the batch of the entries to write
-        seen: dict[str, int] = {}
-        indices: list[int] = []
-        for position, key in enumerate(keys):
-            if key in known:
-                indices.append(known[key])
-            elif key in seen:
-                indices.append(seen[key])
-            else:
-                seen[key] = start + len(fresh)
-                indices.append(start + len(fresh))
-                fresh.append(position)
-        if not fresh:
-            return AppendResult(tuple(indices), 0, len(batch), None)
-        every = len(fresh) == len(batch)
-        envelopes = batch.envelope if every else [batch.envelope[i] for i in fresh]
-        if batch.leaf_hash is None:
-            leaves = [leaf_hash(e) for e in envelopes]
-        else:
-            leaves = list(batch.leaf_hash) if every else [batch.leaf_hash[i] for i in fresh]
+        plan = AppendPlan.of(batch, self._indices_for(con, batch.idem_key), start)
+        if not plan.fresh:
+            return plan.result(None)
+        leaves = plan.leaves()
         frontier.extend(leaves)
         table = pa.table(
             {
-                "idx": pa.array(range(start, start + len(fresh)), pa.int64()),
-                "envelope": pa.array(envelopes, pa.binary()),
+                "idx": pa.array(range(start, start + len(plan.fresh)), pa.int64()),
+                "envelope": pa.array(plan.column("envelope"), pa.binary()),
                 "leaf_hash": pa.array(leaves, pa.binary()),
-                **{
-                    name: pa.array(
-                        getattr(batch, name) if every else [getattr(batch, name)[i] for i in fresh],
-                        pa.string(),
-                    )
-                    for name in ENTRY_FIELDS[1:]
-                },
+                **{name: pa.array(plan.column(name), pa.string()) for name in ENTRY_FIELDS[1:]},
             }
         )
         con.register("new_entries", table)
@@ -471,7 +448,7 @@ class DuckDBStore:
             "INSERT INTO checkpoints (tree_size, checkpoint, frontier) VALUES (?, ?, ?)",
             [frontier.size, signed.to_json(), b"".join(frontier.to_hashes())],
         )
-        return AppendResult(tuple(indices), len(fresh), len(batch) - len(fresh), signed)
+        return plan.result(signed)
 
     @staticmethod
     def _indices_for(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[str, int]:

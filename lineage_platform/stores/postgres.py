@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from lineage_platform.errors import StoreBusyError, StoreError, UsageError
-from lineage_platform.log import Checkpoint, CompactRange, leaf_hash
+from lineage_platform.log import Checkpoint, CompactRange
 from lineage_platform.stores.base import (
     ENTRY_FIELDS,
     LOG_COLUMNS,
@@ -44,6 +44,7 @@ from lineage_platform.stores.base import (
     MAX_EPOCH_FEES,
     MAX_SKEW_S,
     USAGE_SCHEMA,
+    AppendPlan,
     AppendResult,
     Entry,
     EntryColumns,
@@ -554,41 +555,18 @@ class PostgresStore:
         key and primary key would still refuse a duplicate).
         """
         batch = entries if isinstance(entries, EntryColumns) else EntryColumns.of(entries)
-        keys = batch.idem_key
-        known = self._indices_for(con, keys)
         frontier = self._frontier(con)
         start = frontier.size
-        fresh: list[int] = []  # positions in the batch of the entries to write
-        seen: dict[str, int] = {}
-        indices: list[int] = []
-        for position, key in enumerate(keys):
-            if key in known:
-                indices.append(known[key])
-            elif key in seen:
-                indices.append(seen[key])
-            else:
-                seen[key] = start + len(fresh)
-                indices.append(start + len(fresh))
-                fresh.append(position)
-        if not fresh:
-            return AppendResult(tuple(indices), 0, len(batch), None)
-        every = len(fresh) == len(batch)
-
-        def column(name: str) -> Sequence[Any]:
-            values: Sequence[Any] = getattr(batch, name)
-            return values if every else [values[i] for i in fresh]
-
-        envelopes = column("envelope")
-        if batch.leaf_hash is None:
-            leaves = [leaf_hash(e) for e in envelopes]
-        else:
-            leaves = list(column("leaf_hash"))
+        plan = AppendPlan.of(batch, self._indices_for(con, batch.idem_key), start)
+        if not plan.fresh:
+            return plan.result(None)
+        leaves = plan.leaves()
         frontier.extend(leaves)
         rows = zip(
-            range(start, start + len(fresh)),
-            envelopes,
+            range(start, start + len(plan.fresh)),
+            plan.column("envelope"),
             leaves,
-            *(column(name) for name in ENTRY_FIELDS[1:]),
+            *(plan.column(name) for name in ENTRY_FIELDS[1:]),
             strict=True,
         )
         with con.cursor().copy(
@@ -602,7 +580,7 @@ class PostgresStore:
             "INSERT INTO checkpoints (tree_size, checkpoint, frontier) VALUES (%s, %s, %s)",
             (frontier.size, signed.to_json(), b"".join(frontier.to_hashes())),
         )
-        return AppendResult(tuple(indices), len(fresh), len(batch) - len(fresh), signed)
+        return plan.result(signed)
 
     @staticmethod
     def _indices_for(con: Connection, keys: Sequence[str]) -> dict[str, int]:
