@@ -269,14 +269,7 @@ def check_store(
         return tree()[0][:n]
 
     if since is not None:
-        if since.checkpoint.origin != origin:
-            raise RollbackError(
-                f"pinned checkpoint is of log {since.checkpoint.origin}, this log is {origin}"
-            )
-        check_growth(
-            since.checkpoint.tree_size, since.checkpoint.root_hash, signed, leaves,
-            f"log {origin} (pinned checkpoint)",
-        )
+        _check_pinned(since, signed, leaves)
     if before is not None:
         check_growth(before.tree_size, before.root, signed, leaves, f"log {origin}")
     stored = remember and (verified_root is None or verified_root == signed.checkpoint.root_hash)
@@ -290,6 +283,21 @@ def check_store(
             )
         )
     return Seen(signed, before, stored)
+
+
+def _check_pinned(
+    since: SignedCheckpoint, signed: SignedCheckpoint, leaves: LeafHashes
+) -> None:
+    """An auditor's pinned checkpoint (--since): same log, and this one grew from it."""
+    origin = signed.checkpoint.origin
+    if since.checkpoint.origin != origin:
+        raise RollbackError(
+            f"pinned checkpoint is of log {since.checkpoint.origin}, this log is {origin}"
+        )
+    check_growth(
+        since.checkpoint.tree_size, since.checkpoint.root_hash, signed, leaves,
+        f"log {origin} (pinned checkpoint)",
+    )
 
 
 def check_bundle(
@@ -316,14 +324,7 @@ def check_bundle(
         return hashes[:n]
 
     if since is not None:
-        if since.checkpoint.origin != origin:
-            raise RollbackError(
-                f"pinned checkpoint is of log {since.checkpoint.origin}, this log is {origin}"
-            )
-        check_growth(
-            since.checkpoint.tree_size, since.checkpoint.root_hash, signed, leaves,
-            f"log {origin} (pinned checkpoint)",
-        )
+        _check_pinned(since, signed, leaves)
     before = known.get(key)
     if before is not None:
         check_growth(before.tree_size, before.root, signed, leaves, f"log {origin}")
