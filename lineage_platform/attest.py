@@ -15,11 +15,13 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 
+from lineage_platform.errors import RecordError
 from lineage_platform.log import Checkpoint, SignedCheckpoint, leaf_hash
-from lineage_platform.records import AttributionRecord, RecordFacts
+from lineage_platform.records import AttributionRecord, RecordFacts, utc_timestamp
 from lineage_platform.signing import SigningKey, sign_envelope
-from lineage_platform.stores import AppendResult, Entry, EntryColumns, Store
+from lineage_platform.stores import MAX_SKEW_S, AppendResult, Entry, EntryColumns, Store
 
 ORIGIN = "lineage-platform.local/log"
 # Below this many records, starting worker processes costs more than it saves.
@@ -153,6 +155,23 @@ def _sign(
     return _entries(records, parts, key.keyid)
 
 
+def check_not_future(records: Sequence[AttributionRecord], now: datetime | None = None) -> None:
+    """Refuse to sign a record whose `recorded_at` is after now + `MAX_SKEW_S`: a record is
+    signed when it is made. (The parser's own bound is a fixed year, `records.LAST_YEAR`,
+    because it verifies old logs without a clock.) One pass of string comparisons: the
+    timestamps' fixed layout orders them as text."""
+    if not records:
+        return
+    latest = max(records, key=lambda r: r.recorded_at)
+    horizon = utc_timestamp((now or datetime.now(UTC)) + timedelta(seconds=MAX_SKEW_S))
+    # The fractional part may be shorter than ours, or absent: compare to the second first.
+    if latest.recorded_at[:19] > horizon[:19]:
+        raise RecordError(
+            f"predicate.recorded_at: {latest.recorded_at} ({latest.asset}) is after now + "
+            f"{MAX_SKEW_S} s; a record is signed when it is made"
+        )
+
+
 def append_records(
     store: Store,
     key: SigningKey,
@@ -171,6 +190,7 @@ def append_records(
     def sign_checkpoint(checkpoint: Checkpoint) -> SignedCheckpoint:
         return SignedCheckpoint.sign(checkpoint, key)
 
+    check_not_future(records)
     n = len(records)
     if batch_size is None or batch_size >= n:
         return store.append_entries(_sign(records, key, workers), sign_checkpoint, origin)

@@ -36,9 +36,12 @@ from lineage_platform.canonical import (
     loads_strict,
 )
 from lineage_platform.errors import RecordError, shown
+from lineage_platform.identifiers import is_nfc
+from lineage_platform.identifiers import problem as id_problem
 
 __all__ = [
     "KINDS",
+    "LAST_YEAR",
     "MAX_RECORD_BYTES",
     "PAYLOAD_TYPE",
     "PREDICATE_TYPE",
@@ -101,6 +104,12 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _RFC3339_UTC = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z"
 )
+#: The last year a record's time may name. A parser that verifies old logs offline has no "now"
+#: to bound against, so the bound is fixed: far past any real record, far enough below
+#: datetime's year 9999 that every later sum (skews, grace windows, the next epoch) stays a
+#: date. "Not after now" is checked where a record is signed (`attest.append_records`).
+LAST_YEAR = 2200
+_LAST_YEAR = str(LAST_YEAR)
 
 
 def idempotency_key(orchestrator: str, run_id: str, event_id: int) -> str:
@@ -126,6 +135,22 @@ def _text(value: object, field: str) -> str:
     if not (value.isascii() and value.isprintable()) and _FORBIDDEN.search(value):
         raise RecordError(f"{field}: must not contain control characters")
     return value
+
+
+def _ident(value: object, field: str) -> str:
+    """An id a person reads (contributor, asset): `_text`, plus the rules of `identifiers`
+    (NFC, no format/bidi/zero-width characters, no look-alike script mix). A signed record
+    holds one spelling of an id, so a non-NFC id is refused rather than normalized: the bytes
+    are the record."""
+    if type(value) is str and value and value.isascii() and value.isprintable():
+        return value  # printable ASCII: one script, nothing hidden, already NFC
+    text = _text(value, field)
+    why = id_problem(text)
+    if why is not None:
+        raise RecordError(f"{field}: {why}")
+    if not is_nfc(text):
+        raise RecordError(f"{field}: is not in Unicode NFC (normalize it before recording)")
+    return text
 
 
 def _count(value: object, field: str) -> int:
@@ -193,10 +218,12 @@ def _timestamp(value: object, field: str) -> str:
         and value[11:13] <= "23"
         and value[14:16] <= "59"
         and value[17:19] <= "59"
-        and value[:4] != "0000"
+        and "0000" < value[:4] <= _LAST_YEAR
     ):
         return value
     y, mo, d, h, mi, sec = map(int, m.group(1, 2, 3, 4, 5, 6))
+    if y > int(_LAST_YEAR):
+        raise RecordError(f"{field}: year {y} is after {_LAST_YEAR} (see docs/record-format.md)")
     try:
         datetime(y, mo, d, h, mi, sec)
     except ValueError as e:
@@ -240,6 +267,7 @@ class Scalar:
 
 
 TEXT = Scalar(_text, "_q({v})")
+IDENT = Scalar(_ident, "_q({v})")  # an id a person reads: identifiers' rules
 COUNT = Scalar(_count, "str({v})")
 HEX64 = Scalar(_hex64, "'\"' + {v} + '\"'")  # checked: nothing to escape
 HEX32 = Scalar(_hex32, "'\"' + {v} + '\"'")
@@ -678,13 +706,13 @@ MLFLOW_SHAPE = _schema(
 INPUT_SHAPE = _schema(
     InputRef,
     "InputRef",
-    (Field("asset", TEXT), Field("sha256", HEX64), Field("log_index", COUNT, optional=True)),
+    (Field("asset", IDENT), Field("sha256", HEX64), Field("log_index", COUNT, optional=True)),
 )
 CONTRIBUTOR_SHAPE = _schema(
     Contributor,
     "Contributor",
     (
-        Field("id", TEXT),
+        Field("id", IDENT),
         Field("rows", COUNT, optional=True),
         Field("sha256", HEX64, optional=True),
         Field("weight", NUMBER, optional=True),
@@ -703,7 +731,7 @@ def _p(name: str, type_: FieldType, optional: bool = False, key: str = "") -> Fi
 #: in `subject`, not in the predicate); `asset` is also the subject's name.
 RECORD_FIELDS = (
     _p("kind", KIND),
-    _p("asset", TEXT),
+    _p("asset", IDENT),
     Field("sha256", HEX64, path="subject[0].digest.sha256"),
     _p("recorded_at", TIMESTAMP),
     _p("data_version", TEXT, optional=True),

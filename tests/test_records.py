@@ -16,10 +16,13 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lineage_platform import identifiers
+from lineage_platform.attest import append_records, check_not_future
 from lineage_platform.canonical import es6_number, loads_strict
 from lineage_platform.errors import RecordError
 from lineage_platform.records import (
     KINDS,
+    LAST_YEAR,
     MAX_RECORD_BYTES,
     PREDICATE_TYPE,
     PREDICATE_TYPE_V1,
@@ -42,7 +45,8 @@ from lineage_platform.records import (
     scan_payload,
     utc_timestamp,
 )
-from lineage_platform.signing import Envelope
+from lineage_platform.signing import Envelope, SigningKey
+from lineage_platform.stores import MAX_SKEW_S
 
 H1 = hashlib.sha256(b"one").hexdigest()
 H2 = hashlib.sha256(b"two").hexdigest()
@@ -341,6 +345,9 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"recorded_at": "2026-02-30T20:00:00Z"}, "predicate.recorded_at: day is out of range"),
     ({"recorded_at": "2026-11-24T24:00:00Z"}, "predicate.recorded_at: hour must be"),
     ({"recorded_at": "２026-11-24T20:00:00Z"}, "predicate.recorded_at: expected"),
+    ({"recorded_at": "9999-12-31T23:59:59Z"}, "predicate.recorded_at: year 9999 is after 2200"),
+    ({"recorded_at": "2201-01-01T00:00:00Z"}, "predicate.recorded_at: year 2201 is after 2200"),
+    ({"asset": "d\u200bnet"}, "predicate.asset: has a format or bidi character (U+200B)"),
     ({"data_version": ""}, "predicate.data_version: must not be empty"),
     ({"code_version": "x\ty"}, "predicate.code_version: must not contain control"),
     ({"run": ("dagster", "r", 1)}, "predicate.run: expected RunRef or None"),
@@ -388,6 +395,11 @@ def test_invalid_record_fields_name_the_field(overrides: dict[str, Any], message
         (lambda: InputRef("a", H1, -2), "log_index: expected a non-negative integer"),
         (lambda: Contributor(""), "id: must not be empty"),
         (lambda: Contributor("a\x1f"), "id: must not contain control characters"),
+        (lambda: Contributor("ali\u202ece"), "id: has a format or bidi character (U+202E)"),
+        (lambda: Contributor("al\ufeffice"), "id: has a format or bidi character (U+FEFF)"),
+        (lambda: Contributor("p\u0430ypal"), "id: mixes Latin and Cyrillic letters"),
+        (lambda: InputRef("p\u0430ypal", H1), "asset: mixes Latin and Cyrillic letters"),
+        (lambda: Contributor("Zoe\u0308"), "id: is not in Unicode NFC"),
         (lambda: Contributor("a", rows=-1), "rows: expected a non-negative integer"),
         (lambda: Contributor("a", sha256="0" * 63), "sha256: expected 64 lowercase hex"),
         (lambda: Contributor("a", weight=float("nan")), "weight: must be finite"),
@@ -475,6 +487,12 @@ PARSE_ERRORS: list[tuple[Any, str]] = [
     (_set("subject.0.digest", {"sha512": "00"}), "subject[0].digest.sha512: unknown key"),
     (_set("subject.0.digest.sha256", "AB"), "subject[0].digest.sha256: expected 64"),
     (_del("subject.0.name"), "subject[0].name: missing"),
+    # issue 15: ids a person reads, and a time no record can have been made at
+    (_set("predicate.contributors.0.id", "ali\u202ece"), "predicate.contributors[0].id: has a"),
+    (_set("predicate.contributors.1.id", "b\u043eb"), "predicate.contributors[1].id: mixes"),
+    (_set("predicate.contributors.0.id", "Zoe\u0308"), "predicate.contributors[0].id: is not"),
+    (_set("predicate.inputs.0.asset", "data\u200dnet"), "predicate.inputs[0].asset: has a"),
+    (_set("predicate.recorded_at", "9999-12-31T23:59:59.999999Z"), "predicate.recorded_at: year"),
 ]
 
 
@@ -647,16 +665,18 @@ def test_size_limit() -> None:
 # --- records: properties --------------------------------------------------------------------------
 
 names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
+#: Ids a person reads (asset, contributor): what `identifiers` accepts, in NFC.
+ids = names.filter(lambda s: identifiers.problem(s) is None and identifiers.is_nfc(s))
 hex64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 counts = st.integers(min_value=0, max_value=2**53 - 1)
 numbers = st.none() | st.floats(allow_nan=False, allow_infinity=False)
 timestamps = st.datetimes(
-    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)
+    min_value=datetime(1, 1, 1), max_value=datetime(LAST_YEAR, 12, 31), timezones=st.just(UTC)
 ).map(utc_timestamp)
 
 contributors = st.builds(
     Contributor,
-    id=names,
+    id=ids,
     rows=st.none() | counts,
     sha256=st.none() | hex64,
     weight=numbers,
@@ -684,7 +704,7 @@ records = st.builds(
     _record,
     versioned(),
     kind=st.sampled_from(KINDS),
-    asset=names,
+    asset=ids,
     sha256=hex64,
     recorded_at=timestamps,
     data_version=st.none() | names,
@@ -693,7 +713,7 @@ records = st.builds(
     | st.builds(DvcRef, path=names, md5=st.binary(min_size=16, max_size=16).map(bytes.hex)),
     mlflow=st.none() | st.builds(MlflowRef, run_id=names, model_id=st.none() | names),
     inputs=st.lists(
-        st.builds(InputRef, asset=names, sha256=hex64, log_index=st.none() | counts), max_size=3
+        st.builds(InputRef, asset=ids, sha256=hex64, log_index=st.none() | counts), max_size=3
     ).map(tuple),
     contributors=st.lists(contributors, max_size=4).map(tuple),
     details=st.none()
@@ -799,3 +819,22 @@ def test_typed_details_of_the_old_log_parse() -> None:
         typed = r.typed_details()
         if r.kind in (Kind.SETTLEMENT, Kind.VALUATION):
             assert typed is not None and typed.to_json() == r.details
+
+
+def test_a_record_is_not_signed_with_a_time_after_now() -> None:
+    """The parser bounds `recorded_at` by a fixed year (it verifies old logs without a clock);
+    signing bounds it by now + the usage skew (issue 15)."""
+    now = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
+    soon = utc_timestamp(now + timedelta(seconds=MAX_SKEW_S - 1))
+    check_not_future([full_record(recorded_at=T), full_record(recorded_at=soon)], now)
+    check_not_future([], now)
+    late = utc_timestamp(now + timedelta(seconds=MAX_SKEW_S + 2))
+    with pytest.raises(RecordError, match=r"^predicate\.recorded_at: 2026-11-24T20:05:02"):
+        check_not_future([full_record(recorded_at=T), full_record(recorded_at=late)], now)
+    # Signing refuses it before anything is written.
+    with pytest.raises(RecordError, match="after now"):
+        append_records(
+            None,  # type: ignore[arg-type]  # never reached
+            SigningKey.generate(),
+            [full_record(recorded_at="2200-01-01T00:00:00Z")],
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -497,27 +498,33 @@ def test_a_checkpoint_signed_under_a_foreign_origin_does_not_verify(tmp_path: Pa
                 verify_bundle(folder, TrustStore.of(key))
 
 
-def test_a_dataset_record_with_a_spoofed_contributor_id_neither_pays_it_nor_blocks(
-    world: World,
-) -> None:
+@pytest.mark.parametrize(
+    ("spoof", "why"),
+    [
+        ("al\u200bice", "has a format or bidi character (U+200B)"),
+        ("ali\u202ece", "has a format or bidi character (U+202E)"),
+        ("\u0430lice", "mixes Latin and Cyrillic letters (look-alike)"),
+        ("Zoe\u0308", "is not in Unicode NFC"),
+    ],
+)
+def test_a_spoofed_contributor_id_is_never_recorded(world: World, spoof: str, why: str) -> None:
+    """The record itself refuses the id (on construction, and in both parsers of signed
+    bytes), so no signed record can carry it to a settlement (which also refuses it)."""
     from lineage_platform import attest
-    from lineage_platform.records import Contributor, InputRef
+    from lineage_platform.errors import RecordError
+    from lineage_platform.records import Contributor, scan_payload
 
-    spoof = "al\u200bice"
-    raw = attest.append_records(world.store, world.key, [AttributionRecord(
+    with pytest.raises(RecordError, match=f"^id: {re.escape(why)}"):
+        Contributor(spoof, rows=50)
+    good = AttributionRecord(
         kind="dataset", asset="raw_s", sha256=sha("raw_s"), recorded_at="2026-01-02T00:00:00Z",
-        contributors=(Contributor(spoof, rows=50), Contributor("carol", rows=50)),
-    )]).indices[0]
-    attest.append_records(world.store, world.key, [AttributionRecord(
-        kind="model", asset="m_spoof", sha256=sha("m_spoof"), recorded_at="2026-01-02T00:00:00Z",
-        inputs=(InputRef("raw_s", sha("raw_s"), raw),),
-    )])
-    usage.ingest(world.store, usage.validate_events(events(EPOCH, [("m_spoof", 1000)])))
-    [statement] = settle(world.store, world.key, Policy.default(), NOW)
-    assert dict(statement.payouts)["contributor:carol"] == 800  # the whole data part
-    assert all("\u200b" not in account for account, _ in statement.payouts)
-    assert statement.refusals == (
-        f"dataset record {raw} of raw_s refused: contributor id 'al\\u200bice' has a format "
-        "or bidi character (U+200B): not paid",
+        contributors=(Contributor("carol", rows=50),),
     )
-    assert verify_settlements(world.store) == 1
+    spoofed = json.dumps(spoof, ensure_ascii=False).encode()
+    forged = good.to_bytes().replace(b'"id":"carol"', b'"id":' + spoofed)
+    assert forged != good.to_bytes()
+    where = re.escape(f"predicate.contributors[0].id: {why}")
+    for parse in (AttributionRecord.from_bytes, scan_payload):
+        with pytest.raises(RecordError, match=f"^{where}"):
+            parse(forged)
+    assert attest.append_records(world.store, world.key, [good]).appended == 1
