@@ -19,6 +19,7 @@ from lineage_platform.dagster.checks import (
     log_verified_checks,
     operations_check,
     shapley_efficiency_check,
+    valuation_accepted_check,
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ defs = dg.Definitions(
         *attribution_checks([a.key for a in ASSETS]),
         *log_verified_checks([a.key for a in ASSETS]),
         shapley_efficiency_check(digits_classifier_valuation.key),
+        valuation_accepted_check(digits_classifier_valuation.key, "digits_classifier"),
         operations_check(digits_classifier.key),
     ],
     sensors=[lineage_sensor, usage_spool_sensor],

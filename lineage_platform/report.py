@@ -101,6 +101,9 @@ class EpochReport:
     verdict: Verdict
     keys: tuple[KeyRow, ...]
     generated_at: str
+    #: Valuations (and dataset contributors) this settlement refused to pay on, one line each,
+    #: as its record signs them (issue 15); () for a settlement signed before those rules.
+    refusals: tuple[str, ...] = ()
 
 
 # -- collecting it from the store -----------------------------------------------------------------
@@ -260,7 +263,21 @@ def build_report(
         values=_values(records, settlement) if readable else (),
         verdict=verdict,
         keys=keys,
+        refusals=_refusals(details),
         generated_at=(now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    )
+
+
+def _refusals(details: dict[str, Any]) -> tuple[str, ...]:
+    """The settlement's signed `valuation_refusals` as the lines `lineage settle` printed."""
+    found = details.get("valuation_refusals")
+    if not isinstance(found, list):
+        return ()
+    return tuple(
+        f"{r.get('kind', 'valuation')} record {r.get('log_index')} of {r.get('model')} "
+        f"refused: {r.get('reason')}"
+        for r in found
+        if isinstance(r, dict)
     )
 
 
@@ -464,6 +481,12 @@ def render_html(report: EpochReport) -> str:
             ),
         ]
     parts += [
+        '<h2 id="refused">Refused valuations</h2>',
+        '<p class="note">None: every valuation this settlement could have used passed the '
+        "rules.</p>" if not r.refusals else
+        f'<p class="verdict fail">{len(r.refusals)} refused and not paid on (the data part '
+        "followed the lineage instead):</p><ul>"
+        + "".join(f"<li>{_e(line)}</li>" for line in r.refusals) + "</ul>",
         '<h2 id="keys">Signing keys</h2>',
         _table(
             ("key id", "public key (base64)", "records in log", "records in this epoch"),
@@ -506,6 +529,9 @@ def write_pdf(report: EpochReport, out: Path) -> None:
         "",
         "Payouts (minor units)",
         *(f"  {a:<40} {n:>14,}" for a, n in r.payouts),
+        "",
+        "Refused valuations",
+        *((f"  {line}" for line in r.refusals) if r.refusals else ("  none",)),
         "",
         "Signing keys",
         *(f"  {k.keyid}  ({k.records} records, {k.in_epoch} in this epoch)" for k in r.keys),

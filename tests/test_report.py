@@ -123,6 +123,7 @@ def test_html_shows_payouts_verdict_values_and_keys(
     assert built.root in text
     for who in ("alice", "bob"):
         assert re.search(rf"{who} 0\.\d{{4}} 0\.0[45]00 \d+\.\d\d%", text), who
+    assert built.refusals == () and "Refused valuations None: every valuation" in text
 
 
 def test_the_graph_is_the_epochs_lineage(world: ExportWorld, built: reports.EpochReport) -> None:

@@ -1,10 +1,15 @@
-"""Asset checks a person sees on each asset: the whole log verifies; Shapley values add up.
+"""Asset checks a person sees on each asset: the whole log verifies; Shapley values add up;
+settlement would pay on the newest valuation.
 
-    asset_checks = [*log_verified_checks(keys), shapley_efficiency_check(valuation_asset)]
+    asset_checks = [*log_verified_checks(keys), shapley_efficiency_check(valuation_asset),
+                    valuation_accepted_check(valuation_asset, "digits_classifier")]
 """
+
+from pathlib import Path
 
 import dagster as dg
 
+from lineage_platform.allocation import Policy
 from lineage_platform.audit import verify_store
 from lineage_platform.dagster.resources import (
     LineageSettingsResource,
@@ -13,6 +18,8 @@ from lineage_platform.dagster.resources import (
 )
 from lineage_platform.dagster.sensor import latest_record
 from lineage_platform.errors import LineageError
+from lineage_platform.settlement import load_policy, valuation_decisions
+from lineage_platform.stores import Store
 
 EFFICIENCY = "lineage/efficiency"
 
@@ -104,5 +111,44 @@ def operations_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
                 "log size": gauges.log_size,
             },
         )
+
+    return _check
+
+
+def valuation_acceptance(store: Store, policy: Policy, model: str) -> dg.AssetCheckResult:
+    """Whether a settlement now would pay `model` on its newest valuation record: fails,
+    naming each refused record and why, when a newer one breaks settlement's rules (issue 15:
+    not the model's registered valuation, not made by a run, pays a name outside the lineage,
+    values that do not add up, ...). The log as it is: a valuation not synced yet is not seen."""
+    if not store.exists():
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no log yet"})
+    chosen, refusals = valuation_decisions(store, policy, [model])
+    refused = [r for r in refusals if r.model == model and r.kind == "valuation"]
+    used = chosen.get(model)
+    return dg.AssetCheckResult(
+        passed=not refused,
+        metadata={
+            "model": model,
+            "paid on": f"valuation record #{used[0]}" if used is not None
+            else "none: the data part follows the lineage",
+            "refused": "\n".join(str(r) for r in refused) or "none",
+            "refused records": [r.log_index for r in refused],
+        },
+    )
+
+
+def valuation_accepted_check(key: dg.AssetKey, model: str) -> dg.AssetChecksDefinition:
+    """`valuation_acceptance` as a check on the valuation asset `key` of `model`."""
+
+    @dg.asset_check(
+        asset=key,
+        name="valuation_accepted",
+        description="Settlement would pay on this model's newest valuation (no refused record).",
+    )
+    def _check(
+        lineage: LineageSettingsResource, lineage_store: LineageStoreResource
+    ) -> dg.AssetCheckResult:
+        policy = load_policy(Path(lineage.project_dir))
+        return valuation_acceptance(lineage_store.store(), policy, model)
 
     return _check

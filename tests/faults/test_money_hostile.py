@@ -234,6 +234,44 @@ def test_a_valuation_that_is_not_the_models_own_or_does_not_check_out_is_refused
     assert verify_settlements(world.store) == 1
 
 
+def test_a_refused_valuation_shows_in_the_report_and_fails_the_asset_check(
+    world: World,
+) -> None:
+    """Issue 15: the refusal is visible beyond `lineage settle`: in the epoch's HTML report
+    (signed in the settlement's details) and as the valuation asset's `valuation_accepted`."""
+    from lineage_platform import report as reports
+    from lineage_platform.dagster.checks import valuation_acceptance, valuation_accepted_check
+    from lineage_platform.dagster.resources import LineageSettingsResource, LineageStoreResource
+    from lineage_platform.signing import TrustStore
+
+    def check() -> dg.AssetCheckResult:
+        run_check = valuation_accepted_check(dg.AssetKey("m_valued_valuation"), "m_valued")
+        result: dg.AssetCheckResult = run_check(
+            lineage=LineageSettingsResource.from_settings(world.settings),
+            lineage_store=LineageStoreResource.from_settings(world.settings),
+        )
+        return result
+
+    good = check()
+    assert good.passed and good.metadata["refused"].value == "none"
+    assert good.metadata["paid on"].value.startswith("valuation record #")
+    idx = _append_valuation(world, run=None)
+    line = f"valuation record {idx} of m_valued refused: not made by a run (a runless event)"
+    bad = check()
+    assert not bad.passed and bad.metadata["refused"].value == line
+    assert bad.metadata["refused records"].value == [idx]
+    assert bad.metadata["paid on"].value == good.metadata["paid on"].value  # the older one
+    assert valuation_acceptance(world.store, Policy.default(), "m_valued").passed is False
+
+    usage.ingest(world.store, usage.validate_events(events(EPOCH, [("m_valued", 1000)])))
+    settle(world.store, world.key, Policy.default(), NOW)
+    built = reports.build_report(world.store, lambda: TrustStore.of(world.key), epoch=EPOCH)
+    assert built.refusals == (line,)
+    html = reports.render_html(built)
+    assert '<h2 id="refused">Refused valuations</h2>' in html
+    assert f"<li>{line}</li>" in html and "1 refused and not paid on" in html
+
+
 def test_a_valid_newer_valuation_pays_and_a_registered_asset_can_be_named(world: World) -> None:
     _append_valuation(world)  # alice 1, bob 9 of the valid kind
     usage.ingest(world.store, usage.validate_events(events(EPOCH, [("m_valued", 1000)])))
