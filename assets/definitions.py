@@ -1,12 +1,13 @@
 """The example code location: datanet -> model, plus the platform's sensor and checks."""
 
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 
 from assets.datanet import contributions, datanet
 from assets.model import digits_classifier
-from assets.valuation import digits_classifier_valuation
+from assets.valuation import digits_classifier_valuation, recompute
 from lineage_platform.dagster import (
     attribution_checks,
     lineage_sensor,
@@ -39,3 +40,8 @@ defs = dg.Definitions(
     schedules=[settlement_schedule],
     resources=platform_resources(PROJECT),
 )
+
+#: `lineage verify --recompute`: how each valuation asset's values are computed again.
+valuation_recomputers = {
+    digits_classifier_valuation.key.to_user_string(): partial(recompute, PROJECT),
+}

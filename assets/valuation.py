@@ -2,7 +2,10 @@
 
 import base64
 import io
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -24,7 +27,12 @@ from lineage_platform.errors import LineageError
 from lineage_platform.hashing import sha256_file
 from lineage_platform.valuation.choose import efficiency_target, value_contributors
 from lineage_platform.valuation.registry import get_method, known_names
-from lineage_platform.valuation.result import clip
+from lineage_platform.valuation.result import ValuationResult, clip
+
+#: The validation rows every valuation of the example scores against (a DVC output of the
+#: `prepare` stage; not an asset, so no record signs its hash: `lineage verify --recompute`
+#: reads it from the project, as the asset did).
+VALIDATION = "data/validation.parquet"
 
 
 class ValuationConfig(dg.Config):  # type: ignore[misc]
@@ -65,6 +73,29 @@ def _xy(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return frame[FEATURES].to_numpy(dtype=np.float64) / 16.0, frame[LABEL].to_numpy()
 
 
+def make_model() -> LogisticRegression:
+    """The model each coalition trains (exact and sampled Shapley); deterministic (lbfgs)."""
+    return LogisticRegression(max_iter=300)
+
+
+def recompute(
+    project: Path, details: Mapping[str, Any], parts: Mapping[str, Path], order: Sequence[str]
+) -> ValuationResult:
+    """The asset's valuation run again on the part files a record's hashes located: what
+    `lineage verify --recompute` compares with the signed digest (registered in definitions)."""
+    k = details.get("k")
+    if not isinstance(k, int):  # records signed before `k` was: the utility text names it
+        found = re.search(r"\bk=(\d+)", str(details.get("utility", "")))
+        k = int(found.group(1)) if found else ValuationConfig().k
+    seed = details.get("seed")
+    x_val, y_val = _xy(pd.read_parquet(project / VALIDATION))
+    return value_contributors(
+        {c: _xy(pd.read_parquet(parts[c])) for c in order}, x_val, y_val, str(details["method"]),
+        seed=seed if isinstance(seed, int) else ValuationConfig().seed, k=k, order=order,
+        make_model=make_model,
+    )
+
+
 def signing_order(project: Path, store: LineageStoreResource) -> list[str]:
     """Parts in the order their records were signed: duplicates go to the earliest part."""
     first: dict[str, int] = {}
@@ -97,10 +128,7 @@ def digits_classifier_valuation(
     project = Path(lineage.project_dir)
     order = signing_order(project, lineage_store)
     parts = {c: _xy(pd.read_parquet(project / f"data/parts/{c}.parquet")) for c in order}
-    x_val, y_val = _xy(pd.read_parquet(project / "data/validation.parquet"))
-    def make_model() -> LogisticRegression:
-        return LogisticRegression(max_iter=300)
-
+    x_val, y_val = _xy(pd.read_parquet(project / VALIDATION))
     result = value_contributors(
         parts, x_val, y_val, method.name, seed=config.seed, k=config.k, order=order,
         make_model=make_model,
@@ -142,7 +170,8 @@ def digits_classifier_valuation(
         "tolerance": max(1e-9, 3 * stderr_sum),
     }
     # Signed, so settlement can hold an efficient method's values to their gain (issue 15).
-    details = {**result.to_details(), "model": "digits_classifier", "efficiency": efficiency}
+    details = {**result.to_details(), "model": "digits_classifier", "efficiency": efficiency,
+               "k": config.k}
     meta = valuation_metadata(result.digest(), contributors, details)
     meta["contributor values"] = table
     meta[EFFICIENCY] = dg.MetadataValue.json(efficiency)

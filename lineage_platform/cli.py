@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lineage_platform.config import Settings
-from lineage_platform.errors import ConfigError, LineageError
+from lineage_platform.errors import ConfigError, LineageError, VerificationError
 from lineage_platform.valuation.registry import get_method, known_names
 
 app = typer.Typer(
@@ -656,6 +656,11 @@ def verify(
         None, help="a witness policy (witnesses.toml) the log's checkpoint must meet"
     ),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    recompute: bool = typer.Option(
+        False, "--recompute",
+        help="also re-run each deterministic valuation from its signed inputs and compare its "
+             "values digest (the project's data or DVC cache supplies the bytes)",
+    ),
 ) -> None:
     """Re-check every signature, parse, reference, checkpoint and the Merkle root (read-only).
 
@@ -723,6 +728,7 @@ def verify(
                 from lineage_platform.witness import require_policy
 
                 witnessed = require_policy(log, trust, policy, cfg.state_dir)
+    recomputed = _recompute(bundle is None and tiles is None, recompute)
     if as_json:
         out.print_json(
             data={
@@ -734,6 +740,8 @@ def verify(
                 "seen_before": seen.before.tree_size if seen.before is not None else None,
                 "witnessed": witnessed or None,
                 "trust": trust_note or None,
+                **({"recomputed": [{"log_index": o.log_index, "ok": o.ok, "line": o.line}
+                                   for o in recomputed]} if recompute else {}),
             }
         )
     else:
@@ -742,6 +750,29 @@ def verify(
         for line in (witnessed, trust_note):
             if line:
                 out.print(line, highlight=False, soft_wrap=True)
+        for o in recomputed:
+            colour = {True: "green", False: "red", None: "yellow"}[o.ok]
+            out.print(f"[{colour}]{escape(o.line)}[/{colour}]", highlight=False, soft_wrap=True)
+    failed = [o for o in recomputed if o.ok is False]
+    if failed:
+        raise VerificationError(
+            f"--recompute: {len(failed)} valuation record(s) not confirmed by their data: "
+            + "; ".join(o.line for o in failed)
+        )
+
+
+def _recompute(on_store: bool, wanted: bool) -> list[Any]:
+    """`verify --recompute`: every valuation record re-run (see `lineage_platform.recompute`)."""
+    if not wanted:
+        return []
+    if not on_store:
+        raise ConfigError("--recompute re-runs valuations from a project's data: use it "
+                          "without --bundle or --tiles")
+    from lineage_platform.dagster.workspace import load_recomputers
+    from lineage_platform.recompute import recompute_valuations
+
+    cfg = settings()
+    return recompute_valuations(store(cfg), cfg.project_dir, load_recomputers(cfg.project_dir))
 
 
 def verifier_trust(cfg: Settings, pinned: Any) -> tuple[Any, str]:

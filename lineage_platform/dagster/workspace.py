@@ -168,3 +168,12 @@ def run_checks(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, 
         f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
         for e in result.get_asset_check_evaluations()
     }
+
+
+def load_recomputers(project_dir: Path) -> dict[str, Any]:
+    """The code location's `valuation_recomputers` ({valuation asset: recompute function},
+    see `lineage_platform.recompute`), {} when it registers none."""
+    load_definitions(project_dir)
+    module_name, _ = _module_entry(project_dir)
+    found = getattr(sys.modules[module_name], "valuation_recomputers", None)
+    return dict(found) if isinstance(found, dict) else {}
