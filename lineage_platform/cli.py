@@ -130,13 +130,23 @@ def sync(
         )
     if as_json:
         out.print_json(
-            data={"read": result.read, "appended": result.appended, "skipped": result.skipped}
+            data={"read": result.read, "appended": result.appended, "skipped": result.skipped,
+                  "unattributed": result.unattributed,
+                  "not_attributed": [
+                      {"asset": p.asset, "event_id": p.event_id, "reason": p.reason}
+                      for p in result.passed
+                  ]}
         )
     else:
         out.print(
             f"sync: {result.appended} records appended, {result.skipped} already recorded, "
             f"{result.read} materializations read"
+            + (f", {result.unattributed} not attributed" if result.unattributed else ""),
+            highlight=False,
         )
+    for p in result.passed:
+        err.print(f"[yellow]{escape(p.asset)} event {p.event_id}: {escape(p.reason)}[/yellow]",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -198,6 +198,10 @@ class SyncResult:
     indices: dict[str, int]  # idempotency key -> log index, for every event read
     seen: dict[str, int]  # asset -> newest event id read
     unattributed: int = 0  # read, and `Skipped` by the source: nothing signed
+    passed: tuple[Skipped, ...] = ()  # those events with the reasons (the first PASSED_SHOWN)
+
+
+PASSED_SHOWN = 100  # skipped events a result keeps with their reasons (all are counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,11 +316,21 @@ def _write(
             by_content[ref] = store.latest_index(p.asset, p.sha256, p.partition)
         return by_content[ref]
 
-    for group in layers:
-        records = [
-            _record(e, [InputRef(p.asset, p.sha256, log_index(p)) for p in e.inputs])
-            for _, e in group
-        ]
+    refused: list[Skipped] = []
+    for level in layers:
+        group: list[tuple[str, SourceEvent]] = []
+        records: list[AttributionRecord] = []
+        for key, e in level:
+            try:
+                records.append(
+                    _record(e, [InputRef(p.asset, p.sha256, log_index(p)) for p in e.inputs])
+                )
+            except RecordError as exc:  # one hostile event must not stop every later one
+                refused.append(Skipped(e.asset, e.event_id, f"not signed: {exc}"))
+                continue
+            group.append((key, e))
+        if not records:
+            continue
         result = append_records(store, signer, records, workers=workers)
         appended += result.appended
         skipped += result.skipped
@@ -325,6 +339,7 @@ def _write(
             indices[key] = idx
 
     seen = batch.seen
+    passed = [*batch.passed, *refused]
     return SyncResult(
         batch.cursor.advanced(seen),
         len(events) + len(batch.passed),
@@ -333,7 +348,8 @@ def _write(
         batch.more,
         indices,
         seen,
-        len(batch.passed),
+        len(passed),
+        tuple(passed[:PASSED_SHOWN]),
     )
 
 
@@ -364,6 +380,7 @@ def sync(
         return result
 
     read = appended = skipped = unattributed = 0
+    passed: list[Skipped] = []
     indices: dict[str, int] = {}
     seen: dict[str, int] = {}
     now = start
@@ -378,6 +395,7 @@ def sync(
             appended += result.appended
             skipped += result.skipped
             unattributed += result.unattributed
+            passed.extend(result.passed[: PASSED_SHOWN - len(passed)])
             indices.update(result.indices)
             for asset, event_id in result.seen.items():
                 seen[asset] = max(event_id, seen.get(asset, 0))
@@ -386,4 +404,6 @@ def sync(
                 on_batch(result)
             if not result.has_more:
                 break
-    return SyncResult(now, read, appended, skipped, False, indices, seen, unattributed)
+    return SyncResult(
+        now, read, appended, skipped, False, indices, seen, unattributed, tuple(passed)
+    )

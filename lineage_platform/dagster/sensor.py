@@ -133,7 +133,11 @@ def lineage_sensor(
     message = (
         f"appended {result.appended} records ({result.skipped} already recorded) from "
         f"{result.read} materializations in {time.monotonic() - started:.2f}s"
-        + (f"; {result.unattributed} not attributed" if result.unattributed else "")
+        + (
+            f"; {result.unattributed} not attributed (first: {result.passed[0].asset} event "
+            f"{result.passed[0].event_id}, {result.passed[0].reason})"
+            if result.passed else ""
+        )
         + ("; more waiting, next tick continues" if result.has_more else "")
         + (f"; waited {store.lock_wait_s:.2f}s for the store lock" if store.lock_waits else "")
     )

@@ -22,6 +22,7 @@ import dagster as dg
 
 from lineage_platform.config import Settings
 from lineage_platform.dagster import metadata as M
+from lineage_platform.errors import RecordError
 from lineage_platform.hashing import sha256_bytes
 from lineage_platform.keys import KeyRing
 from lineage_platform.records import (
@@ -339,7 +340,18 @@ class DagsterSource:
                 wanted.setdefault(upstream, set()).add(at)
         states = _UpstreamStates(self.instance, records, after, self._names)
         states.resolve(wanted)
-        return [self.event(r, states.inputs(pointers[r.storage_id])) for r in records]
+        return [self._described(r, states.inputs(pointers[r.storage_id])) for r in records]
+
+    def _described(
+        self, record: dg.EventLogRecord, inputs: tuple[InputPointer, ...]
+    ) -> SourceEvent | Skipped:
+        """`event`, or `Skipped` with the reason when the materialization cannot be a record
+        (a spoofed contributor id, a malformed hash): one hostile event must not stop the
+        sync of every event after it."""
+        try:
+            return self.event(record, inputs)
+        except RecordError as exc:
+            return Skipped(_asset(record), record.storage_id, f"not signed: {exc}")
 
     def event(
         self, record: dg.EventLogRecord, inputs: tuple[InputPointer, ...]

@@ -566,3 +566,34 @@ def test_a_spoofed_contributor_id_is_never_recorded(world: World, spoof: str, wh
         with pytest.raises(RecordError, match=f"^{where}"):
             parse(forged)
     assert attest.append_records(world.store, world.key, [good]).appended == 1
+
+
+def test_one_event_with_a_spoofed_contributor_does_not_stop_the_sync(
+    dagster_world: tuple[dg.DagsterInstance, World],
+) -> None:
+    """The record cannot carry the id, so the event is not signed: it is skipped with its
+    reason (counted, shown by `lineage sync` and the sensor's tick) and every event after it
+    is still signed."""
+    instance, world = dagster_world
+    forged = forged_valuation(instance, "spoof")
+    meta = dict(forged.metadata)
+    spoofed = valuation_metadata(
+        sha("spoofed"),
+        [{"id": "ali\u202ece", "rows": 1, "value": 1.0, "weight": 1.0, "stderr": 0.0}],
+        {"method": "knn-shapley-rows", "seed": None, "samples": 1, "utility": "x",
+         "digest": f"sha256:{sha('spoofed')}", "efficiency": {"u_full_minus_u_empty": 1.0}},
+    )
+    meta.update(spoofed)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("digits_classifier_valuation", metadata=meta, tags=forged.tags)
+    )
+    instance.report_runless_asset_event(forged_valuation(instance, "after"))  # a later event
+    source = DagsterSource(instance, [dg.AssetKey(a) for a in ASSETS])
+    result = sync(source, world.store, world.key, until_caught_up=True)
+    [passed] = result.passed
+    assert result.unattributed == 1 and passed.asset == "digits_classifier_valuation"
+    assert "not signed" in passed.reason and "U+202E" in passed.reason
+    [(_, later)] = _valuations(world)  # the event after the spoofed one was signed
+    assert [c.id for c in later.contributors] == ["mallory"]
+    again = sync(source, world.store, world.key, cursor=result.cursor)
+    assert (again.read, again.appended) == (0, 0)  # the cursor moved past it
