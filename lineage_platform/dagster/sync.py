@@ -387,6 +387,14 @@ def materializable_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
     )
 
 
+def source_for(instance: dg.DagsterInstance, locations: Sequence[dg.Definitions]) -> DagsterSource:
+    """The sync source for every code location's materializable assets: the one place the CLI
+    and the sensor's callers build it, so how each location's assets are described is decided
+    here (the integration's translator, issue 14)."""
+    keys = {k for defs in locations for k in materializable_keys(defs)}
+    return DagsterSource(instance, sorted(keys, key=lambda k: k.to_user_string()))
+
+
 def sync_project(
     settings: Settings,
     passphrase: bytes | None,
@@ -407,7 +415,7 @@ def sync_project(
     store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     with open_instance(settings) as instance:
         return sync(
-            DagsterSource(instance, materializable_keys(defs)),
+            source_for(instance, [defs]),
             store,
             ring.signer(passphrase),
             limit=limit,
@@ -424,5 +432,5 @@ def project_backlog(settings: Settings) -> tuple[int, float | None]:
     defs = load_definitions(settings.project_dir)
     store: Store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     with open_instance(settings) as instance:
-        source = DagsterSource(instance, materializable_keys(defs))
+        source = source_for(instance, [defs])
         return source.backlog(Cursor.of_store(store, ORCHESTRATOR))
