@@ -1,33 +1,68 @@
-"""The thin Dagster layer: resources, the lineage sensor, settlement job and schedule, checks.
+"""The thin Dagster layer: `with_lineage` for an existing project, and its parts one by one.
 
-    from lineage_platform.dagster import lineage_sensor, platform_resources, dataset_metadata
+    from lineage_platform.dagster import LineageTranslator, with_lineage
+    defs = with_lineage(dg.Definitions(assets=[...]), translator=LineageTranslator())
+
+The parts `with_lineage` adds (sensor, checks, settlement job and schedule, resources) are
+public too, for a code location that wires them itself (`assets/definitions.py`).
 """
 
-from lineage_platform.dagster.metadata import dataset_metadata, model_metadata, valuation_metadata
+from lineage_platform.dagster.checks import (
+    log_verified_checks,
+    operations_check,
+    shapley_efficiency_check,
+    valuation_accepted_check,
+)
+from lineage_platform.dagster.integrate import LineageIOManager, attributed_assets, with_lineage
+from lineage_platform.dagster.metadata import (
+    dataset_metadata,
+    model_metadata,
+    people_first,
+    valuation_metadata,
+)
 from lineage_platform.dagster.resources import (
     LineageSettingsResource,
     LineageSignerResource,
     LineageStoreResource,
     platform_resources,
 )
-from lineage_platform.dagster.sensor import attribution_checks, lineage_sensor
+from lineage_platform.dagster.sensor import (
+    attribution_checks,
+    build_lineage_sensor,
+    lineage_sensor,
+)
 from lineage_platform.dagster.settlement import (
     settlement_job,
     settlement_schedule,
     usage_spool_sensor,
 )
+from lineage_platform.dagster.sync import sync_locations
+from lineage_platform.dagster.translator import ContributorsFrom, LineageTranslator, table_sha256
 
 __all__ = [
+    "ContributorsFrom",
+    "LineageIOManager",
     "LineageSettingsResource",
     "LineageSignerResource",
     "LineageStoreResource",
+    "LineageTranslator",
+    "attributed_assets",
     "attribution_checks",
+    "build_lineage_sensor",
     "dataset_metadata",
     "lineage_sensor",
+    "log_verified_checks",
     "model_metadata",
+    "operations_check",
+    "people_first",
     "platform_resources",
     "settlement_job",
     "settlement_schedule",
+    "shapley_efficiency_check",
+    "sync_locations",
+    "table_sha256",
     "usage_spool_sensor",
+    "valuation_accepted_check",
     "valuation_metadata",
+    "with_lineage",
 ]
