@@ -1,6 +1,6 @@
 """The thin Dagster layer: `with_lineage` for an existing project, and its parts one by one.
 
-    from lineage_platform.dagster import LineageTranslator, with_lineage
+    from lineage_platform.dagster import LineageTranslator, valuation_asset, with_lineage
     defs = with_lineage(dg.Definitions(assets=[...]), translator=LineageTranslator())
 
 The parts `with_lineage` adds (sensor, checks, settlement job and schedule, resources) are
@@ -38,6 +38,12 @@ from lineage_platform.dagster.settlement import (
 )
 from lineage_platform.dagster.sync import sync_locations
 from lineage_platform.dagster.translator import ContributorsFrom, LineageTranslator, table_sha256
+from lineage_platform.dagster.valuation import (
+    ValuationConfig,
+    valuation_asset,
+    valuation_asset_key,
+    valuation_report,
+)
 
 __all__ = [
     "ContributorsFrom",
@@ -46,6 +52,7 @@ __all__ = [
     "LineageSignerResource",
     "LineageStoreResource",
     "LineageTranslator",
+    "ValuationConfig",
     "attributed_assets",
     "attribution_checks",
     "build_lineage_sensor",
@@ -63,6 +70,9 @@ __all__ = [
     "table_sha256",
     "usage_spool_sensor",
     "valuation_accepted_check",
+    "valuation_asset",
+    "valuation_asset_key",
     "valuation_metadata",
+    "valuation_report",
     "with_lineage",
 ]
