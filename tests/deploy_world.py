@@ -231,6 +231,11 @@ def project_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
     return clean
 
 
+def sync_counts(out: dict[str, object]) -> tuple[object, ...]:
+    """`lineage sync --json`'s counts: (read, appended, already recorded, not attributed)."""
+    return out["read"], out["appended"], out["skipped"], out["unattributed"]
+
+
 def lineage_cli(settings: Settings, env: dict[str, str], *args: str) -> dict[str, object]:
     """One `lineage ... --json` command on the project, as a user would run it."""
     done = subprocess.run(

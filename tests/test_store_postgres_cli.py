@@ -33,6 +33,7 @@ from tests.deploy_world import (
     Postgres,
     lineage_cli,
     project_env,
+    sync_counts,
     use_instance_config,
 )
 from tests.sensor_world import materialization_ids, platform_defs, read_records
@@ -146,7 +147,7 @@ def test_two_machines_sync_and_settle_at_once_on_postgres_each_thing_once(
     )
     assert gauges["closed_unsettled_epochs"] == [] and gauges["unsettled_fees"] == 0
     # A third run of each finds nothing left to do.
-    assert lineage_cli(settings, env, "sync") == {"read": 0, "appended": 0, "skipped": 0}
+    assert sync_counts(lineage_cli(settings, env, "sync")) == (0, 0, 0, 0)
     assert lineage_cli(settings, env, "settle")["epochs"] == []
 
 
