@@ -88,11 +88,15 @@ def recompute(
         found = re.search(r"\bk=(\d+)", str(details.get("utility", "")))
         k = int(found.group(1)) if found else ValuationConfig().k
     seed = details.get("seed")
+    # The signed near-copy rule's fraction; records signed before it deduped exact copies only.
+    near = details.get("near_copies")
+    fraction = near.get("fraction") if isinstance(near, Mapping) else None
     x_val, y_val = _xy(pd.read_parquet(project / VALIDATION))
     return value_contributors(
         {c: _xy(pd.read_parquet(parts[c])) for c in order}, x_val, y_val, str(details["method"]),
         seed=seed if isinstance(seed, int) else ValuationConfig().seed, k=k, order=order,
         make_model=make_model,
+        near_copies=float(fraction) if isinstance(fraction, int | float) else None,
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy.typing as npt
 
+from lineage_platform.valuation.dedup import NEAR_FRACTION
 from lineage_platform.valuation.registry import get_method
 from lineage_platform.valuation.result import ValuationResult
 from lineage_platform.valuation.stopping import MaxSamples, StderrBelow
@@ -34,11 +35,14 @@ def value_contributors(
     max_samples: int = 2000,
     stderr_below: float = 0.002,
     n_jobs: int = 1,
+    near_copies: float | None = NEAR_FRACTION,
 ) -> ValuationResult:
-    """Run the method registered as `method` (a signed name or an alias) on the parts."""
+    """Run the method registered as `method` (a signed name or an alias) on the parts;
+    `near_copies` is the row-level method's near-copy fraction (None: exact copies only)."""
     chosen = get_method(method)
     task = ValuationTask(parts, X_val, y_val, order=order, seed=seed, k=k, make_model=make_model,
-                         until=StderrBelow(stderr_below) | MaxSamples(max_samples), n_jobs=n_jobs)
+                         until=StderrBelow(stderr_below) | MaxSamples(max_samples), n_jobs=n_jobs,
+                         near_copies=near_copies)
     return chosen.run(task)
 
 
@@ -54,5 +58,7 @@ def efficiency_target(
     """u(N) − u(∅) of the game `result` was computed on, which its values must sum to; None for
     a method that is not efficient (Banzhaf, truncated Monte Carlo). The method is the one
     `result.method` names in the registry."""
-    task = ValuationTask(parts, X_val, y_val, order=result.players, k=k, make_model=make_model)
+    near = result.near_copies.fraction if result.near_copies is not None else None
+    task = ValuationTask(parts, X_val, y_val, order=result.players, k=k, make_model=make_model,
+                         near_copies=near)
     return get_method(result.method).efficiency_target(task)

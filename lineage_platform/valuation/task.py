@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lineage_platform.errors import ValuationError
+from lineage_platform.valuation.dedup import NEAR_FRACTION
 from lineage_platform.valuation.game import Game
 from lineage_platform.valuation.stopping import MaxSamples, StderrBelow, StoppingRule
 from lineage_platform.valuation.utility import Classifier, contributor_game
@@ -39,6 +40,9 @@ class ValuationTask:
     make_model: Callable[[], Classifier] | None = None
     until: StoppingRule = DEFAULT_UNTIL
     n_jobs: int = 1
+    #: The row-level method's near-copy tolerance (fraction of the median nearest-neighbour
+    #: distance, see dedup.near_dedup_parts); None: exact copies only (records signed before).
+    near_copies: float | None = NEAR_FRACTION
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
