@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lineage_platform.config import Settings
+from lineage_platform.config import CodeTarget, Settings
 from lineage_platform.errors import ConfigError, LineageError, VerificationError
 from lineage_platform.valuation.registry import get_method, known_names
 
@@ -53,21 +53,78 @@ def progress_bar(label: str) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
-def settings() -> Settings:
-    return Settings.from_env(os.environ, cwd=Path.cwd())
+def settings(code: CodeTarget | None = None, new_project: bool = False) -> Settings:
+    return Settings.from_env(os.environ, cwd=Path.cwd(), code=code, new_project=new_project)
+
+
+# The code locations to read, as Dagster's own CLI takes them (`dagster dev -w/-m/-f/-d`).
+WORKSPACE_OPT = typer.Option(
+    None, "-w", "--workspace", help="a workspace.yaml to read (repeatable); default the project's"
+)
+MODULE_OPT = typer.Option(
+    None, "-m", "--module-name", help="a module holding Definitions (repeatable)"
+)
+FILE_OPT = typer.Option(
+    None, "-f", "--python-file", help="a Python file holding Definitions (repeatable)"
+)
+WORKDIR_OPT = typer.Option(
+    None, "-d", "--working-directory", help="where -m/-f code is imported from (default: cwd)"
+)
+
+
+def code_target(
+    workspace: list[Path] | None,
+    module: list[str] | None,
+    python_file: list[Path] | None,
+    working_directory: Path | None,
+) -> CodeTarget:
+    """-w/-m/-f/-d as absolute paths (relative ones are read from the current folder)."""
+    cwd = Path.cwd()
+    return CodeTarget(
+        workspaces=tuple((cwd / w).resolve() for w in workspace or ()),
+        modules=tuple(module or ()),
+        files=tuple((cwd / f).resolve() for f in python_file or ()),
+        working_directory=(cwd / (working_directory or ".")).resolve(),
+    )
 
 
 @app.command()
-def init() -> None:
-    """Create the state folder: the Dagster instance's home and the signing key.
+def init(
+    workspace: list[Path] | None = WORKSPACE_OPT,
+    module: list[str] | None = MODULE_OPT,
+    python_file: list[Path] | None = FILE_OPT,
+    working_directory: Path | None = WORKDIR_OPT,
+) -> None:
+    """Create the state folder, its signing key and the Dagster instance's home (the state
+    folder's own, or $DAGSTER_HOME), in this project or an existing Dagster project of yours;
+    lists the code locations the other commands will read (nothing is imported).
 
-    Example: lineage init
+    Examples: lineage init | DAGSTER_HOME=~/dagster_home lineage init -m my_project.definitions
     """
-    from lineage_platform.dagster.workspace import prepare_dagster_home
+    from lineage_platform.dagster.workspace import code_locations, prepare_dagster_home
+    from lineage_platform.errors import CodeLocationError
 
-    cfg = settings()
-    home = prepare_dagster_home(cfg)
-    out.print(f"state folder {cfg.state_dir} (DAGSTER_HOME={home})")
+    target = code_target(workspace, module, python_file, working_directory)
+    cfg = settings(target, new_project=True)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    prepare_dagster_home(cfg, create=True)
+    ring = keyring(cfg)
+    keyid = (ring.current_keyid(passphrase()) if ring.exists() else None) or ring.init(
+        passphrase()
+    )
+    out.print(f"project {cfg.project_dir}", highlight=False)
+    out.print(f"state folder {cfg.state_dir} (signing key {keyid[:16]}…)", highlight=False)
+    out.print(cfg.describe_instance(), highlight=False)
+    try:
+        found = code_locations(cfg.project_dir, target)
+    except CodeLocationError as exc:
+        err.print(f"[yellow]{escape(str(exc))}[/yellow]", highlight=False, soft_wrap=True)
+        return
+    for location in found:
+        out.print(f"code location {location.describe()}", highlight=False)
+    if target and not (cfg.project_dir / "workspace.yaml").exists():
+        err.print("name the same -w/-m/-f on `lineage sync` and `lineage status`, or add a "
+                  "workspace.yaml", highlight=False)
 
 
 @app.command()
@@ -107,26 +164,45 @@ def demo() -> None:
         out.print(line, soft_wrap=True, highlight=False)
 
 
+def _noted(notes: list[str]) -> Callable[[str], None]:
+    """Which instance and locations a command read: kept for --json, said on stderr."""
+
+    def note(line: str) -> None:
+        notes.append(line)
+        colour = "yellow" if " not read" in line else "dim"
+        err.print(f"[{colour}]{escape(line)}[/{colour}]", highlight=False, soft_wrap=True)
+
+    return note
+
+
 @app.command()
 def sync(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     batch_size: int = typer.Option(
         5000, "--batch-size", min=1, help="materializations per committed batch"
     ),
+    workspace: list[Path] | None = WORKSPACE_OPT,
+    module: list[str] | None = MODULE_OPT,
+    python_file: list[Path] | None = FILE_OPT,
+    working_directory: Path | None = WORKDIR_OPT,
 ) -> None:
     """Run the lineage sensor's logic once: sign every unrecorded materialization into the log.
 
-    Example: lineage sync && lineage verify
+    Reads $DAGSTER_HOME's instance when set (else the state folder's) and every code location
+    of the workspace; one that cannot be loaded is named and nothing is signed (exit 2).
+    Examples: lineage sync && lineage verify | lineage sync -m my_project.definitions
     """
     from lineage_platform.dagster.sync import sync_project
 
-    cfg = settings()
+    cfg = settings(code_target(workspace, module, python_file, working_directory))
+    notes: list[str] = []
     with out.status("reading materializations") as status:
         result = sync_project(
             cfg,
             passphrase(),
             on_batch=lambda r: status.update(f"appended {r.appended} of {r.read} in this batch"),
             limit=batch_size,
+            notes=_noted(notes),
         )
     if as_json:
         out.print_json(
@@ -135,7 +211,8 @@ def sync(
                   "not_attributed": [
                       {"asset": p.asset, "event_id": p.event_id, "reason": p.reason}
                       for p in result.passed
-                  ]}
+                  ],
+                  "dagster_home": str(cfg.dagster_home), "notes": notes}
         )
     else:
         out.print(
@@ -222,9 +299,17 @@ def value(
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    workspace: list[Path] | None = WORKSPACE_OPT,
+    module: list[str] | None = MODULE_OPT,
+    python_file: list[Path] | None = FILE_OPT,
+    working_directory: Path | None = WORKDIR_OPT,
+) -> None:
     """Pressure gauges: sensor backlog and lag, last checkpoint, unsettled fees, lock waits.
 
+    The backlog is read from $DAGSTER_HOME's instance when set (else the state folder's) over
+    every code location; one that cannot be loaded is named (exit 2).
     Example: lineage status --json
     """
     import time
@@ -233,9 +318,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     from lineage_platform.dagster.sync import project_backlog
     from lineage_platform.status import store_gauges
 
-    cfg = settings()
+    cfg = settings(code_target(workspace, module, python_file, working_directory))
     gauges = store_gauges(store(cfg), cfg.spool_dir, datetime.now(UTC))
-    pending, oldest = project_backlog(cfg)
+    notes: list[str] = []
+    pending, oldest = project_backlog(cfg, notes=notes.append)
     lag = round(time.time() - oldest, 1) if oldest is not None else 0.0
     the_store = store(cfg)
     held = len(the_store.quarantined()) if the_store.exists() else 0
@@ -247,7 +333,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     conflicts = len(the_store.usage_conflicts()) if the_store.exists() else 0
     data = {"sensor_backlog": pending, "sensor_lag_s": lag, **gauges.to_json(),
             "usage_quarantined": held, "usage_conflicts": conflicts,
-            "valuations_refused": [r.to_json() for r in refused]}
+            "valuations_refused": [r.to_json() for r in refused],
+            "dagster_home": str(cfg.dagster_home), "notes": notes}
     if as_json:
         out.print_json(data=data)
         return
@@ -256,6 +343,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     table.add_column("value")
     warn = "[yellow]"
     rows = [
+        ("dagster instance", escape(cfg.describe_instance().removeprefix("Dagster instance "))),
+        *((("code locations" if n.startswith("code locations") else "not read"),
+           escape(n.removeprefix("code locations: ")) if n.startswith("code locations")
+           else f"{warn}{escape(n)}") for n in notes[1:]),
         ("sensor backlog", f"{warn if pending else ''}{pending} materializations not yet recorded"),
         ("sensor lag", f"{lag:.0f}s (oldest unrecorded event)" if pending else "none"),
         ("log", f"{gauges.log_size} records"),
@@ -320,7 +411,12 @@ def usage_record(
     units: str = typer.Option("1", help="metered units (integer)"),
     fee: str = typer.Option(..., help="fee in integer minor units (e.g. cents)"),
     event_id: str | None = typer.Option(None, "--id", help="idempotency key; a replay counts once"),
-    at: str | None = typer.Option(None, "--at", help="when the call happened (ISO 8601; now)"),
+    at: str | None = typer.Option(
+        None, "--at",
+        help="when the call happened, ISO 8601 (e.g. 2026-12-02T15:00Z; UTC without a zone); "
+             "default now. Bounds: not after now + 5 min, not before the log's first record "
+             "- 31 days",
+    ),
     spool: bool = typer.Option(
         False, help="append to this producer's spool file (rush hour: no database lock)"
     ),
@@ -328,8 +424,10 @@ def usage_record(
     """Record one usage event (directly, or through the spool that `lineage usage drain` ingests).
 
     The same --id again is a quiet no-op when model, caller, units and fee match; with another
-    body it is a conflict (exit 16, listed by `lineage usage conflicts`).
-    Example: lineage usage record --model digits_classifier --caller acme --fee 75 --id call-1
+    body it is a conflict (exit 16, listed by `lineage usage conflicts`). --at puts the call in
+    a past epoch, e.g. yesterday's, which `lineage settle` can settle at once (docs/usage.md).
+    Examples: lineage usage record --model digits_classifier --caller acme --fee 75 --id call-1 |
+    lineage usage record --model digits_classifier --caller acme --fee 75 --at 2026-12-02T12:00Z
     """
     from lineage_platform import usage
 
@@ -490,19 +588,29 @@ def settle(
     from lineage_platform.settlement import settle_held
 
     cfg = settings()
+    now = datetime.now(UTC)
     with out.status("settling") as status:
         statements = settle_held(
             store(cfg), keyring(cfg).signer(passphrase()), keyring(cfg).trust(),
-            cfg.project_dir, cfg.state_dir, datetime.now(UTC), epoch,
+            cfg.project_dir, cfg.state_dir, now, epoch,
             on_epoch=lambda e: status.update(f"settling {e}"),
         )
     held = store(cfg).quarantined()
+    open_epoch, closes = _open_epoch(now)
     if as_json:
         extra = {"quarantined": len(held)} if held else {}
-        out.print_json(data={"epochs": [s.to_json() for s in statements], **extra})
+        out.print_json(data={"epochs": [s.to_json() for s in statements], **extra,
+                             "open_epoch": open_epoch, "closes_at": closes.isoformat()})
         return
     if not statements:
-        out.print("nothing to settle: no closed epoch has unsettled usage")
+        minutes = max(int((closes - now).total_seconds() // 60), 0)
+        out.print(
+            f"nothing to settle: no closed epoch has unsettled usage; the open epoch "
+            f"{open_epoch} closes at {closes:%Y-%m-%d %H:%M} UTC (in {minutes // 60} h "
+            f"{minutes % 60} min). To try settlement today, record usage in a closed epoch: "
+            "lineage usage record ... --at <yesterday> (docs/usage.md)",
+            highlight=False, soft_wrap=True,
+        )
     for s in statements:
         state = "already settled" if s.already_settled else "settled"
         out.print(
@@ -515,6 +623,14 @@ def settle(
     if held:
         err.print(f"[yellow]{len(held)} usage event(s) in quarantine, not settled[/yellow] "
                   "(lineage usage quarantine list)", highlight=False)
+
+
+def _open_epoch(now: Any) -> tuple[str, Any]:
+    """The epoch `now` is in and when it closes: epochs are UTC days, closing at 00:00 UTC."""
+    from lineage_platform.settlement import epoch_bounds, epoch_of
+
+    epoch = epoch_of(now)
+    return epoch, epoch_bounds(epoch)[1]
 
 
 @app.command()

@@ -45,7 +45,7 @@ def run_demo(
     step("dvc repro")
     ran = dvc.reproduce(settings.project_dir)
     lines = [f"dvc repro: {', '.join(ran) if ran else 'data up to date'}"]
-    defs = load_definitions(settings.project_dir)
+    defs = load_definitions(settings.project_dir, settings.code)
     with open_instance(settings) as instance:
         done = materialize_all(defs, instance, on_step=lambda label: step(f"materializing {label}"))
     lines.append(f"materialized {len(done)} asset events into {settings.dagster_home}")

@@ -23,6 +23,15 @@ class UnknownMethodError(ConfigError):
     """A valuation method name is not registered; the message lists the known names."""
 
 
+class MissingExtraError(ConfigError):
+    """An optional part is not installed; the message names the extra, e.g.
+    `pip install 'lineage-platform[mlflow]'` (`lineage_platform.extras.require`)."""
+
+
+class CodeLocationError(ConfigError):
+    """A Dagster code location (workspace.yaml, -m, -f) cannot be loaded; names which and why."""
+
+
 class RecordError(LineageError):
     """A record or envelope is malformed; the message names the field."""
 
