@@ -1,0 +1,289 @@
+"""Per-call attribution: which training rows, and so which contributors, decided one model call.
+
+    rows = TrainingRows.from_parts({"alice": (Xa, ya), "bob": (Xb, yb)})   # signing order
+    credits = CallAttributor(rows, k=5).attribute(X_calls, y_served)      # one row per call
+
+For each call (its input x and the label y the model served) the players are the call's
+`neighbours` nearest deduplicated training rows, and the game is the single-query KNN utility
+u(S) = 1/k * #{rows with label y among the min(k, |S|) rows of S nearest x}. Its Shapley values
+have the closed form of Jia et al. (2019) that `valuation/knn.py` uses for a validation set, here
+for one query with its served label: with the neighbours sorted by distance (ties by row index)
+and m_j = 1 when the row at rank j has label y (m_{M+1} = 0),
+
+    s_j = sum_{i >= j} (m_i - m_{i+1}) / max(k, i)
+
+Values are summed per contributor and negative credit counts as zero. Copies are credited once:
+rows repeating an earlier signed row are dropped before the search (`dedup_parts`), so the
+earliest signer's row is the one found. Pure NumPy and scikit-learn's exact KD-tree, in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lineage_platform.errors import ValuationError
+from lineage_platform.valuation.dedup import Deduplicated, dedup_parts, ordered_names
+
+__all__ = [
+    "METHOD",
+    "WEIGHT_BITS",
+    "CallAttributor",
+    "CallCredits",
+    "TrainingRows",
+    "fixed_weights",
+    "label_codes",
+    "local_knn_shapley",
+]
+
+#: The method name signed in settlements and shown on receipts.
+METHOD = "knn-shapley-call"
+#: A call's data share is split in whole 2^-WEIGHT_BITS parts (largest remainder per call), so
+#: every per-call amount of an epoch is an exact fraction over one common denominator.
+WEIGHT_BITS = 24
+# Calls per bulk neighbour search: bounds the (calls x neighbours) work arrays.
+_CHUNK = 65_536
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Dedup = Callable[[Mapping[str, tuple[Any, Any]], Sequence[str]], Deduplicated]
+
+
+def local_knn_shapley(matches: npt.ArrayLike, k: int) -> FloatArray:
+    """Closed-form Shapley values of each call's neighbours, nearest first (one row per call).
+
+        local_knn_shapley([[True, False, True]], k=1)   # [[5/6, -1/6, 1/3]]
+
+    `matches[q, j]`: the neighbour at rank j+1 has the label served to call q.
+    Each row sums to u(all) - u(∅) = (#matches among the k nearest) / k.
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValuationError(f"k must be an integer >= 1, got {k!r}")
+    m = np.asarray(matches, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValuationError(f"matches must be 2-dimensional (calls x neighbours), got {m.shape}")
+    step = m.copy()
+    step[:, :-1] -= m[:, 1:]
+    ranks = np.arange(1, m.shape[1] + 1, dtype=np.float64)
+    step /= np.maximum(float(k), ranks)
+    # Reverse cumulative sum along each row: s_j = sum_{i >= j} step_i.
+    return np.ascontiguousarray(np.cumsum(step[:, ::-1], axis=1)[:, ::-1])
+
+
+def label_codes(
+    train: npt.ArrayLike, served: npt.ArrayLike
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Integer codes of training labels and served labels in one code space.
+
+    Served labels arrive as text (`usage` stores them so): numeric training labels are matched
+    by value ("3" and "3.0" are the label 3), others by their text. A served label no training
+    row has gets code -1 (it matches nothing).
+    """
+    y = np.asarray(train)
+    out = np.asarray(served)
+    if y.dtype.kind in "biuf":
+        values = np.asarray(y, dtype=np.float64)
+        try:
+            wanted = np.asarray(out, dtype=np.float64)
+        except ValueError:
+            wanted = np.array([_number(v) for v in out.tolist()], dtype=np.float64)
+    else:
+        values = np.asarray([str(v) for v in y.tolist()], dtype=object)
+        wanted = np.asarray([str(v) for v in out.tolist()], dtype=object)
+    uniques, codes = np.unique(values, return_inverse=True)
+    pos = np.searchsorted(uniques, wanted)
+    pos_c = np.minimum(pos, len(uniques) - 1)
+    found = (pos < len(uniques)) & (uniques[pos_c] == wanted)
+    return codes.ravel().astype(np.int64), np.where(found, pos_c, -1).astype(np.int64)
+
+
+def _number(text: object) -> float:
+    try:
+        return float(str(text))
+    except ValueError:
+        return float("nan")  # matches no numeric label
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TrainingRows:
+    """The deduplicated training rows a model learnt from, each owned by one contributor.
+
+        rows = TrainingRows.from_parts(parts, order)   # rows.owner[i]: index into contributors
+    """
+
+    x: FloatArray
+    y: npt.NDArray[np.generic]
+    owner: npt.NDArray[np.int64]
+    contributors: tuple[str, ...]  # signing order
+    dedup: Deduplicated | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 2 or self.x.shape[0] == 0:
+            raise ValuationError("per-call attribution needs at least one training row")
+        if not (len(self.y) == len(self.owner) == self.x.shape[0]):
+            raise ValuationError("training rows, labels and owners differ in length")
+
+    @property
+    def dimension(self) -> int:
+        return int(self.x.shape[1])
+
+    @classmethod
+    def from_parts(
+        cls,
+        parts: Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]],
+        order: Sequence[str] | None = None,
+        dedup: Dedup = dedup_parts,
+    ) -> TrainingRows:
+        """Rows of every part, copies credited once to the earliest part in `order`."""
+        names = ordered_names(parts, order)
+        kept = dedup(parts, names)
+        xs = [np.asarray(kept.parts[c][0], dtype=np.float64) for c in names]
+        ys = [np.asarray(kept.parts[c][1]) for c in names]
+        owner = np.repeat(np.arange(len(names), dtype=np.int64), [len(v) for v in ys])
+        return cls(np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys), owner,
+                   tuple(names), kept)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CallCredits:
+    """Each call's positive contributor credits, in compressed rows (CSR).
+
+    Call q's credits are `contributor[indptr[q]:indptr[q+1]]` (indices into `contributors`,
+    ascending) with `credit[...]` > 0. A call with no positive credit (its label matches none of
+    its neighbours) has none: settlement pays its data share by the global valuation instead.
+    """
+
+    contributors: tuple[str, ...]
+    indptr: IntArray
+    contributor: IntArray
+    credit: FloatArray
+    k: int
+    neighbours: int
+
+    @property
+    def calls(self) -> int:
+        return len(self.indptr) - 1
+
+    def of(self, call: int) -> dict[str, float]:
+        """One call's credits by contributor id."""
+        lo, hi = int(self.indptr[call]), int(self.indptr[call + 1])
+        return {self.contributors[int(c)]: float(v)
+                for c, v in zip(self.contributor[lo:hi], self.credit[lo:hi], strict=True)}
+
+    def totals(self) -> dict[str, float]:
+        """Credit summed over all calls, by contributor (a summary, not what pays)."""
+        sums = np.bincount(self.contributor, weights=self.credit,
+                           minlength=len(self.contributors))
+        return {c: float(v) for c, v in zip(self.contributors, sums, strict=True)}
+
+
+class CallAttributor:
+    """Attributes calls to a model's training rows by single-query KNN-Shapley (module doc).
+
+        credits = CallAttributor(rows, k=5, neighbours=15).attribute(X, served, n_jobs=2)
+    """
+
+    def __init__(self, rows: TrainingRows, k: int = 5, neighbours: int = 15) -> None:
+        from sklearn.neighbors import KDTree
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValuationError(f"k must be an integer >= 1, got {k!r}")
+        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < k:
+            raise ValuationError(f"neighbours must be an integer >= k ({k}), got {neighbours!r}")
+        self.rows = rows
+        self.k = k
+        self.neighbours = min(neighbours, rows.x.shape[0])
+        self._tree = KDTree(rows.x)
+
+    def attribute(
+        self, inputs: npt.ArrayLike, served: npt.ArrayLike, n_jobs: int = 1
+    ) -> CallCredits:
+        """Credits of every call; `inputs` (calls x features), `served` one label per call."""
+        x = np.asarray(inputs, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.rows.dimension:
+            raise ValuationError(f"call inputs must be (calls x {self.rows.dimension}), got "
+                                 f"{x.shape}")
+        if not np.isfinite(x).all():
+            raise ValuationError("call inputs contain NaN or infinite values")
+        y_codes, out_codes = label_codes(self.rows.y, served)
+        if len(out_codes) != x.shape[0]:
+            raise ValuationError(f"{x.shape[0]} call inputs but {len(out_codes)} served labels")
+        n_calls = x.shape[0]
+        chunks = [(s, min(s + _CHUNK, n_calls)) for s in range(0, n_calls, _CHUNK)]
+        parts = _run(lambda c: self._chunk(x[c[0]:c[1]], out_codes[c[0]:c[1]], y_codes),
+                     chunks, n_jobs)
+        counts = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        indptr = np.zeros(n_calls + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        contributor = (np.concatenate([p[1] for p in parts]) if parts
+                       else np.zeros(0, np.int64))
+        credit = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+        return CallCredits(self.rows.contributors, indptr, contributor, credit, self.k,
+                           self.neighbours)
+
+    def _chunk(
+        self, x: FloatArray, out: IntArray, y_codes: IntArray
+    ) -> tuple[IntArray, IntArray, FloatArray]:
+        n, m = x.shape[0], self.neighbours
+        dist, idx = self._tree.query(x, k=m, sort_results=True)
+        # Equal distances in row-index order, as the closed form's tie rule says.
+        order = np.lexsort((idx, dist), axis=1)
+        idx = np.take_along_axis(idx, order, axis=1).astype(np.int64)
+        values = local_knn_shapley(y_codes[idx] == out[:, None], self.k)
+        owners = self.rows.owner[idx]
+        # Sum per (call, contributor): sort each call's neighbours by owner, add runs.
+        by_owner = np.argsort(owners, axis=1, kind="stable")
+        owners = np.take_along_axis(owners, by_owner, axis=1).ravel()
+        values = np.take_along_axis(values, by_owner, axis=1).ravel()
+        call = np.repeat(np.arange(n, dtype=np.int64), m)
+        starts = np.flatnonzero(np.r_[True, (owners[1:] != owners[:-1]) | (call[1:] != call[:-1])])
+        sums = np.add.reduceat(values, starts)
+        keep = sums > 0.0
+        callers = call[starts][keep]
+        return (np.bincount(callers, minlength=n).astype(np.int64), owners[starts][keep],
+                sums[keep])
+
+
+def _run(fn: Callable[[tuple[int, int]], Any], chunks: list[tuple[int, int]],
+         n_jobs: int) -> list[Any]:
+    if n_jobs <= 1 or len(chunks) <= 1:
+        return [fn(c) for c in chunks]
+    from joblib import Parallel, delayed
+
+    # The KD-tree query releases the GIL: threads share the tree without copying it.
+    out: list[Any] = Parallel(n_jobs=n_jobs, backend="threading")(delayed(fn)(c) for c in chunks)
+    return out
+
+
+def fixed_weights(credits: CallCredits, bits: int = WEIGHT_BITS) -> IntArray:
+    """Each call's credits as integers summing to exactly 2**bits (calls with credit).
+
+        w = fixed_weights(credits)   # w[indptr[q]:indptr[q+1]] sum to 2**24 for call q
+
+    Floor of each share of 2**bits, then one more unit to the largest remainders, ties to the
+    contributor id that sorts first: the weights are a deterministic function of the credits,
+    so the call's money stays an exact fraction and a verifier gets the same integers.
+    """
+    nnz = len(credits.credit)
+    counts = np.diff(credits.indptr)
+    if nnz == 0:
+        return np.zeros(0, dtype=np.int64)
+    call = np.repeat(np.arange(credits.calls, dtype=np.int64), counts)
+    totals = np.bincount(call, weights=credits.credit, minlength=credits.calls)
+    share = credits.credit / totals[call] * float(1 << bits)
+    floor = np.floor(share)
+    weights = floor.astype(np.int64)
+    # Sums of at most `neighbours` integers below 2**bits: exact in float64.
+    given = np.bincount(call, weights=weights, minlength=credits.calls).astype(np.int64)
+    leftover = np.where(counts > 0, (1 << bits) - given, 0)
+    if (leftover < 0).any() or (leftover > counts).any():
+        raise ValuationError("per-call weights do not round to their total (non-finite credit?)")
+    name_rank = np.argsort(np.argsort(np.asarray(credits.contributors, dtype=object)))
+    order = np.lexsort((name_rank[credits.contributor], floor - share, call))
+    position = np.arange(nnz) - credits.indptr[:-1][call[order]]
+    weights[order[position < leftover[call[order]]]] += 1
+    return weights
