@@ -11,10 +11,11 @@ PYTEST_ARGS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Re-installs only when pyproject.toml changes; the full log stays in .venv/install.log.
+# Re-installs only when pyproject.toml changes; the full log stays in .venv/install.log. The demo
+# and the tests need every extra (DVC, MLflow, OpenLineage, report, UI, PostgreSQL): `.[all,dev]`.
 $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing lineage_platform and its dependencies into $(VENV) (log: $(VENV)/install.log)"
-	@$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]' > $(VENV)/install.log 2>&1 \
+	@$(BIN)/python -m pip install --disable-pip-version-check -e '.[all,dev]' > $(VENV)/install.log 2>&1 \
 		|| { tail -n 30 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
