@@ -230,48 +230,56 @@ def sync(
 def value(
     model: str = typer.Argument(..., help="model asset key, e.g. digits_classifier"),
     method: str | None = typer.Option(
-        None, help=f"recompute with {'|'.join(known_names())} (materializes MODEL_valuation)"
+        None, help=f"recompute with {'|'.join(known_names())} (materializes its valuation asset)"
     ),
     seed: int = typer.Option(7, help="seed for the sampling methods"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    workspace: list[Path] | None = WORKSPACE_OPT,
+    module: list[str] | None = MODULE_OPT,
+    python_file: list[Path] | None = FILE_OPT,
+    working_directory: Path | None = WORKDIR_OPT,
 ) -> None:
-    """Contributor values of a model, from its latest signed valuation record.
+    """Contributor values of a model, from its latest signed valuation record; with
+    --method, its valuation asset (the one declaring it values MODEL, else the log's, else
+    settlement.toml's) is materialized with that method first and signed.
 
     Examples: lineage value digits_classifier | lineage value digits_classifier --method exact
     """
-    from lineage_platform.settlement import load_policy, valuation_decisions
+    from lineage_platform.settlement import latest_valuation, load_policy, valuation_decisions
     from lineage_platform.valuation.result import shares_of
 
     chosen = get_method(method) if method is not None else None
-    cfg = settings()
+    cfg = settings(code_target(workspace, module, python_file, working_directory))
+    policy = load_policy(cfg.project_dir)
     if chosen is not None:
-        import dagster as dg
-
         from lineage_platform.dagster.sync import sync_project
+        from lineage_platform.dagster.valuation import find_valuation
         from lineage_platform.dagster.workspace import (
-            load_definitions,
+            load_locations,
             materialize_asset,
             open_instance,
         )
 
-        with out.status(f"valuing {model} with {chosen.name}"):
-            defs = load_definitions(cfg.project_dir)
+        log = store(cfg)
+        logged = latest_valuation(log, model) if log.exists() else None
+        defs, key = find_valuation(
+            model, [loaded.defs for loaded in load_locations(cfg)],
+            logged_asset=logged[1].asset if logged else None,
+            registered_asset=policy.valuation_asset(model),
+        )
+        with out.status(f"valuing {model} with {chosen.name} ({key.to_user_string()})"):
             with open_instance(cfg) as instance:
-                materialize_asset(
-                    defs, instance, dg.AssetKey(f"{model}_valuation"),
-                    {"method": chosen.name, "seed": seed},
-                )
+                materialize_asset(defs, instance, key, {"method": chosen.name, "seed": seed})
             sync_project(cfg, passphrase())
     # The valuation a settlement would pay on (issue 15), and every newer one it would refuse.
-    chosen_by_model, refusals = valuation_decisions(
-        store(cfg), load_policy(cfg.project_dir), [model]
-    )
+    chosen_by_model, refusals = valuation_decisions(store(cfg), policy, [model])
     for refusal in refusals:
         err.print(f"[yellow]{escape(str(refusal))}[/yellow]", highlight=False, soft_wrap=True)
     found = chosen_by_model.get(model)
     if found is None:
         raise LineageError(
-            f"no usable signed valuation of {model} in the log: materialize {model}_valuation"
+            f"no usable signed valuation of {model} in the log: materialize its valuation "
+            f"asset ({policy.valuation_asset(model)} is the one settlement.toml pays on)"
         )
     idx, record = found
     details = record.details_obj() or {}

@@ -40,6 +40,7 @@ from lineage_platform.valuation.utility import Classifier
 
 __all__ = [
     "ValuationConfig",
+    "find_valuation",
     "valuation_asset",
     "valuation_asset_key",
     "valuation_report",
@@ -265,3 +266,35 @@ def valuation_asset_key(
             if chosen.values_model(spec) == model:
                 return key
     return None
+
+
+def find_valuation(
+    model: str,
+    locations: Sequence[dg.Definitions],
+    logged_asset: str | None = None,
+    registered_asset: str | None = None,
+) -> tuple[dg.Definitions, dg.AssetKey]:
+    """The code location and key of `model`'s valuation asset, for `lineage value --method`:
+    the asset that declares it values `model` (`valuation_asset_key`), else the asset of the
+    model's newest signed valuation record (`logged_asset`), else the one settlement.toml
+    registers (`registered_asset`, by default `<model>_valuation`). ConfigError naming what
+    was looked for when no location defines any of them.
+
+        defs, key = find_valuation("outcome_model", [defs], logged_asset=None)
+    """
+    declared = valuation_asset_key(model, locations)
+    candidates = [k for k in (declared,) if k is not None] + [
+        dg.AssetKey.from_user_string(name)
+        for name in (logged_asset, registered_asset or f"{model}_valuation")
+        if name
+    ]
+    for key in candidates:
+        for defs in locations:
+            graph = defs.resolve_asset_graph()
+            if graph.has(key) and graph.get(key).is_materializable:
+                return defs, key
+    tried = ", ".join(dict.fromkeys(k.to_user_string() for k in candidates))
+    raise ConfigError(
+        f"no valuation asset of {model} in the code locations: none declares "
+        f"lineage/values_model={model} (valuation_asset sets it) and none defines {tried}"
+    )
