@@ -7,10 +7,11 @@ import os
 
 import dagster as dg
 import pandas as pd
-from sklearn.linear_model import Ridge
-from sklearn.metrics import r2_score
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from clinics.data import CLINICS, FEATURES, SOURCE, TARGET, clinic_rows, holdout_rows
+from clinics.data import CLINICS, FEATURES, LABEL, SOURCE, clinic_rows, holdout_rows
 
 
 def clinic_table(clinic: str) -> dg.AssetsDefinition:
@@ -21,13 +22,13 @@ def clinic_table(clinic: str) -> dg.AssetsDefinition:
         group_name="clinics",
         kinds={"pandas"},
         owners=[f"team:clinic-{clinic}"],
+        description=f"Patient records exported by the {clinic} clinic.",
     )
     def _table(context: dg.AssetExecutionContext) -> pd.DataFrame:
         rows = clinic_rows(clinic)
         context.add_output_metadata({"rows": len(rows)})
         return rows
 
-    _table.__doc__ = f"Patient records exported by the {clinic} clinic."
     return _table
 
 
@@ -49,12 +50,12 @@ def cohort(context: dg.AssetExecutionContext, **tables: pd.DataFrame) -> pd.Data
     return joined
 
 
-def fit(rows: pd.DataFrame) -> Ridge:
-    """The model the cohort trains: ridge regression of one-year disease progression."""
-    return Ridge(alpha=0.1).fit(rows[FEATURES].to_numpy(), rows[TARGET].to_numpy())
+def make_model() -> Pipeline:
+    """A fresh, unfitted model: scaled features, logistic regression."""
+    return make_pipeline(StandardScaler(), LogisticRegression())
 
 
-def log_to_mlflow(model: Ridge, r2: float, rows: int) -> dict[str, str]:
+def log_to_mlflow(model: Pipeline, accuracy: float, rows: int) -> dict[str, str]:
     """Log the run when MLflow is installed and MLFLOW_TRACKING_URI says where; else skip."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
@@ -66,35 +67,35 @@ def log_to_mlflow(model: Ridge, r2: float, rows: int) -> dict[str, str]:
         return {}
     mlflow.set_experiment("progression_model")
     with mlflow.start_run() as run:
-        mlflow.log_params({"model": "Ridge", "alpha": model.alpha})
-        mlflow.log_metrics({"holdout_r2": r2, "training_rows": rows})
+        mlflow.log_params({"model": "StandardScaler+LogisticRegression"})
+        mlflow.log_metrics({"holdout_accuracy": accuracy, "training_rows": rows})
         mlflow.sklearn.log_model(model, name="model")
     return {"mlflow_run_id": run.info.run_id}
 
 
 @dg.asset(group_name="models", kinds={"scikitlearn"}, owners=["team:ml"])
-def progression_model(context: dg.AssetExecutionContext, cohort: pd.DataFrame) -> Ridge:
-    """Ridge regression predicting disease progression one year out, trained on the cohort."""
-    model = fit(cohort)
+def progression_model(context: dg.AssetExecutionContext, cohort: pd.DataFrame) -> Pipeline:
+    """Predicts whether a patient's diabetes progresses past 140 within a year."""
+    model = make_model().fit(cohort[FEATURES], cohort[LABEL])
     holdout = holdout_rows()
-    r2 = float(r2_score(holdout[TARGET], model.predict(holdout[FEATURES].to_numpy())))
+    accuracy = float(model.score(holdout[FEATURES], holdout[LABEL]))
     context.add_output_metadata(
-        {"holdout_r2": r2, "training_rows": len(cohort), **log_to_mlflow(model, r2, len(cohort))}
+        {"holdout_accuracy": accuracy, "training_rows": len(cohort),
+         **log_to_mlflow(model, accuracy, len(cohort))}
     )
     return model
 
 
 @dg.asset(group_name="reports", kinds={"markdown"}, owners=["team:ml"])
-def progression_report(progression_model: Ridge) -> dg.MaterializeResult:
+def progression_report(progression_model: Pipeline) -> dg.MaterializeResult:
     """How well the model does on held-out patients, and which features drive it."""
     holdout = holdout_rows()
-    predicted = progression_model.predict(holdout[FEATURES].to_numpy())
-    r2 = float(r2_score(holdout[TARGET], predicted))
+    accuracy = float(progression_model.score(holdout[FEATURES], holdout[LABEL]))
     weights = sorted(
-        zip(FEATURES, progression_model.coef_, strict=True), key=lambda fw: -abs(fw[1])
+        zip(FEATURES, progression_model[-1].coef_[0], strict=True), key=lambda fw: -abs(fw[1])
     )
-    lines = [f"Held-out R² **{r2:.3f}** on {len(holdout)} patients.", "", "| feature | weight |",
-             "| --- | ---: |", *(f"| {f} | {w:.1f} |" for f, w in weights)]
+    lines = [f"Held-out accuracy **{accuracy:.3f}** on {len(holdout)} patients.", "",
+             "| feature | weight |", "| --- | ---: |", *(f"| {f} | {w:.2f} |" for f, w in weights)]
     return dg.MaterializeResult(
-        metadata={"holdout_r2": r2, "summary": dg.MetadataValue.md("\n".join(lines))}
+        metadata={"holdout_accuracy": accuracy, "summary": dg.MetadataValue.md("\n".join(lines))}
     )

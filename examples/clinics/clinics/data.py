@@ -1,11 +1,13 @@
 """Where the clinics' rows come from: scikit-learn's bundled diabetes study, split once.
 
-    north = clinic_rows("north")   # a DataFrame: ten features, `progression`, `source`
-    x, y = holdout_rows()[FEATURES], holdout_rows()[TARGET]
+    north = clinic_rows("north")   # a DataFrame: ten features, `progressed`, `source`
+    x, y = holdout_rows()[FEATURES], holdout_rows()[LABEL]
 
-No download at run time: the 442 patients ship inside scikit-learn. A fixed seed splits them
-into a held-out evaluation set and four clinics of different sizes; west's lab recorded
-progression with a unit mix-up (its targets are scrambled), so its rows help the model least.
+No download at run time: the 442 patients ship inside scikit-learn. `progressed` is 1 when a
+patient's disease progression score one year after baseline exceeds 140 (about the median). A
+fixed seed holds out a quarter of the patients for evaluation and splits the rest into four
+clinics of different sizes. West's export inverts the flag (a mapping bug in its lab system), so
+its rows make the model worse: a valuation should give west nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import pandas as pd
 from sklearn.datasets import load_diabetes
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-TARGET = "progression"
+LABEL = "progressed"
 SOURCE = "source"
+THRESHOLD = 140.0
 CLINICS = {"north": 0.30, "south": 0.25, "east": 0.15, "west": 0.30}
 HOLDOUT = 0.25
 SEED = 14
@@ -26,18 +29,18 @@ SEED = 14
 
 @cache
 def _split() -> dict[str, pd.DataFrame]:
-    frame = load_diabetes(as_frame=True).frame.rename(columns={"target": TARGET})
+    study = load_diabetes(as_frame=True).frame
+    frame = study[FEATURES].assign(**{LABEL: (study["target"] > THRESHOLD).astype("int64")})
     order = np.random.default_rng(SEED).permutation(len(frame))
     n_holdout = int(len(frame) * HOLDOUT)
     out = {"holdout": frame.iloc[order[:n_holdout]].reset_index(drop=True)}
     rest = order[n_holdout:]
     bounds = np.cumsum([0, *(round(share * len(rest)) for share in CLINICS.values())])
     bounds[-1] = len(rest)
-    for (clinic, _), lo, hi in zip(CLINICS.items(), bounds[:-1], bounds[1:], strict=True):
+    for clinic, lo, hi in zip(CLINICS, bounds[:-1], bounds[1:], strict=True):
         part = frame.iloc[rest[lo:hi]].reset_index(drop=True)
         if clinic == "west":
-            scrambled = np.random.default_rng(SEED + 1).permutation(part[TARGET].to_numpy())
-            part[TARGET] = scrambled
+            part[LABEL] = 1 - part[LABEL]
         out[clinic] = part
     return out
 
