@@ -32,7 +32,12 @@ from lineage_platform.dagster.sensor import (
     lineage_sensor,
 )
 from lineage_platform.dagster.settlement import (
+    record_settlement_materialization,
+    settlement,
+    settlement_asset_job,
+    settlement_asset_schedule,
     settlement_job,
+    settlement_metadata,
     settlement_schedule,
     usage_spool_sensor,
 )
@@ -63,7 +68,12 @@ __all__ = [
     "operations_check",
     "people_first",
     "platform_resources",
+    "record_settlement_materialization",
+    "settlement",
+    "settlement_asset_job",
+    "settlement_asset_schedule",
     "settlement_job",
+    "settlement_metadata",
     "settlement_schedule",
     "shapley_efficiency_check",
     "sync_locations",
