@@ -20,13 +20,10 @@ class ClinicsTranslator(LineageTranslator):
         return ContributorsFrom("column", "source") if "pandas" in spec.kinds else None
 
 
-progression_model_valuation = valuation_asset(
-    progression_model, data=cohort, contributor_column="source", features=FEATURES, label=LABEL,
-    validation=holdout_rows, make_model=make_model, method="exact",
-)
+valuation = valuation_asset(progression_model, data=cohort, contributor_column="source",
+                            features=FEATURES, label=LABEL, validation=holdout_rows,
+                            make_model=make_model, method="exact")
 
-defs = dg.Definitions(
-    assets=[*clinic_tables, cohort, progression_model, progression_report,
-            progression_model_valuation],
-)
+defs = dg.Definitions(assets=[*clinic_tables, cohort, progression_model, progression_report,
+                              valuation])
 defs = with_lineage(defs, translator=ClinicsTranslator(), project_dir=Path(__file__).parent.parent)
