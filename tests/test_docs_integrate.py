@@ -60,10 +60,9 @@ def test_every_block_is_marked_and_the_guide_shows_the_example() -> None:
     found = blocks(GUIDE.read_text(encoding="utf-8"))
     assert sum(b.action == "run" for b in found) >= 5
     written = {b.arg: b.body for b in found if b.action == "write"}
-    # The guide's last definitions.py is the example's own: neither can drift from the other.
-    assert written["clinics/definitions.py"] == (EXAMPLE / "clinics/definitions.py").read_text(
-        encoding="utf-8"
-    )
+    # The guide's last definitions.py and its policy are the example's own: neither can drift.
+    for path in ("clinics/definitions.py", "settlement.toml"):
+        assert written[path] == (EXAMPLE / path).read_text(encoding="utf-8"), path
 
 
 def _code_lines(text: str) -> list[str]:
