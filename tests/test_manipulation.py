@@ -1,6 +1,7 @@
 """Issue 18's acceptance bounds for the default valuation, on the manipulation benchmark's attacks:
 a copier adding noise up to 1% of each feature's std earns at most 5% of the victim's value and
-the victim loses at most 5%; the honest ranking holds; splitting into identities gains <= 2%."""
+the victim loses at most 5%; the honest ranking holds; splitting into identities gains <= 2%;
+and (held to the same bounds) a copy of the validation rows earns nothing."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ COPIES_WITHIN_1PCT = ("exact copy of bob", "copy of bob, noise 0.1% std",
                       "copy of bob, noise 1% std", "50% subset of bob, noise 0.1%",
                       "50% subset of bob, noise 1%")
 SPLITS = ("alice splits into 2", "alice splits into 4")
+VALIDATION_COPIES = ("validation rows (victims: all)", "validation rows, noise 1%")
 
 
 def attack(label: str) -> Attack:
@@ -47,6 +49,15 @@ def test_splitting_into_identities_gains_at_most_2pct(data: Dataset, label: str)
     base = default(data, data.parts)
     out = measure(data, default, base, attack(label))
     assert out.gain <= 0.02, f"{data.name}: {label}: gain {out.gain:+.1%}"
+    assert out.ranking_kept
+
+
+@pytest.mark.parametrize("label", VALIDATION_COPIES)
+def test_a_copy_of_the_validation_rows_earns_nothing(data: Dataset, label: str) -> None:
+    base = default(data, data.parts)
+    out = measure(data, default, base, attack(label))
+    assert out.gain <= 0.05, f"{data.name}: {label}: copier earns {out.gain:.1%} of the honest"
+    assert out.victim >= -0.05
     assert out.ranking_kept
 
 

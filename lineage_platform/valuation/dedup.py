@@ -41,6 +41,9 @@ NEAR_FRACTION = 0.1
 SCALE_FLOOR = 0.1
 #: Rows whose nearest-neighbour distance is measured for the median (evenly spaced, signing order).
 NN_SAMPLE = 1000
+#: `Discount.credited_to` of training rows that copy a validation (reference) row: no one is
+#: paid for them; a part may not use this id when reference labels are given.
+HELD_OUT = "(validation rows)"
 
 
 def row_hashes(X: npt.ArrayLike, y: npt.ArrayLike) -> list[str]:
@@ -117,6 +120,7 @@ def near_dedup_parts(
     order: Sequence[str] | None = None,
     *,
     reference: npt.ArrayLike | None = None,
+    reference_labels: npt.ArrayLike | None = None,
     fraction: float = NEAR_FRACTION,
     scale_floor: float = SCALE_FLOOR,
 ) -> Deduplicated:
@@ -132,9 +136,12 @@ def near_dedup_parts(
     distance from a reference row to its nearest training row, which copies of training rows,
     however many, do not shrink. Without `reference` both come from the pooled training rows
     (a sample's distances to their nearest other row), which a copier of more than about half
-    the rows can shrink. `fraction` 0 keeps exact dedup only. Bulk NumPy: pairs are searched in
-    a band along each label's first principal axis, which a pair within the tolerance cannot
-    leave, so no pair is missed and no per-row Python loop runs.
+    the rows can shrink. With `reference_labels` too, the reference rows count as signed before
+    every part: a training row within the tolerance of a reference row with its label (a copy
+    of the validation rows, which would score itself) is not valued, a `Discount` credited to
+    `HELD_OUT`. `fraction` 0 keeps exact dedup only. Bulk NumPy: pairs are searched in a band
+    along each label's first principal axis, which a pair within the tolerance cannot leave, so
+    no pair is missed and no per-row Python loop runs.
     """
     if not (np.isfinite(fraction) and fraction >= 0):
         raise ValuationError(f"near-copy fraction must be finite and >= 0, got {fraction}")
@@ -143,7 +150,12 @@ def near_dedup_parts(
     names = ordered_names(parts, order)
     exact = dedup_parts(parts, names)
     ref = None if reference is None else _reference(reference)
+    ref_y = None if reference_labels is None else np.asarray(reference_labels)
+    if ref_y is not None and (ref is None or ref_y.shape != (ref.shape[0],)):
+        raise ValuationError("reference_labels need reference rows, one label per row")
     measured_on = "pooled" if ref is None else "reference"
+    if ref_y is not None and HELD_OUT in names:
+        raise ValuationError(f"contributor id {HELD_OUT!r} is reserved for validation copies")
     sizes = [len(exact.kept[n]) for n in names]
     n = sum(sizes)
     if n == 0:
@@ -157,12 +169,24 @@ def near_dedup_parts(
     owner = np.repeat(np.arange(len(names)), sizes)
     scale = feature_scale(x if ref is None else ref, scale_floor)
     z = x / scale
-    median_nn, sampled = _median_nn(z, None if ref is None else ref / scale)
+    held = np.zeros(n, dtype=bool)
+    held_exact = np.zeros(n, dtype=bool)
+    held_tolerance = 0.0
+    if ref is not None and ref_y is not None:
+        # Copies of the validation rows go first, found with a tolerance from the validation
+        # rows' own spacing (nothing a contributor submits moves it): otherwise they would
+        # shrink the median below, which measures from those rows to the training rows.
+        zr = ref / scale
+        held_tolerance = float(fraction) * _median_nn(zr, None)[0]
+        held, held_exact = _copies_of(zr, ref_y, z, y, held_tolerance)
+    median_nn, sampled = _median_nn(z[~held], None if ref is None else ref / scale)
     tolerance = float(fraction) * median_nn
     rule = NearCopyRule(float(fraction), float(scale_floor), median_nn, tolerance, sampled,
-                        measured_on)
-    first, later = near_pairs(z, y, tolerance)
-    if len(later) == 0:
+                        measured_on, held_tolerance)
+    rest = np.flatnonzero(~held)
+    first, later = near_pairs(z[rest], y[rest], tolerance)
+    first, later = rest[first], rest[later]
+    if len(later) == 0 and not held.any():
         return Deduplicated(exact.parts, exact.kept, exact.hashes, exact.discounted, rule)
     anchor = np.arange(n)
     np.minimum.at(anchor, later, first)  # each row's earliest near row, or itself
@@ -172,22 +196,28 @@ def near_dedup_parts(
         if np.array_equal(nxt, root):
             break
         root = nxt
-    dropped = anchor != np.arange(n)
+    near_dropped = anchor != np.arange(n)
+    dropped = near_dropped | held
+    credited = (*names, HELD_OUT)
     counts: dict[tuple[int, int], list[int]] = {}
     name_index = {c: i for i, c in enumerate(names)}
     for d in exact.discounted:
         counts[(name_index[d.contributor], name_index[d.credited_to])] = [d.rows, 0]
-    pairs, n_near = np.unique(np.stack([owner[dropped], owner[root[dropped]]]), axis=1,
-                              return_counts=True)
-    for (who, to), k in zip(pairs.T.tolist(), n_near.tolist(), strict=True):
-        entry = counts.setdefault((who, to), [0, 0])
+    to = np.where(held, len(names), owner[root])
+    who_to = np.stack([owner[dropped], to[dropped]])
+    pairs, inverse, n_rows = np.unique(who_to, axis=1, return_inverse=True, return_counts=True)
+    # Exact copies among the dropped rows are only of validation rows (dedup_parts ran first).
+    n_exact = np.bincount(inverse.ravel(), weights=held_exact[dropped],
+                          minlength=pairs.shape[1])
+    for (who, t), k, e in zip(pairs.T.tolist(), n_rows.tolist(), n_exact.tolist(), strict=True):
+        entry = counts.setdefault((who, t), [0, 0])
         entry[0] += k
-        entry[1] += k
+        entry[1] += k - round(e)
     discounted = tuple(
-        Discount(names[who], names[to], rows, near)
-        for who, to, rows, near in sorted(
+        Discount(names[who], credited[t], rows, near)
+        for who, t, rows, near in sorted(
             ((w, t, r, k) for (w, t), (r, k) in counts.items()),
-            key=lambda e: (e[0], names[e[1]]),
+            key=lambda e: (e[0], credited[e[1]]),
         )
     )
     bounds = np.cumsum([0, *sizes])
@@ -231,7 +261,7 @@ def _median_nn(z: FloatArray, ref: FloatArray | None) -> tuple[float, int]:
     reference rows, or (no reference) from sampled rows of `z` to their nearest other row."""
     n = z.shape[0]
     queries = z if ref is None else ref
-    if ref is None and n < 2:
+    if n < (2 if ref is None else 1):
         return 0.0, 0
     sample = np.unique(np.linspace(0, len(queries) - 1, min(len(queries), NN_SAMPLE))
                        .round().astype(np.intp))
@@ -246,6 +276,38 @@ def _median_nn(z: FloatArray, ref: FloatArray | None) -> tuple[float, int]:
             d2[np.arange(len(rows)), rows] = np.inf
         nearest[s: s + step] = d2.min(axis=1)
     return float(np.median(np.sqrt(np.maximum(nearest, 0.0)))), len(sample)
+
+
+def _copies_of(
+    zr: FloatArray, yr: npt.NDArray[np.generic], z: FloatArray, y: npt.NDArray[np.generic],
+    tolerance: float,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Rows of `z` within `tolerance` of a row of `zr` with their label; and which are equal."""
+    n = z.shape[0]
+    within = np.zeros(n, dtype=bool)
+    equal = np.zeros(n, dtype=bool)
+    if tolerance <= 0 or len(zr) == 0:
+        return within, equal
+    try:
+        _, codes = np.unique(np.concatenate([np.asarray(yr), np.asarray(y)]),
+                             return_inverse=True)
+    except TypeError as e:
+        raise ValuationError(f"labels cannot be compared: {e}") from e
+    codes = codes.ravel()
+    cr, c = codes[: len(zr)], codes[len(zr):]
+    sq = np.einsum("ij,ij->i", z, z)
+    sq_r = np.einsum("ij,ij->i", zr, zr)
+    tol2 = tolerance * tolerance
+    slack = tol2 * 1e-6 + 8 * np.finfo(np.float64).eps * (float(sq.max()) + float(sq_r.max()))
+    step = max(1, _CHUNK // n)
+    for s in range(0, len(zr), step):
+        d2 = sq_r[s: s + step, None] + sq[None, :] - 2.0 * (zr[s: s + step] @ z.T)
+        ii, jj = np.nonzero((d2 <= tol2 + slack) & (cr[s: s + step, None] == c[None, :]))
+        diff = zr[ii + s] - z[jj]
+        close = (diff * diff).sum(axis=1) <= tol2
+        within[jj[close]] = True
+        equal[jj[close & (diff == 0).all(axis=1)]] = True
+    return within, equal
 
 
 def near_pairs(

@@ -55,7 +55,11 @@ class NearCopyRule:
     of the distance to their nearest training row; "pooled": both from the training rows
     themselves (a sample's distance to their nearest other row). Two rows with the same label
     whose normalised distance is <= `tolerance` = `fraction` x `median_nn` are one row,
-    credited to the earlier. docs/performance.md ("Near-copies") derives the fraction.
+    credited to the earlier. `held_out_tolerance` > 0: the validation rows count as signed
+    first, so a training row within it of a validation row with its label is not valued; it is
+    `fraction` x the validation rows' own median distance to their nearest other validation row
+    (no contributor can move it), and those rows are left out of `median_nn`.
+    docs/performance.md ("Near-copies") derives the fraction.
     """
 
     fraction: float
@@ -64,12 +68,13 @@ class NearCopyRule:
     tolerance: float
     sampled: int
     measured_on: str = "reference"
+    held_out_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.measured_on not in ("reference", "pooled"):
             raise ValuationError(f"near-copy rule: measured_on must be 'reference' or 'pooled', "
                                  f"got {self.measured_on!r}")
-        for name in ("fraction", "scale_floor", "median_nn", "tolerance"):
+        for name in ("fraction", "scale_floor", "median_nn", "tolerance", "held_out_tolerance"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValuationError(f"near-copy rule: {name} must be finite and >= 0, got {v}")
@@ -87,6 +92,7 @@ class NearCopyRule:
             "median_nn_distance": self.median_nn,
             "sampled_rows": self.sampled,
             "tolerance": self.tolerance,
+            "validation_copy_tolerance": self.held_out_tolerance,
         }
 
 

@@ -9,7 +9,9 @@ earliest part in signing order, and so is each near-copy (same label, within the
 ordered by content hash (which breaks distance ties), so the same rows get the same values
 whoever submitted them and however they are split across identities. Splitting a part into
 several identities changes nothing; copying another's rows, exactly or with a little noise,
-earns nothing (the copies are discounted); only new rows add value.
+earns nothing (the copies are discounted); only new rows add value. The validation rows count
+as signed before every part, so submitting (near-)copies of them, which would score
+themselves, earns nothing either.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def contributor_knn_values(
     signed before near-copy dedup did.
     """
     names = ordered_names(parts, order)
-    deduped = deduplicated(parts, names, near_copies, X_val)
+    deduped = deduplicated(parts, names, near_copies, X_val, y_val)
     sizes = [len(deduped.kept[name]) for name in names]
     if sum(sizes) == 0:
         raise ValuationError("no rows to value: every part is empty")
@@ -81,8 +83,9 @@ def contributor_knn_values(
         utility=(f"KNN-Shapley of rows (k={k}; u = share of correct labels among the k nearest "
                  f"rows, mean over {n_val} validation rows), summed per contributor; duplicate "
                  + ("and near-copy " if near_copies is not None else "")
-                 + "rows credited once to the earliest part; distance ties broken by content "
-                 "hash"),
+                 + "rows credited once to the earliest part"
+                 + ("; copies of validation rows not valued" if near_copies is not None else "")
+                 + "; distance ties broken by content hash"),
         samples=int(sum(sizes)),
         stopped_by="closed form",
         discounted=deduped.discounted,
@@ -95,12 +98,17 @@ def deduplicated(
     names: Sequence[str],
     near_copies: float | None,
     X_val: npt.ArrayLike,
+    y_val: npt.ArrayLike,
 ) -> Deduplicated:
-    """The rows the default values: exact copies dropped, and near-copies (measured against
-    the validation rows) unless `near_copies` is None."""
+    """The rows the default values: exact copies dropped, and unless `near_copies` is None,
+    near-copies and copies of the validation rows (which would score themselves)."""
     if near_copies is None:
         return dedup_parts(parts, names)
-    return near_dedup_parts(parts, names, reference=X_val, fraction=near_copies)
+    labels = np.asarray(y_val)
+    # Rows and labels that do not match are refused by knn_shapley, which names both.
+    matched = labels.ndim == 1 and np.shape(X_val)[:1] == labels.shape
+    return near_dedup_parts(parts, names, reference=X_val,
+                            reference_labels=labels if matched else None, fraction=near_copies)
 
 
 def grand_gain(task: ValuationTask) -> float:
@@ -111,7 +119,7 @@ def grand_gain(task: ValuationTask) -> float:
     values checks `knn_shapley`; u(∅) = 0.
     """
     names = ordered_names(task.parts, task.order)
-    deduped = deduplicated(task.parts, names, task.near_copies, task.X_val)
+    deduped = deduplicated(task.parts, names, task.near_copies, task.X_val, task.y_val)
     x = np.concatenate([np.asarray(deduped.parts[n][0], dtype=np.float64) for n in names])
     y = np.concatenate([np.asarray(deduped.parts[n][1]) for n in names])
     hashes = np.array([h for n in names for h in deduped.hashes[n]])

@@ -14,6 +14,7 @@ from lineage_platform.errors import ValuationError
 from lineage_platform.valuation import Discount, contributor_knn_values, dedup_parts
 from lineage_platform.valuation.choose import efficiency_target
 from lineage_platform.valuation.dedup import (
+    HELD_OUT,
     NEAR_FRACTION,
     feature_scale,
     near_dedup_parts,
@@ -195,3 +196,23 @@ def test_bad_rules_and_discounts_are_refused() -> None:
     d = near_dedup_parts({"a": (x, y), "b": (x, y)}, fraction=0.0)
     assert d.discounted == (Discount("b", "a", 20),)
     assert d.near_copies is not None and d.near_copies.tolerance == 0.0
+
+
+def test_copies_of_the_validation_rows_are_not_valued() -> None:
+    x, y = blobs()
+    x_val, y_val = blobs(150, seed=8)
+    parts = honest_parts(x, y)
+    before = contributor_knn_values(parts, x_val, y_val, k=5)
+    leak = (np.vstack([x_val[:50], noisy(x_val[50:100], 0.01)]), y_val[:100])
+    after = contributor_knn_values({**parts, "mallory": leak}, x_val, y_val, k=5)
+    assert after.discounted == (Discount("mallory", HELD_OUT, 100, near=50),)
+    assert after.as_dict()["mallory"] == 0.0
+    for name, value in before.as_dict().items():
+        assert after.as_dict()[name] == pytest.approx(value, abs=1e-12)
+    assert after.near_copies is not None and after.near_copies.held_out_tolerance > 0
+    # Unchecked (the rows are only a reference), the same rows take a large share.
+    leaked = contributor_knn_values({**parts, "mallory": leak}, x_val, y_val, k=5,
+                                    near_copies=None)
+    assert leaked.as_dict()["mallory"] > 0.1 * sum(before.values)
+    with pytest.raises(ValuationError, match="reserved"):
+        near_dedup_parts({HELD_OUT: (x, y)}, reference=x_val, reference_labels=y_val)
