@@ -23,6 +23,7 @@ from lineage_platform.config import CodeTarget, Settings
 from lineage_platform.dagster.workspace import (
     code_locations,
     load_locations,
+    load_recomputers,
     open_instance,
 )
 from lineage_platform.errors import CodeLocationError
@@ -293,3 +294,20 @@ def test_init_in_an_existing_project_without_workspace_yaml(tmp_path: Path) -> N
     assert (bare / ".lineage" / "keys").is_dir()
     assert "name it with -w, -m or -f" in done.stderr
     assert "-w, -m or -f" in error_line(cli(bare, "sync"))
+
+
+def test_recomputers_come_from_every_location(tmp_path: Path) -> None:
+    """`lineage verify --recompute` finds a valuation's recompute function in any location."""
+    for name, asset in (("dh_first_loc", "first_valuation"), ("dh_second_loc", "second_valuation")):
+        (tmp_path / f"{name}.py").write_text(
+            "import dagster as dg\n\n\n"
+            f"@dg.asset\ndef {asset}() -> None:\n    ...\n\n\n"
+            f"defs = dg.Definitions(assets=[{asset}])\n"
+            f"valuation_recomputers = {{'{asset}': print}}\n",
+            encoding="utf-8",
+        )
+    (tmp_path / "workspace.yaml").write_text(
+        "load_from:\n  - python_file: dh_first_loc.py\n  - python_file: dh_second_loc.py\n",
+        encoding="utf-8",
+    )
+    assert load_recomputers(tmp_path) == {"first_valuation": print, "second_valuation": print}
