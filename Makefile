@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STATE  ?= $(if $(LINEAGE_HOME),$(LINEAGE_HOME),$(CURDIR)/.lineage)
+UI_HOME := $(if $(DAGSTER_HOME),$(DAGSTER_HOME),$(STATE)/dagster)
 PYTEST_ARGS ?=
 
 .PHONY: install demo test ui bench scale lint soak clean
@@ -27,9 +28,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The UI over the instance `lineage` reads: $DAGSTER_HOME when set, else the state folder's.
 ui: install
-	$(BIN)/lineage init >/dev/null
-	DAGSTER_HOME=$(STATE)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+	DAGSTER_HOME=$(UI_HOME) $(BIN)/lineage init >/dev/null
+	DAGSTER_HOME=$(UI_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 # The example pipeline (assets/) is the project's, not installed: scripts import it from here.
 bench: install
