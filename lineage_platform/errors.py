@@ -103,6 +103,11 @@ class SettlementError(LineageError):
     exit_code = 13
 
 
+class TrainingDataError(SettlementError):
+    """A per-call settlement cannot find a model's training rows, or their bytes do not hash to
+    the sha256 its signed lineage names; says which record and where it looked."""
+
+
 class IntegrationError(LineageError):
     """DVC, MLflow or Dagster state cannot be read (corrupt dvc.lock, unreachable MLflow store)."""
 

@@ -284,7 +284,8 @@ def test_verify_re_derives_a_clean_settlement(settled: World) -> None:
         "UPDATE epochs SET ends_at = ends_at + INTERVAL 1 HOUR",
         "UPDATE epochs SET log_index = 3",
         "DELETE FROM epochs",
-        "INSERT INTO usage_events SELECT 'sneaky', model, caller, units, fee, occurred_at, epoch, "
+        "INSERT INTO usage_events (event_id, model, caller, units, fee, occurred_at, epoch, "
+        "ingested_at) SELECT 'sneaky', model, caller, units, fee, occurred_at, epoch, "
         "ingested_at FROM usage_events WHERE event_id = 'e-1'",
     ],
 )

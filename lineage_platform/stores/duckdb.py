@@ -209,16 +209,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         # served; each settled call's receipt leaf (in the epoch's signed calls root) is kept.
         6,
         """
-        ALTER TABLE usage_events ADD COLUMN call_input BLOB;
-        ALTER TABLE usage_events ADD COLUMN call_output VARCHAR;
-        CREATE TABLE call_receipts (
+        ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS call_input BLOB;
+        ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS call_output VARCHAR;
+        CREATE TABLE IF NOT EXISTS call_receipts (
             epoch    VARCHAR NOT NULL,
             seq      INTEGER NOT NULL,          -- leaf index in the epoch's calls tree
             event_id VARCHAR NOT NULL,
             leaf_hash BLOB NOT NULL,            -- SHA-256(0x00 || the call's canonical JSON)
             PRIMARY KEY (epoch, seq)
         );
-        CREATE INDEX call_receipts_event ON call_receipts (event_id);
+        CREATE INDEX IF NOT EXISTS call_receipts_event ON call_receipts (event_id);
         """,
     ),
 )

@@ -238,16 +238,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         # bytes) and served label, and each settled call's receipt leaf.
         5,
         """
-        ALTER TABLE usage_events ADD COLUMN call_input BYTEA;
-        ALTER TABLE usage_events ADD COLUMN call_output TEXT COLLATE "C";
-        CREATE TABLE call_receipts (
+        ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS call_input BYTEA;
+        ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS call_output TEXT COLLATE "C";
+        CREATE TABLE IF NOT EXISTS call_receipts (
             epoch    TEXT COLLATE "C" NOT NULL,
             seq      INTEGER NOT NULL,                  -- leaf index in the calls tree
             event_id TEXT COLLATE "C" NOT NULL,
             leaf_hash BYTEA NOT NULL,                   -- SHA-256(0x00 || the call's JSON)
             PRIMARY KEY (epoch, seq)
         );
-        CREATE INDEX call_receipts_event ON call_receipts (event_id);
+        CREATE INDEX IF NOT EXISTS call_receipts_event ON call_receipts (event_id);
         """,
     ),
 )

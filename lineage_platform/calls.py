@@ -1,0 +1,329 @@
+"""Per-call settlement of an epoch (issue 18): each call of a per-call model is attributed to
+the model's training rows, paid exactly, and committed to as one leaf of the epoch's calls root.
+
+    parts = training_parts(model_index, records, project_dir)     # from signed hashes only
+    settled = settle_calls(epoch, policy, calls, models, records, project_dir)
+    settled.shares["m"]     # allocation.PerCallShare: exact amounts of the attributed calls
+
+Where the rows come from: the model record's inputs, followed through dataset records, reach
+each contributor's part record (a dataset record with a partition), which signs the part's
+sha256, DVC path and md5; the file is the DVC path in the project, else the DVC cache, and it
+must hash to the signed sha256 (as `lineage verify --recompute` finds valuation inputs). A part
+that cannot be found is a `TrainingDataError`, never a silent fallback. Parts are ordered by
+the earliest record of their content (signing order), so copies go to the earliest signer.
+
+A call is attributed (`attribution.METHOD`) when it has an input of the rows' dimension and its
+served label earns positive credit; otherwise its data share follows the model's global
+valuation (`"method": "global"`, with the reason). A call's leaf is canonical JSON of its event
+id, model, fee, method, input digest, output and integer weights (out of 2**WEIGHT_BITS); its
+amounts follow from the leaf and the signed policy: data = fee x data_bps / 10,000 and each
+contributor's amount = data x weight / 2**WEIGHT_BITS, exact fractions until the epoch's one
+rounding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lineage_platform.allocation import (
+    BPS_TOTAL,
+    CallPolicy,
+    PerCallShare,
+    Policy,
+    contributor_account,
+)
+from lineage_platform.attribution import (
+    METHOD,
+    WEIGHT_BITS,
+    CallAttributor,
+    TrainingRows,
+    fixed_weights,
+)
+from lineage_platform.errors import LineageError, TrainingDataError, shown
+from lineage_platform.identifiers import problem
+from lineage_platform.log import leaf_hash, root_from_leaves
+from lineage_platform.records import AttributionRecord
+
+__all__ = [
+    "GLOBAL",
+    "CallSettlement",
+    "TrainingPart",
+    "call_leaf",
+    "settle_calls",
+    "training_parts",
+    "training_rows",
+]
+
+#: The method of a call paid by its model's global valuation.
+GLOBAL = "global"
+# Limb width for exact integer sums of fee x weight in int64 (fees < 2**51, weights <= 2**24).
+_LIMB = 17
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def call_leaf(
+    epoch: str,
+    event_id: str,
+    model: str,
+    fee: int,
+    method: str,
+    input_digest: str | None,
+    output: str | None,
+    weights: Sequence[tuple[str, int]],
+    fallback: str | None = None,
+) -> bytes:
+    """One call's leaf: canonical JSON (ASCII keys, no floats: `json` writes RFC 8785 here).
+
+        call_leaf("2026-01-05", "e-1", "m", 100, METHOD, "sha256:…", "3", [("alice", 2**24)])
+    """
+    obj: dict[str, Any] = {
+        "epoch": epoch, "event_id": event_id, "model": model, "fee": fee, "method": method,
+        "input": input_digest, "output": output, "weight_bits": WEIGHT_BITS,
+        "weights": [[c, w] for c, w in weights], "fallback": fallback,
+    }
+    return _encode(obj).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingPart:
+    """One contributor's part file of a model's training data, located by its signed hash."""
+
+    contributor: str
+    log_index: int  # the part's record
+    sha256: str
+    path: Path
+    first: int  # the earliest record of this content: signing order
+
+
+def _locate(project_dir: Path, part: AttributionRecord) -> tuple[Path | None, str]:
+    from lineage_platform.recompute import _locate as locate
+
+    return locate(project_dir, part, part.sha256)
+
+
+def training_parts(
+    model_index: int, records: Mapping[int, AttributionRecord], project_dir: Path
+) -> list[TrainingPart]:
+    """The contributor parts the model record's signed lineage reaches, in signing order."""
+    model = records.get(model_index)
+    if model is None:
+        raise TrainingDataError(f"model record {model_index} is not in the log")
+    stack = [i.log_index for i in model.inputs if i.log_index is not None]
+    seen: set[int] = set()
+    found: list[TrainingPart] = []
+    while stack:
+        idx = stack.pop()
+        rec = records.get(idx)
+        if idx in seen or rec is None or rec.kind != "dataset":
+            continue
+        seen.add(idx)
+        if rec.partition is None:
+            stack.extend(i.log_index for i in rec.inputs if i.log_index is not None)
+            continue
+        ids = [c.id for c in rec.contributors]
+        contributor = ids[0] if len(ids) == 1 else rec.partition
+        path, looked = _locate(project_dir, rec)
+        if path is None:
+            raise TrainingDataError(
+                f"model {shown(model.asset)}: training part of record {idx} "
+                f"({shown(rec.asset)}[{shown(rec.partition)}], sha256 {rec.sha256[:12]}…) not "
+                f"found with its signed hash ({looked})")
+        first = min(i for i, r in records.items()
+                    if r.asset == rec.asset and r.sha256 == rec.sha256)
+        found.append(TrainingPart(contributor, idx, rec.sha256, path, first))
+    if not found:
+        raise TrainingDataError(f"model {shown(model.asset)} (record {model_index}): its signed "
+                                "lineage names no contributor part to attribute calls to")
+    found.sort(key=lambda p: (p.first, p.log_index))
+    out: list[TrainingPart] = []
+    for part in found:  # one part per contributor: a re-signed copy of the same part counts once
+        if all(p.contributor != part.contributor for p in out):
+            out.append(part)
+    return out
+
+
+def training_rows(parts: Sequence[TrainingPart], label: str) -> TrainingRows:
+    """The parts' rows: `label` is the label column, every other numeric column a feature."""
+    import pyarrow.parquet as pq
+
+    frames: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
+    columns: list[str] | None = None
+    for part in parts:
+        if problem(part.contributor) is not None:
+            continue  # a spoofing id is never paid (settlement's dataset rule)
+        try:
+            table = pq.read_table(part.path)
+            table.validate(full=True)
+        except (OSError, pa.ArrowException) as exc:
+            raise TrainingDataError(f"training part {part.path}: unreadable ({exc})") from exc
+        if label not in table.column_names:
+            raise TrainingDataError(f"training part {part.path} has no label column "
+                                    f"{shown(label)} (policy `label`)")
+        features = [f.name for f in table.schema if f.name != label and (
+            pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+        if columns is None:
+            columns = features
+        elif features != columns:
+            raise TrainingDataError(f"training part {part.path}: feature columns differ from "
+                                    "the other parts'")
+        x = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in features])
+        frames[part.contributor] = (x, table.column(label).to_numpy(zero_copy_only=False))
+    if not frames:
+        raise TrainingDataError("no training part with a payable contributor id")
+    try:
+        return TrainingRows.from_parts(frames)
+    except LineageError as exc:
+        raise TrainingDataError(f"training rows: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettlement:
+    """What per-call attribution pays in one epoch, and the leaves the statement commits to."""
+
+    shares: dict[str, PerCallShare]
+    event_ids: tuple[str, ...]  # leaf order
+    leaves: tuple[bytes, ...]  # leaf hashes
+    root: bytes
+    attributed: int  # calls paid by attribution; the rest followed the global valuation
+    leaf_data: tuple[bytes, ...] = ()  # the leaves' JSON, when asked for (`keep`)
+
+    @property
+    def calls(self) -> int:
+        return len(self.leaves)
+
+
+def _exact_sums(owner: np.ndarray[Any, Any], fee: np.ndarray[Any, Any],
+                weight: np.ndarray[Any, Any], n: int) -> list[int]:
+    """sum of fee x weight per owner, exactly: int64 limbs, each sum below 2**62."""
+    totals = [0] * n
+    order = np.argsort(owner, kind="stable")
+    owner, fee, weight = owner[order], fee[order], weight[order]
+    step = 1 << 20  # entries per block: 2**20 x 2**17 x 2**24 < 2**62
+    for s in range(0, len(owner), step):
+        o, f, w = owner[s:s + step], fee[s:s + step], weight[s:s + step]
+        starts = np.flatnonzero(np.r_[True, o[1:] != o[:-1]])
+        for limb in range(3):
+            part = (f >> (_LIMB * limb)) & ((1 << _LIMB) - 1) if limb < 2 else f >> (2 * _LIMB)
+            sums = np.add.reduceat(part * w, starts)
+            for who, total in zip(o[starts].tolist(), sums.tolist(), strict=True):
+                totals[who] += int(total) << (_LIMB * limb)
+    return totals
+
+
+def settle_calls(
+    epoch: str,
+    policy: Policy,
+    calls: pa.Table,
+    models: Mapping[str, int],
+    records: Mapping[int, AttributionRecord],
+    project_dir: Path | None,
+    n_jobs: int = 2,
+    keep: bool = False,
+) -> CallSettlement | None:
+    """Attribute every call of the per-call models in `models` (model -> its record index);
+    None when the epoch has none. `calls`: the store's `calls(epoch)`, by event id."""
+    wanted = sorted(m for m in models if policy.per_call(m) is not None)
+    if not wanted or not calls.num_rows:
+        return None
+    mine = pc.is_in(calls.column("model"), value_set=pa.array(wanted, pa.string()))
+    calls = calls.filter(mine)
+    if not calls.num_rows:
+        return None
+    if project_dir is None:
+        raise TrainingDataError(f"epoch {epoch}: per-call attribution needs the project's "
+                                "training data (no project folder given)")
+    n = calls.num_rows
+    ids = calls.column("event_id").to_pylist()
+    model_of = calls.column("model").to_pylist()
+    fees = calls.column("fee").to_numpy().astype(np.int64)
+    raw = calls.column("call_input").to_pylist()
+    outputs = calls.column("call_output").to_pylist()
+    methods: list[str] = [GLOBAL] * n
+    fallback: list[str | None] = ["no input" if r is None else "" for r in raw]
+    weights: list[list[tuple[str, int]]] = [[] for _ in range(n)]
+    shares: dict[str, PerCallShare] = {}
+    model_array = np.asarray(model_of, dtype=object)
+    for model in wanted:
+        rows_of = np.flatnonzero(model_array == model)
+        if not len(rows_of):
+            continue
+        call_policy = policy.per_call(model)
+        assert call_policy is not None
+        rows = training_rows(training_parts(models[model], records, project_dir),
+                             call_policy.label)
+        size = rows.dimension * 8
+        usable = [i for i in rows_of.tolist() if raw[i] is not None and len(raw[i]) == size]
+        for i in rows_of.tolist():
+            if raw[i] is not None and len(raw[i]) != size:
+                fallback[i] = (f"input has {len(raw[i]) // 8} numbers, the training rows "
+                               f"{rows.dimension}")
+        shares[model] = _attribute(model, usable, raw, outputs, fees, rows, call_policy,
+                                   policy, methods, fallback, weights, n_jobs)
+    digests = [None if r is None else "sha256:" + hashlib.sha256(r).hexdigest() for r in raw]
+    leaf_data = [
+        call_leaf(epoch, ids[i], model_of[i], int(fees[i]), methods[i], digests[i], outputs[i],
+                  weights[i], fallback[i] or None)
+        for i in range(n)
+    ]
+    leaves = [leaf_hash(d) for d in leaf_data]
+    return CallSettlement(shares, tuple(ids), tuple(leaves), root_from_leaves(leaves),
+                          sum(1 for m in methods if m != GLOBAL),
+                          tuple(leaf_data) if keep else ())
+
+
+def _attribute(
+    model: str,
+    usable: list[int],
+    raw: list[bytes | None],
+    outputs: list[str | None],
+    fees: np.ndarray[Any, Any],
+    rows: TrainingRows,
+    call_policy: CallPolicy,
+    policy: Policy,
+    methods: list[str],
+    fallback: list[str | None],
+    weights: list[list[tuple[str, int]]],
+    n_jobs: int,
+) -> PerCallShare:
+    """Attribute the usable calls of one model; fills their method, fallback and weights."""
+    if not usable:
+        return PerCallShare(0, {})
+    x = np.frombuffer(b"".join(raw[i] or b"" for i in usable), dtype="<f8").reshape(
+        len(usable), rows.dimension)
+    attributor = CallAttributor(rows, k=call_policy.k, neighbours=call_policy.neighbours)
+    credits = attributor.attribute(x, np.asarray([outputs[i] for i in usable], dtype=object),
+                                   n_jobs=n_jobs)
+    w = fixed_weights(credits)
+    counts = np.diff(credits.indptr)
+    names = credits.contributors
+    # Within a call, weights listed by contributor id (sorted), as the leaf signs them.
+    name_rank = np.argsort(np.argsort(np.asarray(names, dtype=object)))
+    call_of = np.repeat(np.arange(len(usable)), counts)
+    order = np.lexsort((name_rank[credits.contributor], call_of))
+    who = credits.contributor[order].tolist()
+    amount = w[order].tolist()
+    bounds = credits.indptr.tolist()
+    for q, i in enumerate(usable):
+        lo, hi = bounds[q], bounds[q + 1]
+        if hi > lo:
+            methods[i] = METHOD
+            weights[i] = [(names[who[j]], amount[j]) for j in range(lo, hi)]
+        else:
+            fallback[i] = "no positive credit (the served label matches no near row)"
+    paid = np.asarray(usable, dtype=np.int64)[counts > 0]
+    call_fee = fees[np.asarray(usable, dtype=np.int64)][call_of]
+    totals = _exact_sums(credits.contributor, call_fee, w, len(names))
+    scale = BPS_TOTAL << WEIGHT_BITS
+    exact = {contributor_account(c): Fraction(t * policy.data_bps, scale)
+             for c, t in zip(names, totals, strict=True) if t}
+    return PerCallShare(sum(fees[paid].tolist()), exact)
