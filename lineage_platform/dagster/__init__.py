@@ -49,6 +49,12 @@ from lineage_platform.dagster.valuation import (
     valuation_asset_key,
     valuation_report,
 )
+from lineage_platform.dagster.views import (
+    attribution_observations,
+    observations_at,
+    sensor_lag_check,
+    unsettled_fees_check,
+)
 
 __all__ = [
     "ContributorsFrom",
@@ -60,15 +66,18 @@ __all__ = [
     "ValuationConfig",
     "attributed_assets",
     "attribution_checks",
+    "attribution_observations",
     "build_lineage_sensor",
     "dataset_metadata",
     "lineage_sensor",
     "log_verified_checks",
     "model_metadata",
+    "observations_at",
     "operations_check",
     "people_first",
     "platform_resources",
     "record_settlement_materialization",
+    "sensor_lag_check",
     "settlement",
     "settlement_asset_job",
     "settlement_asset_schedule",
@@ -78,6 +87,7 @@ __all__ = [
     "shapley_efficiency_check",
     "sync_locations",
     "table_sha256",
+    "unsettled_fees_check",
     "usage_spool_sensor",
     "valuation_accepted_check",
     "valuation_asset",
