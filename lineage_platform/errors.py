@@ -126,6 +126,10 @@ class ConflictError(UsageError):
     exit_code = 16
 
 
+class ReceiptError(VerificationError):
+    """A call receipt does not verify, or cannot be made; names the field that does not hold."""
+
+
 class RollbackError(VerificationError):
     """The log shrank or forked: it is not consistent with a checkpoint seen before."""
 
