@@ -421,3 +421,44 @@ def test_two_code_locations_are_signed_by_one_sync_and_the_sensor_agrees(
         assert "weekly_report" in (tick.skip_reason.skip_message if tick.skip_reason else "")
         source = source_for(instance, [project.defs, project.scoring_defs])
         assert dg.AssetKey("risk_scores") in source.asset_keys
+
+
+def test_contributors_from_partitions_or_owners_as_each_asset_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINEAGE_PROJECT", str(tmp_path))
+    monkeypatch.setenv("LINEAGE_HOME", str(tmp_path / ".lineage"))
+    sites = dg.StaticPartitionsDefinition(["lyon", "porto"])
+
+    @dg.asset(partitions_def=sites, metadata={"lineage/contributors_from": "partitions"})
+    def readings(context) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+        n = {"lyon": 3, "porto": 5}[context.partition_key]
+        return pd.DataFrame({"site": [context.partition_key] * n, "v": list(range(n))})
+
+    @dg.asset(owners=["alice@example.com", "team:curators"],
+              metadata={"lineage/contributors_from": "owners"})
+    def glossary() -> pd.DataFrame:
+        return pd.DataFrame({"term": ["a", "b"]})
+
+    defs = with_lineage(dg.Definitions(assets=[readings, glossary]), project_dir=tmp_path)
+    settings = Settings(tmp_path, tmp_path / ".lineage", "sqlite:///unused.db")
+    ring = KeyRing(settings.keys_dir)
+    ring.init(None)
+    store = open_store(settings.store_url)
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        for site in ("lyon", "porto"):
+            assert _materialize(defs, instance, selection=["readings"], partition_key=site).success
+        assert _materialize(defs, instance, selection=["glossary"]).success
+        sync_locations(instance, [defs], store, ring.signer(None), until_caught_up=True)
+    records = _records(store)
+    parts = {r.partition: r for _, r in records if r.asset == "readings"}
+    assert {p: [(c.id, c.rows, c.sha256) for c in r.contributors] for p, r in parts.items()} == {
+        "lyon": [("lyon", 3, parts["lyon"].sha256)],
+        "porto": [("porto", 5, parts["porto"].sha256)],
+    }
+    assert parts["lyon"].sha256 != parts["porto"].sha256
+    [glossary_record] = [r for _, r in records if r.asset == "glossary"]
+    assert [(c.id, c.weight) for c in glossary_record.contributors] == [
+        ("alice@example.com", 0.5), ("team:curators", 0.5)
+    ]

@@ -145,8 +145,16 @@ def with_lineage(
     `settlement=False` leaves out the settlement job, schedule and usage spool sensor.
     """
     chosen = translator or LineageTranslator()
-    graph = defs.resolve_asset_graph()
-    attributed = attributed_assets(defs, chosen)
+    resources: dict[str, Any] = dict(defs.resources or {})
+    for name, resource in platform_resources(project_dir).items():
+        resources.setdefault(name, resource)
+    resources.setdefault(TRANSLATOR_RESOURCE, chosen)
+    # The user's assets may need the platform's resources (`lineage`) to resolve at all.
+    assets_only = dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, resources=resources
+    )
+    graph = assets_only.resolve_asset_graph()
+    attributed = attributed_assets(assets_only, chosen)
     existing_checks = {ck for k in graph.get_all_asset_keys() for ck in graph.get(k).check_keys}
 
     def new(checks: list[dg.AssetChecksDefinition]) -> list[dg.AssetChecksDefinition]:
@@ -163,10 +171,6 @@ def with_lineage(
                               "it values (metadata lineage/values_model; valuation_asset sets it)")
         checks += new([shapley_efficiency_check(key), valuation_accepted_check(key, model)])
 
-    resources: dict[str, Any] = dict(defs.resources or {})
-    for name, resource in platform_resources(project_dir).items():
-        resources.setdefault(name, resource)
-    resources.setdefault(TRANSLATOR_RESOURCE, chosen)
     io_keys = {graph.get(k).io_manager_key for k in attributed}
     for io_key in sorted(io_keys):
         if io_key + INNER_SUFFIX in resources:
