@@ -188,7 +188,9 @@ class CallAttributor:
     """
 
     def __init__(self, rows: TrainingRows, k: int = 5, neighbours: int = 15) -> None:
-        from sklearn.neighbors import KDTree
+        from lineage_platform.extras import require
+
+        KDTree = require("sklearn.neighbors", extra="attribution").KDTree
 
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValuationError(f"k must be an integer >= 1, got {k!r}")

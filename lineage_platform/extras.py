@@ -1,4 +1,5 @@
-"""Optional parts of the install: DVC, MLflow, OpenLineage, the report's plots, PostgreSQL.
+"""Optional parts of the install: DVC, MLflow, OpenLineage, the report's plots, PostgreSQL,
+scikit-learn for per-call attribution.
 
     mlflow = require("mlflow", extra="mlflow")   # the module, or MissingExtraError:
     # "MLflow is not installed: pip install 'lineage-platform[mlflow]'"
@@ -25,6 +26,7 @@ EXTRAS = {
     "report": "matplotlib (the report's plots)",
     "ui": "the Dagster webserver",
     "postgres": "psycopg (the PostgreSQL store)",
+    "attribution": "scikit-learn (per-call attribution's KD-tree)",
 }
 
 

@@ -62,7 +62,8 @@ def test_the_base_dependencies_name_no_optional_library(wheel: zipfile.ZipFile) 
                     "psycopg", "scikit-learn"):
         assert library not in names, base
     extras = set(meta.get_all("Provides-Extra") or [])
-    assert {"dvc", "mlflow", "openlineage", "report", "ui", "postgres", "all"} <= extras
+    assert {"dvc", "mlflow", "openlineage", "report", "ui", "postgres", "attribution",
+            "all"} <= extras
 
 
 def test_the_platform_imports_no_optional_library() -> None:
