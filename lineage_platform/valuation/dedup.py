@@ -2,13 +2,15 @@
 
     hashes = row_hashes(X, y)                       # sha256 hex per (features, label) row
     kept = dedup_parts({"dave": (X1, y1), "frank": (X2, y2)})   # frank's copies of dave drop
-    kept = near_dedup_parts({"dave": (X1, y1), "frank": (X1 + noise, y1)})   # so do near-copies
+    kept = near_dedup_parts({"dave": (X1, y1), "frank": (X1 + noise, y1)},
+                            reference=X_val, reference_labels=y_val)   # so do near-copies
 
 A row's content is its features as float64 and its label, so a copy is caught whatever the
 contributor called it; order of `parts` is signing order, earliest first. `near_dedup_parts`
 also merges rows a little noise apart: same label, normalised distance within a tolerance
-derived from the data's own nearest-neighbour distances (`NearCopyRule`; docs/performance.md,
-"Near-copies", derives the fraction).
+derived from the data's own nearest-neighbour distances, and (given the validation labels)
+drops copies of the validation rows (`NearCopyRule`; docs/performance.md, "Near-copies and
+manipulation", derives the fraction).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,10 +35,11 @@ _BLOCK = 256
 _CHUNK = 4_000_000
 
 #: Tolerance = NEAR_FRACTION x the median nearest-neighbour distance (docs/performance.md,
-#: "Near-copies"). Genuine distinct rows lie at >= 0.25x that median from their nearest neighbour
-#: in the datasets measured (digits, breast_cancer, wine, 50k Gaussian), so 0.1 keeps them apart
-#: with a margin of 2.5x or more; noise of 1% of each feature's std moves a row 0.16-0.25x of the
-#: tolerance (caught), noise of 5% 0.8-1.3x (at the edge: beyond it a row counts as new data).
+#: "Near-copies and manipulation"). Genuine distinct rows lie at >= 0.25x that median from their
+#: nearest neighbour in the datasets measured (digits, breast_cancer, wine, 50k Gaussian), so 0.1
+#: keeps them apart with a margin of 2.5x or more; noise of 1% of each feature's std moves a row
+#: 0.16-0.25x of the tolerance (caught), noise of 5% 0.8-1.3x (at the edge: beyond it a row counts
+#: as new data).
 NEAR_FRACTION = 0.1
 #: A feature's scale is at least this times the median positive feature std: without a floor, a
 #: copier's tiny noise in a feature that is constant in honest data would be normalised to huge.
@@ -169,17 +174,17 @@ def near_dedup_parts(
     owner = np.repeat(np.arange(len(names)), sizes)
     scale = feature_scale(x if ref is None else ref, scale_floor)
     z = x / scale
-    held = np.zeros(n, dtype=bool)
-    held_exact = np.zeros(n, dtype=bool)
-    held_tolerance = 0.0
-    if ref is not None and ref_y is not None:
-        # Copies of the validation rows go first, found with a tolerance from the validation
-        # rows' own spacing (nothing a contributor submits moves it): otherwise they would
-        # shrink the median below, which measures from those rows to the training rows.
+    if ref is None:
+        held = held_exact = np.zeros(n, dtype=bool)
+        held_tolerance = 0.0
+        median_nn, sampled = _median_nn(z)
+    else:
+        # Copies of the validation rows are found with a tolerance from the validation rows'
+        # own spacing (nothing a contributor submits moves it) and left out of the median,
+        # which they would otherwise shrink: it measures from those rows to the training rows.
         zr = ref / scale
-        held_tolerance = float(fraction) * _median_nn(zr, None)[0]
-        held, held_exact = _copies_of(zr, ref_y, z, y, held_tolerance)
-    median_nn, sampled = _median_nn(z[~held], None if ref is None else ref / scale)
+        held_tolerance = 0.0 if ref_y is None else float(fraction) * _median_nn(zr)[0]
+        held, held_exact, median_nn, sampled = _from_reference(zr, ref_y, z, y, held_tolerance)
     tolerance = float(fraction) * median_nn
     rule = NearCopyRule(float(fraction), float(scale_floor), median_nn, tolerance, sampled,
                         measured_on, held_tolerance)
@@ -256,58 +261,111 @@ def _reference(reference: npt.ArrayLike) -> FloatArray:
     return ref
 
 
-def _median_nn(z: FloatArray, ref: FloatArray | None) -> tuple[float, int]:
-    """Median distance to the nearest training row in `z` from up to NN_SAMPLE evenly spaced
-    reference rows, or (no reference) from sampled rows of `z` to their nearest other row."""
+def _median_nn(z: FloatArray) -> tuple[float, int]:
+    """Median over up to NN_SAMPLE evenly spaced rows of `z` of the distance to their nearest
+    other row, and how many rows were sampled."""
     n = z.shape[0]
-    queries = z if ref is None else ref
-    if n < (2 if ref is None else 1):
+    if n < 2:
         return 0.0, 0
-    sample = np.unique(np.linspace(0, len(queries) - 1, min(len(queries), NN_SAMPLE))
-                       .round().astype(np.intp))
-    sq = np.einsum("ij,ij->i", z, z)
-    sq_q = np.einsum("ij,ij->i", queries, queries)
+    sample = _sample(n)
+    left, right = _augmented(z[sample], z)
     nearest = np.empty(len(sample))
     step = max(1, _CHUNK // n)
     for s in range(0, len(sample), step):
-        rows = sample[s: s + step]
-        d2 = sq_q[rows, None] + sq[None, :] - 2.0 * (queries[rows] @ z.T)
-        if ref is None:
-            d2[np.arange(len(rows)), rows] = np.inf
+        d2 = left[s: s + step] @ right.T
+        d2[np.arange(d2.shape[0]), sample[s: s + step]] = np.inf
         nearest[s: s + step] = d2.min(axis=1)
     return float(np.median(np.sqrt(np.maximum(nearest, 0.0)))), len(sample)
 
 
-def _copies_of(
-    zr: FloatArray, yr: npt.NDArray[np.generic], z: FloatArray, y: npt.NDArray[np.generic],
-    tolerance: float,
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Rows of `z` within `tolerance` of a row of `zr` with their label; and which are equal."""
+def _sample(n: int) -> npt.NDArray[np.intp]:
+    return np.unique(np.linspace(0, n - 1, min(n, NN_SAMPLE)).round().astype(np.intp))
+
+
+def _from_reference(
+    zr: FloatArray, yr: npt.NDArray[np.generic] | None, z: FloatArray,
+    y: npt.NDArray[np.generic], tolerance: float,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], float, int]:
+    """One pass over the reference-by-training distances: which training rows lie within
+    `tolerance` of a reference row with their label (`yr` None: none), which of those are equal
+    to it, and the median over up to NN_SAMPLE reference rows of the distance to their nearest
+    training row that is not such a copy (and how many were sampled)."""
     n = z.shape[0]
-    within = np.zeros(n, dtype=bool)
+    held = np.zeros(n, dtype=bool)
     equal = np.zeros(n, dtype=bool)
-    if tolerance <= 0 or len(zr) == 0:
-        return within, equal
-    try:
-        _, codes = np.unique(np.concatenate([np.asarray(yr), np.asarray(y)]),
-                             return_inverse=True)
-    except TypeError as e:
-        raise ValuationError(f"labels cannot be compared: {e}") from e
-    codes = codes.ravel()
-    cr, c = codes[: len(zr)], codes[len(zr):]
-    sq = np.einsum("ij,ij->i", z, z)
-    sq_r = np.einsum("ij,ij->i", zr, zr)
+    check = yr is not None and tolerance > 0
+    codes_r = codes = np.zeros(0, dtype=np.intp)
+    if check:
+        try:
+            _, all_codes = np.unique(np.concatenate([np.asarray(yr), np.asarray(y)]),
+                                     return_inverse=True)
+        except TypeError as e:
+            raise ValuationError(f"labels cannot be compared: {e}") from e
+        codes_r, codes = all_codes.ravel()[: len(zr)], all_codes.ravel()[len(zr):]
+    sample = _sample(len(zr))
+    rows = np.arange(len(zr)) if check else sample  # every reference row is checked for copies
+    centre = zr.mean(axis=0)  # near the origin, |a|^2 + |b|^2 - 2ab loses little to rounding
+    zr, z = zr - centre, z - centre
+    left, right = _augmented(zr[rows], z)
     tol2 = tolerance * tolerance
-    slack = tol2 * 1e-6 + 8 * np.finfo(np.float64).eps * (float(sq.max()) + float(sq_r.max()))
+    limit = tol2 + _rounding(zr, z, np.float64)
+    nearest = np.empty(len(rows))
     step = max(1, _CHUNK // n)
-    for s in range(0, len(zr), step):
-        d2 = sq_r[s: s + step, None] + sq[None, :] - 2.0 * (zr[s: s + step] @ z.T)
-        ii, jj = np.nonzero((d2 <= tol2 + slack) & (cr[s: s + step, None] == c[None, :]))
-        diff = zr[ii + s] - z[jj]
+    for s in range(0, len(rows), step):
+        d2 = left[s: s + step] @ right.T
+        d2.min(axis=1, out=nearest[s: s + step])
+        if not check:
+            continue
+        close_rows = np.flatnonzero(nearest[s: s + step] <= limit)
+        if len(close_rows) == 0:  # the usual case: no training row near any of these rows
+            continue
+        ii, jj = np.nonzero(d2[close_rows] <= limit)
+        ii = close_rows[ii] + s
+        same = codes_r[ii] == codes[jj]
+        ii, jj = ii[same], jj[same]
+        diff = zr[ii] - z[jj]
         close = (diff * diff).sum(axis=1) <= tol2
-        within[jj[close]] = True
+        held[jj[close]] = True
         equal[jj[close & (diff == 0).all(axis=1)]] = True
-    return within, equal
+    nearest = nearest[np.searchsorted(rows, sample)]
+    rest = np.flatnonzero(~held)
+    if len(rest) < n:  # copies of reference rows found: the median is over the other rows
+        left_s, right_r = _augmented(zr[sample], z[rest])
+        step = max(1, _CHUNK // max(len(rest), 1))
+        for s in range(0, len(sample), step):
+            if len(rest):
+                (left_s[s: s + step] @ right_r.T).min(axis=1, out=nearest[s: s + step])
+            else:
+                nearest[s: s + step] = 0.0
+    return held, equal, float(np.median(np.sqrt(np.maximum(nearest, 0.0)))), len(sample)
+
+
+def _augmented(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """|a_i - b_j|^2 = [a_i, |a_i|^2, 1] . [-2 b_j, 1, |b_j|^2]: one matrix product gives every
+    squared distance, with no further pass over the product."""
+    sq_a = np.einsum("ij,ij->i", a, a)
+    sq_b = np.einsum("ij,ij->i", b, b)
+    left = np.hstack([a, sq_a[:, None], np.ones((len(a), 1))])
+    right = np.hstack([-2.0 * b, np.ones((len(b), 1)), sq_b[:, None]])
+    return left, np.ascontiguousarray(right)
+
+
+def _rounding(a: FloatArray, b: FloatArray, dtype: type[np.floating[Any]]) -> float:
+    """A bound on the rounding error of `_augmented`'s product in `dtype`: each term and the
+    d-term dot product err by about eps times |a|^2 + |b|^2 (d + 4 of them, generously)."""
+    most = float(np.einsum("ij,ij->i", a, a).max()) + float(np.einsum("ij,ij->i", b, b).max())
+    return float((a.shape[1] + 4) * np.finfo(dtype).eps * 2 * most)
+
+
+def _one_blas_thread() -> AbstractContextManager[object]:
+    """The pair search runs many small products, for which waking BLAS threads costs more than
+    it saves (7x slower measured on a busy two-core machine): one thread while it runs."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # it comes with scikit-learn; without it BLAS keeps its thread count
+        return nullcontext()
+    limits: AbstractContextManager[object] = threadpool_limits(1, user_api="blas")
+    return limits
 
 
 def near_pairs(
@@ -325,40 +383,47 @@ def near_pairs(
     _, codes = np.unique(labels, return_inverse=True)
     codes = codes.ravel()
     firsts, laters = [empty], [empty]
-    tol2 = tolerance * tolerance
-    for code in range(int(codes.max()) + 1):
-        members = np.flatnonzero(codes == code)
-        if len(members) < 2:
-            continue
-        centred = z[members] - z[members].mean(axis=0)
-        _, vectors = np.linalg.eigh(centred.T @ centred)
-        proj = centred @ vectors[:, -1]
-        by_proj = np.argsort(proj, kind="stable")
-        zs, ps = centred[by_proj], proj[by_proj]
-        sq = np.einsum("ij,ij->i", zs, zs)
-        # |a - b|^2 = [a, |a|^2, 1] . [-2b, 1, |b|^2]: one float32 product per block gives the
-        # squared distances; the slack covers float32 rounding, candidates are checked exactly.
-        left = np.hstack([zs, sq[:, None], np.ones((len(zs), 1))]).astype(np.float32)
-        right = np.hstack([-2.0 * zs, np.ones((len(zs), 1)), sq[:, None]]).astype(np.float32)
-        limit = np.float32(tol2 + 64 * np.finfo(np.float32).eps * (4 * float(sq.max()) + 1))
-        m = len(members)
-        width = max(_BLOCK, _CHUNK // _BLOCK)
-        for s in range(0, m, _BLOCK):
-            e = min(s + _BLOCK, m)
-            hi = int(np.searchsorted(ps, ps[e - 1] + tolerance, side="right"))
-            for c in range(s, hi, width):
-                c_end = min(hi, c + width)
-                ii, jj = np.nonzero(left[s:e] @ right[c:c_end].T <= limit)
-                ii, jj = ii + s, jj + c
-                keep = jj > ii
-                ii, jj = ii[keep], jj[keep]
-                if len(ii) == 0:
-                    continue
-                exact = ((zs[ii] - zs[jj]) ** 2).sum(axis=1) <= tol2
-                a, b = members[by_proj[ii[exact]]], members[by_proj[jj[exact]]]
-                firsts.append(np.minimum(a, b))
-                laters.append(np.maximum(a, b))
+    with _one_blas_thread():
+        for code in range(int(codes.max()) + 1):
+            _label_pairs(z, np.flatnonzero(codes == code), tolerance, firsts, laters)
     return np.concatenate(firsts), np.concatenate(laters)
+
+
+def _label_pairs(
+    z: FloatArray, members: npt.NDArray[np.intp], tolerance: float,
+    firsts: list[npt.NDArray[np.intp]], laters: list[npt.NDArray[np.intp]],
+) -> None:
+    """`near_pairs` within one label's rows (`members`), appended to firsts and laters."""
+    tol2 = tolerance * tolerance
+    if len(members) < 2:
+        return
+    centred = z[members] - z[members].mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    proj = centred @ vectors[:, -1]
+    by_proj = np.argsort(proj, kind="stable")
+    zs, ps = centred[by_proj], proj[by_proj]
+    # Squared distances in float32 for candidates only (the slack covers its rounding);
+    # each candidate is then checked exactly in float64.
+    left64, right64 = _augmented(zs, zs)
+    left, right = left64.astype(np.float32), right64.astype(np.float32)
+    limit = np.float32(tol2 + _rounding(zs, zs, np.float32))
+    m = len(members)
+    width = max(_BLOCK, _CHUNK // _BLOCK)
+    for s in range(0, m, _BLOCK):
+        e = min(s + _BLOCK, m)
+        hi = int(np.searchsorted(ps, ps[e - 1] + tolerance, side="right"))
+        for c in range(s, hi, width):
+            c_end = min(hi, c + width)
+            ii, jj = np.nonzero(left[s:e] @ right[c:c_end].T <= limit)
+            ii, jj = ii + s, jj + c
+            keep = jj > ii
+            ii, jj = ii[keep], jj[keep]
+            if len(ii) == 0:
+                continue
+            exact = ((zs[ii] - zs[jj]) ** 2).sum(axis=1) <= tol2
+            a, b = members[by_proj[ii[exact]]], members[by_proj[jj[exact]]]
+            firsts.append(np.minimum(a, b))
+            laters.append(np.maximum(a, b))
 
 
 def ordered_names(parts: Mapping[str, object], order: Sequence[str] | None) -> list[str]:

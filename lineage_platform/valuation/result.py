@@ -59,7 +59,7 @@ class NearCopyRule:
     first, so a training row within it of a validation row with its label is not valued; it is
     `fraction` x the validation rows' own median distance to their nearest other validation row
     (no contributor can move it), and those rows are left out of `median_nn`.
-    docs/performance.md ("Near-copies") derives the fraction.
+    docs/performance.md ("Near-copies and manipulation") derives the fraction.
     """
 
     fraction: float
