@@ -153,8 +153,9 @@ class CallCredits:
     """Each call's positive contributor credits, in compressed rows (CSR).
 
     Call q's credits are `contributor[indptr[q]:indptr[q+1]]` (indices into `contributors`,
-    ascending) with `credit[...]` > 0. A call with no positive credit (its label matches none of
-    its neighbours) has none: settlement pays its data share by the global valuation instead.
+    which are sorted by id; ascending) with `credit[...]` > 0. A call with no positive credit
+    (its label matches none of its neighbours) has none: settlement pays its data share by the
+    global valuation instead.
     """
 
     contributors: tuple[str, ...]
@@ -200,6 +201,12 @@ class CallAttributor:
         self.k = k
         self.neighbours = min(neighbours, rows.x.shape[0])
         self._tree = KDTree(rows.x)
+        # Credits name contributors by their rank in id order, so a call's credits come out
+        # sorted by id (the order leaves list them and ties are broken in).
+        self._names = tuple(sorted(rows.contributors))
+        rank = {c: i for i, c in enumerate(self._names)}
+        self._owner = np.asarray([rank[c] for c in rows.contributors], dtype=np.int64)[
+            rows.owner]
 
     def attribute(
         self, inputs: npt.ArrayLike, served: npt.ArrayLike, n_jobs: int = 1
@@ -224,8 +231,7 @@ class CallAttributor:
         contributor = (np.concatenate([p[1] for p in parts]) if parts
                        else np.zeros(0, np.int64))
         credit = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
-        return CallCredits(self.rows.contributors, indptr, contributor, credit, self.k,
-                           self.neighbours)
+        return CallCredits(self._names, indptr, contributor, credit, self.k, self.neighbours)
 
     def _chunk(
         self, x: FloatArray, out: IntArray, y_codes: IntArray
@@ -236,7 +242,7 @@ class CallAttributor:
         order = np.lexsort((idx, dist), axis=1)
         idx = np.take_along_axis(idx, order, axis=1).astype(np.int64)
         values = local_knn_shapley(y_codes[idx] == out[:, None], self.k)
-        owners = self.rows.owner[idx]
+        owners = self._owner[idx]
         # Sum per (call, contributor): sort each call's neighbours by owner, add runs.
         by_owner = np.argsort(owners, axis=1, kind="stable")
         owners = np.take_along_axis(owners, by_owner, axis=1).ravel()
@@ -284,8 +290,14 @@ def fixed_weights(credits: CallCredits, bits: int = WEIGHT_BITS) -> IntArray:
     leftover = np.where(counts > 0, (1 << bits) - given, 0)
     if (leftover < 0).any() or (leftover > counts).any():
         raise ValuationError("per-call weights do not round to their total (non-finite credit?)")
-    name_rank = np.argsort(np.argsort(np.asarray(credits.contributors, dtype=object)))
-    order = np.lexsort((name_rank[credits.contributor], floor - share, call))
-    position = np.arange(nnz) - credits.indptr[:-1][call[order]]
-    weights[order[position < leftover[call[order]]]] += 1
+    # One row per call, its entries in id order (padding last): a stable sort by remainder,
+    # largest first, leaves equal remainders in id order; the first `leftover` get a unit.
+    width = int(counts.max())
+    position = np.arange(nnz) - credits.indptr[:-1][call]
+    rests = np.full((credits.calls, width), np.inf)
+    rests[call, position] = floor - share
+    ranked = np.argsort(rests, axis=1, kind="stable")
+    winners = np.arange(width)[None, :] < leftover[:, None]
+    rows_, cols = np.nonzero(winners)
+    weights[credits.indptr[:-1][rows_] + ranked[rows_, cols]] += 1
     return weights

@@ -24,7 +24,6 @@ rounding.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -49,6 +48,7 @@ from lineage_platform.attribution import (
     TrainingRows,
     fixed_weights,
 )
+from lineage_platform.canonical import json_string
 from lineage_platform.errors import LineageError, TrainingDataError, shown
 from lineage_platform.identifiers import problem
 from lineage_platform.log import leaf_hash, root_from_leaves
@@ -68,7 +68,19 @@ __all__ = [
 GLOBAL = "global"
 # Limb width for exact integer sums of fee x weight in int64 (fees < 2**51, weights <= 2**24).
 _LIMB = 17
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+def _text(value: str | None) -> str:
+    return "null" if value is None else json_string(value)
+
+
+def _leaf_text(epoch: str, event_id: str, model: str, fee: int, method: str,
+               input_digest: str | None, output: str | None, weights: str,
+               fallback: str | None) -> str:
+    # Keys in RFC 8785 order (sorted; all ASCII), no floats: this is canonical JSON, written
+    # directly because a million calls go through here (tests hold it to canonical_json).
+    return (f'{{"epoch":{_text(epoch)},"event_id":{_text(event_id)},"fallback":'
+            f'{_text(fallback)},"fee":{fee},"input":{_text(input_digest)},"method":'
+            f'{_text(method)},"model":{_text(model)},"output":{_text(output)},"weight_bits":'
+            f'{WEIGHT_BITS},"weights":{weights}}}')
 
 
 def call_leaf(
@@ -82,16 +94,13 @@ def call_leaf(
     weights: Sequence[tuple[str, int]],
     fallback: str | None = None,
 ) -> bytes:
-    """One call's leaf: canonical JSON (ASCII keys, no floats: `json` writes RFC 8785 here).
+    """One call's leaf: the canonical JSON of its fields (RFC 8785).
 
         call_leaf("2026-01-05", "e-1", "m", 100, METHOD, "sha256:…", "3", [("alice", 2**24)])
     """
-    obj: dict[str, Any] = {
-        "epoch": epoch, "event_id": event_id, "model": model, "fee": fee, "method": method,
-        "input": input_digest, "output": output, "weight_bits": WEIGHT_BITS,
-        "weights": [[c, w] for c, w in weights], "fallback": fallback,
-    }
-    return _encode(obj).encode("utf-8")
+    text = "[" + ",".join(f"[{json_string(c)},{int(w)}]" for c, w in weights) + "]"
+    return _leaf_text(epoch, event_id, model, int(fee), method, input_digest, output, text,
+                      fallback).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +259,7 @@ def settle_calls(
     outputs = calls.column("call_output").to_pylist()
     methods: list[str] = [GLOBAL] * n
     fallback: list[str | None] = ["no input" if r is None else "" for r in raw]
-    weights: list[list[tuple[str, int]]] = [[] for _ in range(n)]
+    weights: list[str] = ["[]"] * n  # each call's weights as the leaf's JSON array
     shares: dict[str, PerCallShare] = {}
     model_array = np.asarray(model_of, dtype=object)
     for model in wanted:
@@ -269,10 +278,12 @@ def settle_calls(
                                f"{rows.dimension}")
         shares[model] = _attribute(model, usable, raw, outputs, fees, rows, call_policy,
                                    policy, methods, fallback, weights, n_jobs)
-    digests = [None if r is None else "sha256:" + hashlib.sha256(r).hexdigest() for r in raw]
+    sha = hashlib.sha256
+    digests = [None if r is None else "sha256:" + sha(r).hexdigest() for r in raw]
+    fee_list = fees.tolist()
     leaf_data = [
-        call_leaf(epoch, ids[i], model_of[i], int(fees[i]), methods[i], digests[i], outputs[i],
-                  weights[i], fallback[i] or None)
+        _leaf_text(epoch, ids[i], model_of[i], fee_list[i], methods[i], digests[i], outputs[i],
+                   weights[i], fallback[i] or None).encode("utf-8")
         for i in range(n)
     ]
     leaves = [leaf_hash(d) for d in leaf_data]
@@ -292,7 +303,7 @@ def _attribute(
     policy: Policy,
     methods: list[str],
     fallback: list[str | None],
-    weights: list[list[tuple[str, int]]],
+    weights: list[str],
     n_jobs: int,
 ) -> PerCallShare:
     """Attribute the usable calls of one model; fills their method, fallback and weights."""
@@ -306,18 +317,17 @@ def _attribute(
     w = fixed_weights(credits)
     counts = np.diff(credits.indptr)
     names = credits.contributors
-    # Within a call, weights listed by contributor id (sorted), as the leaf signs them.
-    name_rank = np.argsort(np.argsort(np.asarray(names, dtype=object)))
     call_of = np.repeat(np.arange(len(usable)), counts)
-    order = np.lexsort((name_rank[credits.contributor], call_of))
-    who = credits.contributor[order].tolist()
-    amount = w[order].tolist()
+    # A call's credits come in contributor id order (`CallCredits`), as the leaf lists them.
+    quoted = [json_string(c) for c in names]
+    entries = [f"[{quoted[c]},{a}]" for c, a in zip(credits.contributor.tolist(), w.tolist(),
+                                                     strict=True)]
     bounds = credits.indptr.tolist()
     for q, i in enumerate(usable):
         lo, hi = bounds[q], bounds[q + 1]
         if hi > lo:
             methods[i] = METHOD
-            weights[i] = [(names[who[j]], amount[j]) for j in range(lo, hi)]
+            weights[i] = "[" + ",".join(entries[lo:hi]) + "]"
         else:
             fallback[i] = "no positive credit (the served label matches no near row)"
     paid = np.asarray(usable, dtype=np.int64)[counts > 0]

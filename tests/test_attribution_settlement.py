@@ -219,3 +219,20 @@ def test_training_rows_not_found_by_their_signed_hash_refuse_the_settlement(
         settle(ex.store, ex.key, POLICY, NOW, "2026-01-15", project_dir=project)
     assert ex.store.settled_epoch("2026-01-15") is None
     assert issubclass(TrainingDataError, LineageError)  # one line through the CLI, exit 13
+
+
+@pytest.mark.parametrize("name", ["alice", "zoë", 'quote"back\\slash', "日本", "a/b"])
+def test_a_call_leaf_is_the_canonical_json_of_its_fields(name: str) -> None:
+    from lineage_platform.calls import call_leaf
+    from lineage_platform.canonical import canonical_json
+
+    fields = {"epoch": "2026-01-05", "event_id": f"id-{name}", "model": "m", "fee": 10**15,
+              "method": "knn-shapley-call", "input": "sha256:" + "ab" * 32, "output": name,
+              "weight_bits": 24, "weights": [[name, 3], ["b", 2**24 - 3]], "fallback": None}
+    leaf = call_leaf("2026-01-05", f"id-{name}", "m", 10**15, "knn-shapley-call",
+                     "sha256:" + "ab" * 32, name, [(name, 3), ("b", 2**24 - 3)])
+    assert leaf == canonical_json(fields)
+    nothing = call_leaf("2026-01-05", "e", "m", 0, GLOBAL, None, None, [], "no input")
+    assert nothing == canonical_json({**fields, "event_id": "e", "fee": 0, "method": GLOBAL,
+                                      "input": None, "output": None, "weights": [],
+                                      "fallback": "no input"})
