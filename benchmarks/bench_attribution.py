@@ -21,7 +21,7 @@ import hashlib
 import os
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,14 @@ import pyarrow.parquet as pq
 from lineage_platform import attest, usage
 from lineage_platform.allocation import CallPolicy, Policy
 from lineage_platform.attribution import CallAttributor, TrainingRows
-from lineage_platform.records import AttributionRecord, Contributor, DvcRef, InputRef, RunRef
-from lineage_platform.records import utc_timestamp
+from lineage_platform.records import (
+    AttributionRecord,
+    Contributor,
+    DvcRef,
+    InputRef,
+    RunRef,
+    utc_timestamp,
+)
 from lineage_platform.settlement import settle
 from lineage_platform.signing import SigningKey
 from lineage_platform.stores import open_store
@@ -151,7 +157,7 @@ def main() -> None:
         print(f"settle per call: {n:,}-call epoch in {settle_s:.1f} s ({len(statement.payouts):,} "
               f"payouts, fees {statement.fees_total:,} = paid {statement.paid_total:,})")
         assert statement.fees_total == statement.paid_total
-        _ = timedelta
+
 
 
 if __name__ == "__main__":

@@ -687,6 +687,46 @@ def statement(
     out.print(table)
 
 
+@app.command()
+def receipt(
+    event_id: str = typer.Argument(..., help="the usage event id of a call settled per call"),
+    as_json: bool = typer.Option(
+        False, "--json", help="the receipt as JSON (what `lineage verify --receipt` reads)"
+    ),
+) -> None:
+    """A settled call's receipt: fee, data share, contributors credited and their amounts, the
+    method, and its Merkle proof in the epoch's signed statement.
+
+    Example: lineage receipt call-17 --json > call-17.json && lineage verify --receipt call-17.json
+    """
+    from lineage_platform.receipt import call_receipt
+
+    cfg = settings()
+    found = call_receipt(store(cfg), event_id, cfg.project_dir)
+    if as_json:
+        out.print_json(data=found.to_json())
+        return
+    for line in found.lines():
+        out.print(escape(line), highlight=False, soft_wrap=True)
+
+
+def _verify_receipt(path: Path, pinned: Any) -> None:
+    """`verify --receipt`: offline, with the public keys alone (--keys, else the pinned ones)."""
+    import json
+
+    from lineage_platform.errors import ReceiptError
+    from lineage_platform.receipt import verify_receipt
+
+    try:
+        obj = json.loads(read_file(path))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReceiptError(f"{path}: not a JSON receipt ({exc})") from exc
+    trust = pinned if pinned is not None else verifier_trust(settings(), None)[0]
+    verify_receipt(obj, trust)
+    out.print(f"receipt of call {escape(str(obj.get('event_id')))} ({escape(str(obj.get('epoch')))}"
+              f"): verified against the signed statement", highlight=False, soft_wrap=True)
+
+
 keys_app = typer.Typer(help="Signing keys: create, rotate, show.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -795,6 +835,9 @@ def verify(
         help="also re-run each deterministic valuation from its signed inputs and compare its "
              "values digest (the project's data or DVC cache supplies the bytes)",
     ),
+    receipt_file: Path | None = typer.Option(
+        None, "--receipt", help="verify one call receipt (lineage receipt --json) offline instead"
+    ),
 ) -> None:
     """Re-check every signature, parse, reference, checkpoint and the Merkle root (read-only).
 
@@ -810,6 +853,9 @@ def verify(
     from lineage_platform.signing import TrustStore
 
     pinned = TrustStore.load(keys) if keys is not None else None
+    if receipt_file is not None:
+        _verify_receipt(receipt_file, pinned)
+        return
     memory = known.KnownLogs.from_env()
     witnessed = ""
     trust_note = ""
@@ -846,7 +892,7 @@ def verify(
             cfg = settings()
             trust, trust_note = verifier_trust(cfg, pinned)
             log = store(cfg)
-            report = audit.verify_store(log, trust, progress=advance)
+            report = audit.verify_store(log, trust, progress=advance, project_dir=cfg.project_dir)
             table, checkpoints = log.read_log()
             keyrings.check_retired_keys(
                 keyrings.lifecycle_of_table(table),

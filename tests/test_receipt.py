@@ -8,6 +8,7 @@ import base64
 import copy
 import json
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -115,3 +116,39 @@ def test_an_edited_leaf_is_not_in_the_signed_statement(settled: Example) -> None
 def test_no_receipt_for_a_call_not_settled_per_call(settled: Example) -> None:
     with pytest.raises(ReceiptError, match="no settled per-call epoch holds it"):
         call_receipt(settled.store, "never-made", settled.root)
+
+
+def test_lineage_receipt_and_verify_receipt_on_the_command_line(
+    settled: Example, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    kept = ("LINEAGE_VERIFIER_STATE", "LINEAGE_USER_CONFIG")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEAGE_") or k in kept}
+    env.update(LINEAGE_PROJECT=str(settled.root), LINEAGE_HOME=str(settled.root / ".lineage"))
+
+    def lineage(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lineage_platform.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    shown = lineage("receipt", "r-7")
+    assert shown.returncode == 0, shown.stderr
+    assert "call r-7 of digits_classifier, epoch 2026-01-16" in shown.stdout
+    assert "method knn-shapley-call" in shown.stdout
+    done = lineage("receipt", "r-7", "--json")
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "r-7.json"
+    path.write_text(done.stdout, encoding="utf-8")
+    keys = tmp_path / "keys.json"
+    TrustStore.of(settled.key.public_key).save(keys)
+    ok = lineage("verify", "--receipt", str(path), "--keys", str(keys))
+    assert ok.returncode == 0, ok.stderr
+    assert "receipt of call r-7 (2026-01-16): verified" in ok.stdout
+    edited = json.loads(done.stdout)
+    edited["credits"][0]["amount"] = "999"
+    path.write_text(json.dumps(edited), encoding="utf-8")
+    bad = lineage("verify", "--receipt", str(path), "--keys", str(keys))
+    assert bad.returncode == 7
+    assert "receipt field credits[0].amount" in bad.stderr and "Traceback" not in bad.stderr
