@@ -1,7 +1,8 @@
 """Dagster as a source of the lineage sync: materializations read as `SourceEvent`s.
 
-    source = DagsterSource(instance, materializable_keys(defs))
+    source = source_for(instance, [defs])          # each location's translator describes it
     result = sync(source, store, signer, cursor)   # lineage_platform.sync: sign, append, cursor
+    sync_locations(instance, [defs], store, signer, until_caught_up=True)  # + check status
 
 Events are read per asset key with a storage-id cursor (`instance.fetch_materializations`), so
 several events in one tick, partitions, and assets added later are all seen; the storage id is
@@ -9,6 +10,12 @@ the event id, and (run id, storage id) the run reference its record is keyed by.
 the upstream materialization the run actually read (Dagster's input event pointer), so its log
 index is that event's own record even when several records share the same content hash.
 Everything Dagster-specific lives here: the event log, metadata keys, asset keys, partitions.
+
+What a record says is decided by the asset's `LineageTranslator` (`translator.py`; the one a
+location got from `with_lineage`): an asset it leaves out, or whose run reported no content
+digest, is `Skipped` with the reason, never signed under Dagster's data version; an input that
+points at such an upstream is left out of its reader's record (a record names only artifacts
+the log holds, so the reader's earnings go to its own contributors and attributed inputs).
 """
 
 from __future__ import annotations

@@ -213,7 +213,10 @@ class LineageTranslator:
         if table is not None:
             return table_sha256(table)
         if value is not None and self.kind(spec) == "model":
-            return hashlib.sha256(pickle.dumps(value, protocol=5)).hexdigest()
+            try:
+                return hashlib.sha256(pickle.dumps(value, protocol=5)).hexdigest()
+            except (pickle.PicklingError, TypeError, AttributeError):
+                return None  # not picklable: the translator cannot say, so it is not signed
         return None
 
     def output_metadata(
