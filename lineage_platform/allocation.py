@@ -54,7 +54,7 @@ Weight = int | float | Fraction
 _POLICY_KEYS = ("protocol_bps", "owner_bps", "data_bps")
 #: `[models.<model>] attribution = ...`: one global valuation per model, or each call its own.
 ATTRIBUTIONS = ("global", "per-call")
-_MODEL_KEYS = ("valuation", "attribution", "k", "neighbours", "label")
+_MODEL_KEYS = ("valuation", "attribution", "k", "neighbours", "label", "near_copies")
 _SYSTEM_ACCOUNTS = frozenset({PROTOCOL, RESERVE})
 
 
@@ -97,21 +97,27 @@ class CallPolicy:
 
     `k` and `neighbours` are the single-query KNN-Shapley game's (`attribution.CallAttributor`);
     `label` is the label column of the model's training part files (the other numeric columns
-    are the features a call's input is compared with, as stored).
+    are the features a call's input is compared with, as stored); `near_copies`: rows within
+    the near-copy tolerance of an earlier signer's row are credited to it (else exact copies
+    only).
     """
 
     k: int = 5
     neighbours: int = 15
     label: str = "label"
+    near_copies: bool = True
 
     def __post_init__(self) -> None:
         _count("policy k", self.k, 1)
         _count("policy neighbours", self.neighbours, self.k)
         _name(self.label, "policy label")
+        if not isinstance(self.near_copies, bool):
+            raise AllocationError(f"policy near_copies must be true or false, got "
+                                  f"{self.near_copies!r}")
 
     def to_mapping(self) -> dict[str, Any]:
         return {"attribution": "per-call", "k": self.k, "neighbours": self.neighbours,
-                "label": self.label}
+                "label": self.label, "near_copies": self.near_copies}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +261,7 @@ def _models(
         if how not in ATTRIBUTIONS:
             raise AllocationError(f"{where}.attribution must be one of {', '.join(ATTRIBUTIONS)},"
                                   f" got {how!r}")
-        knobs = {k: table[k] for k in ("k", "neighbours", "label") if k in table}
+        knobs = {k: table[k] for k in ("k", "neighbours", "label", "near_copies") if k in table}
         if how == "per-call":
             try:
                 calls.append((name, CallPolicy(**knobs)))

@@ -13,8 +13,10 @@ and m_j = 1 when the row at rank j has label y (m_{M+1} = 0),
     s_j = sum_{i >= j} (m_i - m_{i+1}) / max(k, i)
 
 Values are summed per contributor and negative credit counts as zero. Copies are credited once:
-rows repeating an earlier signed row are dropped before the search (`dedup_parts`), so the
-earliest signer's row is the one found. Pure NumPy and scikit-learn's exact KD-tree, in bulk.
+rows repeating an earlier signed row, exactly or within the near-copy tolerance
+(`near_dedup`: `valuation.dedup.near_dedup_parts` over the pooled training rows), are dropped
+before the search, so the earliest signer's row is the one found. Pure NumPy and
+scikit-learn's exact KD-tree, in bulk.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ import numpy as np
 import numpy.typing as npt
 
 from lineage_platform.errors import ValuationError
-from lineage_platform.valuation.dedup import Deduplicated, dedup_parts, ordered_names
+from lineage_platform.valuation.dedup import (
+    Deduplicated,
+    dedup_parts,
+    near_dedup_parts,
+    ordered_names,
+)
 
 __all__ = [
     "METHOD",
@@ -38,6 +45,7 @@ __all__ = [
     "fixed_weights",
     "label_codes",
     "local_knn_shapley",
+    "near_dedup",
 ]
 
 #: The method name signed in settlements and shown on receipts.
@@ -51,6 +59,14 @@ _CHUNK = 65_536
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Dedup = Callable[[Mapping[str, tuple[Any, Any]], Sequence[str]], Deduplicated]
+
+
+def near_dedup(
+    parts: Mapping[str, tuple[Any, Any]], order: Sequence[str]
+) -> Deduplicated:
+    """Exact and near-copy dedup over the pooled training rows (no validation rows are signed
+    for a model's calls): `TrainingRows.from_parts(parts, order, dedup=near_dedup)`."""
+    return near_dedup_parts(parts, order)
 
 
 def local_knn_shapley(matches: npt.ArrayLike, k: int) -> FloatArray:

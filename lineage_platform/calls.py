@@ -47,12 +47,14 @@ from lineage_platform.attribution import (
     CallAttributor,
     TrainingRows,
     fixed_weights,
+    near_dedup,
 )
 from lineage_platform.canonical import json_string
 from lineage_platform.errors import LineageError, TrainingDataError, shown
 from lineage_platform.identifiers import problem
 from lineage_platform.log import leaf_hash, root_from_leaves
 from lineage_platform.records import AttributionRecord
+from lineage_platform.valuation.dedup import dedup_parts
 
 __all__ = [
     "GLOBAL",
@@ -161,8 +163,11 @@ def training_parts(
     return out
 
 
-def training_rows(parts: Sequence[TrainingPart], label: str) -> TrainingRows:
-    """The parts' rows: `label` is the label column, every other numeric column a feature."""
+def training_rows(
+    parts: Sequence[TrainingPart], label: str, near_copies: bool = True
+) -> TrainingRows:
+    """The parts' rows: `label` is the label column, every other numeric column a feature;
+    copies (and near-copies, `near_copies`) of an earlier part's rows credited to it."""
     import pyarrow.parquet as pq
 
     frames: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
@@ -190,7 +195,7 @@ def training_rows(parts: Sequence[TrainingPart], label: str) -> TrainingRows:
     if not frames:
         raise TrainingDataError("no training part with a payable contributor id")
     try:
-        return TrainingRows.from_parts(frames)
+        return TrainingRows.from_parts(frames, dedup=near_dedup if near_copies else dedup_parts)
     except LineageError as exc:
         raise TrainingDataError(f"training rows: {exc}") from exc
 
@@ -269,7 +274,7 @@ def settle_calls(
         call_policy = policy.per_call(model)
         assert call_policy is not None
         rows = training_rows(training_parts(models[model], records, project_dir),
-                             call_policy.label)
+                             call_policy.label, call_policy.near_copies)
         size = rows.dimension * 8
         usable = [i for i in rows_of.tolist() if raw[i] is not None and len(raw[i]) == size]
         for i in rows_of.tolist():

@@ -188,3 +188,28 @@ def test_example_calls_near_the_noisy_contributor_pay_it_less_than_near_the_best
     noisy, best = share_near("erin"), share_near("alice")
     assert noisy < best
     assert noisy < best / 2  # measured: 0.06 against 0.36
+
+
+def test_near_copies_are_credited_to_the_earliest_signer_too() -> None:
+    from lineage_platform.attribution import near_dedup
+
+    rng = np.random.default_rng(9)
+    centres = rng.normal(scale=5, size=(6, 4))
+    parts = {}
+    for c in ("a", "b", "c"):
+        lab = rng.integers(0, 6, size=60)
+        parts[c] = (centres[lab] + rng.normal(size=(60, 4)), lab)
+    # A third of a's rows with noise of 0.1% of each feature's std (the pooled tolerance: a
+    # copier of about half of all rows would shrink it, see near_dedup_parts).
+    xa, ya = parts["a"][0][:20], parts["a"][1][:20]
+    noisy = xa + rng.normal(scale=0.001 * xa.std(axis=0), size=xa.shape)
+    calls = centres[rng.integers(0, 6, size=300)] + rng.normal(size=(300, 4))
+    served = np.array([str(int(np.argmin(((centres - q) ** 2).sum(axis=1)))) for q in calls])
+    with_copier = {**parts, "copier": (noisy, ya)}
+    near = CallAttributor(TrainingRows.from_parts(with_copier, dedup=near_dedup), k=3)
+    exact = CallAttributor(TrainingRows.from_parts(with_copier), k=3)
+    honest = CallAttributor(TrainingRows.from_parts(parts), k=3).attribute(calls, served).totals()
+    got = near.attribute(calls, served).totals()
+    assert got["copier"] == 0.0
+    assert got["a"] == pytest.approx(honest["a"]) and got["b"] == pytest.approx(honest["b"])
+    assert exact.attribute(calls, served).totals()["copier"] > 0  # exact dedup alone pays it
