@@ -157,9 +157,9 @@ def _inputs_table(record: AttributionRecord, rows: dict[int, dict[str, Any]]) ->
                 "log index": i.log_index,
                 "kind": rows[i.log_index]["kind"] if i.log_index in rows else None,
                 "partition": rows[i.log_index]["partition"] if i.log_index in rows else None,
-                "record digest": rows[i.log_index]["record_digest"] if i.log_index in rows
+                "record digest": _short(rows[i.log_index]["record_digest"]) if i.log_index in rows
                 else None,
-                "sha256": i.sha256,
+                "sha256": _short(i.sha256),
             })
             for i in record.inputs
         ],
@@ -172,6 +172,11 @@ def _inputs_table(record: AttributionRecord, rows: dict[int, dict[str, Any]]) ->
             dg.TableColumn("sha256", "string", description="content the record names"),
         ]),
     )
+
+
+def _short(digest: str) -> str:
+    """A digest cut for a table cell (the record's own page shows it whole)."""
+    return f"{digest[:16]}…"
 
 
 def _lineage_contributors(store: Store, record: AttributionRecord) -> set[str]:
