@@ -15,9 +15,10 @@ split: the identities' total gain over alice's value, and whether the honest ran
 
 Methods: the default (row KNN-Shapley, k = 5, exact and near-copies credited once to the earliest
 part), the same without near-copy dedup (what records signed before it did), per-call attribution
-(once lineage_platform/attribution.py exists: calls = the validation inputs with the labels the
-KNN(5) model trained on all parts serves), and plain contributor-level exact Shapley with a KNN(5)
-utility, no dedup. Prints figures, asserts nothing (tests/test_manipulation.py asserts the bounds).
+(lineage_platform/attribution.py with its near-copy dedup over the pooled training rows, credits
+summed over calls = the validation inputs with the labels a KNN(5) model trained on all parts
+serves), and plain contributor-level exact Shapley with a KNN(5) utility, no dedup. Prints
+figures, asserts nothing (tests/test_manipulation.py asserts the bounds).
 """
 
 from __future__ import annotations
@@ -191,7 +192,10 @@ def per_call() -> Method | None:
         x = np.vstack([p[0] for p in parts.values()])
         y = np.concatenate([p[1] for p in parts.values()])
         served = KNeighborsClassifier(n_neighbors=5).fit(x, y).predict(data.x_val)
-        rows = attribution.TrainingRows.from_parts(parts)
+        # What settlement's per-call policy uses by default (near_copies = true).
+        dedup = getattr(attribution, "near_dedup", None)
+        rows = (attribution.TrainingRows.from_parts(parts, dedup=dedup) if dedup is not None
+                else attribution.TrainingRows.from_parts(parts))
         credits = attribution.CallAttributor(rows, k=5).attribute(data.x_val, served)
         return credits.totals()
     return run
