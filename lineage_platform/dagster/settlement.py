@@ -127,8 +127,8 @@ def settlement_metadata(store: Store, statement: Statement) -> dict[str, Any]:
     fees = details.get("fees_by_model") or {}
     fees = {str(m): int(n) for m, n in fees.items()} if isinstance(fees, dict) else {}
     paid_on = _paid_on(store, record, sorted(fees)) if record is not None else {}
-    policy = details.get("policy") if isinstance(details.get("policy"), dict) else {}
-    assert isinstance(policy, dict)
+    signed_policy = details.get("policy")
+    policy: dict[str, Any] = signed_policy if isinstance(signed_policy, dict) else {}
     state = (
         f"already settled (record #{statement.log_index}): nothing new paid"
         if statement.already_settled
@@ -213,10 +213,11 @@ def settle_partition(
 def _settler(
     context: dg.OpExecutionContext | dg.AssetExecutionContext,
     lineage: LineageSettingsResource,
-    lineage_store: LineageStoreResource,
     lineage_signer: LineageSignerResource,
     store: Store,
 ) -> Callable[[str | None], list[Statement]]:
+    """`settle_held` bound to the run's store, key and clock; a LineageError fails the run
+    with its one-line reason."""
     def settle(epoch: str | None) -> list[Statement]:
         try:
             return settle_held(
@@ -255,7 +256,7 @@ def settlement(
     epoch = context.partition_key
     store = lineage_store.store()
     mine, earlier = settle_partition(
-        store, _settler(context, lineage, lineage_store, lineage_signer, store), epoch
+        store, _settler(context, lineage, lineage_signer, store), epoch
     )
     for st in earlier:
         # Settled first because its fees were still unsettled: its own partition shows it.
@@ -303,7 +304,7 @@ def settle_epochs(
     lineage_signer: LineageSignerResource,
 ) -> int:
     store = lineage_store.store()
-    settle = _settler(context, lineage, lineage_store, lineage_signer, store)
+    settle = _settler(context, lineage, lineage_signer, store)
     statements = settle(config.epoch or None)
     if not statements:
         context.log.info("nothing to settle: no closed epoch has unsettled usage")
