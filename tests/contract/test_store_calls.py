@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 from datetime import timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -142,3 +143,59 @@ def test_a_store_from_before_the_call_columns_is_upgraded_with_its_events(
     assert calls.column("event_id").to_pylist() == ["n-0", "old-0"]
     assert calls.column("call_input").to_pylist() == [struct.pack("<d", 1.0), None]
     assert calls.column("call_output").to_pylist() == ["1", None]
+
+
+def test_a_per_call_settlement_on_every_driver(
+    backend: Backend, key: SigningKey, tmp_path: Path
+) -> None:
+    """Two contributors' parts as files signed by hash, a model, calls with inputs: settled per
+    call, re-derived by verify, one receipt leaf per call, fees paid to the unit."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from lineage_platform import attest
+    from lineage_platform.allocation import CallPolicy, Policy
+    from lineage_platform.records import AttributionRecord, Contributor, DvcRef, InputRef
+    from lineage_platform.settlement import settle, verify_settlements
+    from tests.ledger_world import NOW, RECORDED
+
+    store = backend.open()
+    rng = np.random.default_rng(1)
+    refs = []
+    (tmp_path / "parts").mkdir()
+    for i, who in enumerate(("ann", "ben")):
+        x = rng.normal(loc=4.0 * i, size=(30, 3))
+        rel = f"parts/{who}.parquet"
+        pq.write_table(pa.table({"f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2],
+                                 "label": np.full(30, i)}), tmp_path / rel)
+        data = (tmp_path / rel).read_bytes()
+        rec = AttributionRecord(
+            kind="dataset", asset="contributions", partition=who,
+            sha256=hashlib.sha256(data).hexdigest(), recorded_at=RECORDED,
+            contributors=(Contributor(who, rows=30),),
+            dvc=DvcRef(rel, hashlib.md5(data).hexdigest()))
+        refs.append(InputRef("contributions", rec.sha256,
+                             attest.append_records(store, key, [rec]).indices[0]))
+    model = AttributionRecord(kind="model", asset="m_calls", sha256="f" * 64,
+                              recorded_at=RECORDED, inputs=tuple(refs))
+    attest.append_records(store, key, [model])
+    near_ben = rng.normal(loc=4.0, size=(6, 3))
+    table = with_calls(events(EPOCH, [("m_calls", 101)] * 7),
+                       [row.tolist() for row in near_ben] + [None], ["1"] * 6 + [None])
+    usage.ingest(store, usage.validate_events(table, now=NOW))
+    policy = Policy(500, 1500, 8000, calls=(("m_calls", CallPolicy(k=3, neighbours=6)),))
+    [st] = settle(store, key, policy, NOW, project_dir=tmp_path)
+    assert st.fees_total == st.paid_total == 707
+    paid = {p.account: p.amount for p in store.payouts(epoch=EPOCH)}
+    # Six calls near ben's rows served ben's label: their data share (6 x 80.8) is all ben's;
+    # the call without input follows the lineage (equally to both parts, then by rows).
+    from fractions import Fraction
+
+    exact = Fraction(6 * 101 * 8_000, 10_000) + Fraction(101 * 8_000, 10_000) / 2  # 525.2
+    assert abs(paid["contributor:ben"] - exact) < 1
+    assert abs(paid["contributor:ann"] - Fraction(101 * 8_000, 10_000) / 2) < 1
+    with store.snapshot() as view:
+        assert view.receipt_leaves(EPOCH).num_rows == 7
+    assert verify_settlements(store, tmp_path) == 1
