@@ -104,6 +104,7 @@ class Receipt:
                 "calls_root": self.calls_root.hex(),
             },
             "statement": {
+                # Where the statement is in the log: a pointer, not covered by the signature.
                 "log_index": self.statement_index,
                 "envelope": base64.b64encode(self.envelope).decode(),
             },
@@ -212,6 +213,15 @@ def _b64(text: object, name: str) -> bytes:
 def verify_receipt(receipt: object, trust: TrustStore) -> None:
     """None if the receipt is in its epoch's signed statement and shows what it signs; else
     `ReceiptError` naming the first field that does not hold (or the proof that fails)."""
+    try:
+        _verify(receipt, trust)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        # A hand-made file of the wrong shape: one line, never a traceback.
+        raise ReceiptError(f"receipt: malformed ({type(exc).__name__}: "
+                           f"{shown(str(exc), 80)})") from exc
+
+
+def _verify(receipt: object, trust: TrustStore) -> None:
     if not isinstance(receipt, dict) or receipt.get("receipt") != RECEIPT_VERSION:
         raise ReceiptError(f"not a version {RECEIPT_VERSION} call receipt")
     statement = _field(receipt, "statement", dict)
@@ -229,6 +239,10 @@ def verify_receipt(receipt: object, trust: TrustStore) -> None:
                            f"statement ({shown(str(record.partition))})")
     if "calls_root" not in details:
         raise ReceiptError(f"receipt field statement: the statement of {epoch} has no calls root")
+    if proof.get("calls_root") != details["calls_root"]:
+        raise ReceiptError(f"receipt field proof.calls_root: shows "
+                           f"{shown(repr(proof.get('calls_root')))}, the signed statement "
+                           f"{str(details['calls_root'])[:16]}…")
     leaf = _b64(proof.get("leaf"), "proof.leaf")
     try:
         path = [bytes.fromhex(p) for p in _field(proof, "path", list)]

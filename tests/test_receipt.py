@@ -152,3 +152,41 @@ def test_lineage_receipt_and_verify_receipt_on_the_command_line(
     bad = lineage("verify", "--receipt", str(path), "--keys", str(keys))
     assert bad.returncode == 7
     assert "receipt field credits[0].amount" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_receipt_of_any_shape_fails_with_one_line(settled: Example) -> None:
+    """Every key removed, and every value swapped for a value of another type: ReceiptError."""
+    base = receipt_of(settled, "r-7")
+    trust = TrustStore.of(settled.key.public_key)
+
+    def paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        found = [prefix] if prefix else []
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                found += paths(v, (*prefix, k))
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                found += paths(v, (*prefix, i))
+        return found
+
+    for path in paths(base):
+        if path == ("statement", "log_index"):
+            continue  # a pointer into the log; the envelope it names is what is checked
+        for replacement in (None, 7, "x", [], {}, True, -1, 2**70):
+            edited = copy.deepcopy(base)
+            holder = edited
+            for step in path[:-1]:
+                holder = holder[step]
+            holder[path[-1]] = replacement
+            if edited == base:
+                continue
+            with pytest.raises(ReceiptError):
+                verify_receipt(edited, trust)
+        edited = copy.deepcopy(base)
+        holder = edited
+        for step in path[:-1]:
+            holder = holder[step]
+        if isinstance(holder, dict) and holder[path[-1]] is not None:  # absent = null
+            del holder[path[-1]]
+            with pytest.raises(ReceiptError):
+                verify_receipt(edited, trust)
