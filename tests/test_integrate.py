@@ -36,6 +36,7 @@ from lineage_platform.records import AttributionRecord
 from lineage_platform.settlement import load_policy, valuation_decisions
 from lineage_platform.signing import Envelope, SigningKey
 from lineage_platform.stores import Store, open_store
+from lineage_platform.sync import Cursor
 from tests.conftest import tree
 
 ROWS = {"north": 40, "south": 30, "east": 20}
@@ -257,6 +258,11 @@ def test_a_plain_project_is_signed_by_content_with_contributors_from_a_column(
 
         result = sync_locations(instance, [project.defs], project.store, project.key,
                                 until_caught_up=True)
+        # Caught up: the report, never signed, is not a backlog the sync could clear.
+        left = source_for(instance, [project.defs]).backlog(
+            Cursor.of_store(project.store, "dagster")
+        )
+        assert left == (0, None)
         records = {rec.asset: (idx, rec) for idx, rec in _records(project.store)}
         # What the records must not borrow: Dagster gives the three tables one data version.
         versions = {
@@ -359,6 +365,10 @@ def test_an_output_with_no_digest_is_skipped_and_its_readers_do_not_name_it(
         result = sync_locations(instance, [defs], store, ring.signer(None), until_caught_up=True)
         assert _latest_check(instance, "settings_blob") is False
         assert _latest_check(instance, "scored") is True
+        # An event with no digest is never signed: no backlog, no lag growing forever.
+        assert source_for(instance, [defs]).backlog(Cursor.of_store(store, "dagster"))[0] == 0
+        assert _materialize(defs, instance, selection=["scored"]).success
+        assert source_for(instance, [defs]).backlog(Cursor.of_store(store, "dagster"))[0] == 1
     assert [p.asset for p in result.passed] == ["settings_blob"]
     assert "no content digest" in result.passed[0].reason
     [(_, rec)] = _records(store)

@@ -294,6 +294,10 @@ def pending_events(
     return events, bool(heads) or any(more.values())
 
 
+def _attributed(translator: LineageTranslator, spec: dg.AssetSpec) -> bool:
+    return translator.attributed(spec)
+
+
 class DagsterSource:
     """The materializations of `asset_keys` in a Dagster instance, as a sync `Source`.
 
@@ -391,9 +395,14 @@ class DagsterSource:
         )
 
     def backlog(self, after: Cursor, cap: int = 10_000) -> tuple[int, float | None]:
-        """(materializations after the cursor, timestamp of the oldest), counting up to `cap`."""
-        records, _ = pending_events(self.instance, self.asset_keys, after, cap)
-        return len(records), (min(r.timestamp for r in records) if records else None)
+        """(materializations after the cursor that a sync would sign, timestamp of the
+        oldest), reading up to `cap`. What the translator leaves out, or what reported no
+        digest, is never signed, so it never moves the log's cursor: counting it would show a
+        backlog that no sync can clear and a lag that grows forever."""
+        keys = [k for k in self.asset_keys if _attributed(*self.translator(k))]
+        records, _ = pending_events(self.instance, keys, after, cap)
+        signable = [r for r in records if self.digest(r) is not None]
+        return len(signable), (min(r.timestamp for r in signable) if signable else None)
 
 
 #: The resource key `with_lineage` stores its translator under, where `source_for` finds it.
