@@ -183,7 +183,8 @@ def valuation_problem(
     It must come from the model's registered valuation asset, from a run (not a runless
     event), name the exact model record (log index and sha256) among its inputs, pay only
     contributors of the model's recorded lineage, and meet its method's invariants: a
-    registered method, finite values, and efficiency (the values sum to the signed gain
+    registered method, finite values, a score the method can use (KNN-Shapley: accuracy only;
+    efficiency holds for any score, e.g. R²), and efficiency (the values sum to the signed gain
     u(N) - u(∅), within 3 standard errors for sampled methods) where the method is efficient.
     """
     from lineage_platform.valuation.registry import get_method
@@ -215,6 +216,10 @@ def valuation_problem(
     values = [c.value for c in valuation.contributors]
     if not values or any(v is None or not math.isfinite(v) for v in values):
         return "a contributor's value is missing or not finite"
+    score = details.get("score")
+    scored = score.get("name") if isinstance(score, dict) else "accuracy"  # older records
+    if method.classification_only and scored != "accuracy":
+        return f"{method.name} values classification only, not score {shown(str(scored), 32)}"
     if method.efficient:
         efficiency = details.get("efficiency")
         gain = efficiency.get("u_full_minus_u_empty") if isinstance(efficiency, dict) else None

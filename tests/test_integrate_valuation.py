@@ -109,3 +109,108 @@ def test_a_models_valuation_is_found_by_declaration_then_the_log_then_the_policy
     assert find_valuation("model", [legacy])[1] == model_valuation.key
     with pytest.raises(ConfigError, match="no valuation asset of cohort"):
         find_valuation("cohort", [legacy])
+
+
+def _clinic(name: str, n: int, negated: bool = False) -> pd.DataFrame:
+    """Regression rows: y is linear in a and b; `negated` reports -y (a units bug)."""
+    x = np.random.default_rng(len(name) * 7 + n).normal(size=(n, 2))
+    y = 3.0 * x[:, 0] - 2.0 * x[:, 1] + np.random.default_rng(n).normal(scale=0.3, size=n)
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": -y if negated else y, "site": name})
+
+
+def test_a_regressor_is_valued_by_r2_and_settlement_accepts_its_efficient_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    from lineage_platform.settlement import valuation_problem
+    from tests.valuation.test_exact_shapley import brute_shapley
+
+    monkeypatch.setenv("LINEAGE_PROJECT", str(tmp_path))
+    monkeypatch.setenv("LINEAGE_HOME", str(tmp_path / ".lineage"))
+    frames = {"lyon": _clinic("lyon", 30), "porto": _clinic("porto", 20),
+              "graz": _clinic("graz", 25, negated=True)}
+
+    @dg.asset(metadata={"lineage/contributors_from": "column:site"})
+    def cohort() -> pd.DataFrame:
+        return pd.concat(frames.values(), ignore_index=True)
+
+    @dg.asset
+    def holdout() -> pd.DataFrame:
+        return _clinic("holdout", 50)
+
+    @dg.asset(kinds={"scikitlearn"})
+    def regressor(cohort: pd.DataFrame) -> bytes:
+        return b"a ridge regression"
+
+    with pytest.raises(ConfigError, match="classification only, not score 'r2'"):
+        valuation_asset(regressor, data=cohort, contributor_column="site", features=["a", "b"],
+                        label="y", validation=holdout, score="r2")
+    values = valuation_asset(regressor, data=cohort, contributor_column="site",
+                             features=["a", "b"], label="y", validation=holdout,
+                             make_model=Ridge, method="exact", score="r2")
+    defs = with_lineage(dg.Definitions(assets=[cohort, holdout, regressor, values]),
+                        project_dir=tmp_path)
+    settings = Settings(tmp_path, tmp_path / ".lineage", "sqlite:///unused.db")
+    ring = KeyRing(settings.keys_dir)
+    ring.init(None)
+    store = open_store(settings.store_url)
+    (tmp_path / "dagster").mkdir()
+    assets, resources = list(defs.assets or []), dict(defs.resources or {})
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        assert dg.materialize(assets, instance=instance, resources=resources,
+                              selection=["cohort", "holdout", "regressor",
+                                         "regressor_valuation"]).success
+        # Asked for the KNN method at run time, the run fails saying why (no accuracy of R²).
+        knn = dg.materialize(assets, instance=instance, resources=resources,
+                             selection=["regressor_valuation"], raise_on_error=False,
+                             run_config={"ops": {"regressor_valuation":
+                                                 {"config": {"method": "knn"}}}})
+        assert not knn.success
+        failure = knn.get_step_failure_events()[0].step_failure_data.error
+        assert failure is not None and "classification only" in failure.message
+        sync_locations(instance, [defs], store, ring.signer(None), until_caught_up=True)
+    chosen, refusals = valuation_decisions(store, load_policy(tmp_path), ["regressor"])
+    assert refusals == ()
+    idx, record = chosen["regressor"]
+    details = record.details_obj() or {}
+    assert details["method"] == "exact-shapley"
+    assert details["score"] == {"name": "r2", "classification": False, "u_empty": 0.0,
+                                "baseline": "u(∅) = r2 of always predicting the validation mean"}
+
+    # The values are exact Shapley of u(S) = R² of Ridge on S's rows, by the formula here.
+    held = _clinic("holdout", 50)
+
+    def u(s: frozenset[str]) -> float:
+        if not s:
+            return 0.0
+        rows = pd.concat([frames[c] for c in frames if c in s])
+        fitted = Ridge().fit(rows[["a", "b"]].to_numpy(), rows["y"].to_numpy())
+        return float(r2_score(held["y"], fitted.predict(held[["a", "b"]].to_numpy())))
+
+    expected = dict(zip(frames, brute_shapley(tuple(frames), u), strict=True))
+    got = {c.id: c.value for c in record.contributors}
+    assert got == pytest.approx(expected, abs=1e-9)
+    assert details["efficiency"]["u_full_minus_u_empty"] == pytest.approx(u(frozenset(frames)))
+    assert got["graz"] is not None and got["graz"] < 0
+
+    # Settlement refuses a KNN record that claims a regression score (its utility is accuracy).
+    from dataclasses import replace
+
+    from lineage_platform.records import details_json
+
+    model = next((i.log_index, i) for i in record.inputs if i.asset == "regressor")
+    with store.snapshot() as view:
+        from lineage_platform.records import AttributionRecord
+        from lineage_platform.signing import Envelope
+
+        mrec = next(AttributionRecord.from_bytes(Envelope.from_json(raw).payload)
+                    for i, raw in view.envelopes(("model",)) if int(i) == model[0])
+    forged = replace(record, details=details_json({**details, "method": "knn-shapley-rows"}))
+    assert valuation_problem(forged, (int(model[0] or 0), mrec), "regressor_valuation",
+                             set(frames)) == "knn-shapley-rows values classification only, " \
+                                             "not score r2"
+    assert valuation_problem(record, (int(model[0] or 0), mrec), "regressor_valuation",
+                             set(frames)) is None
+    assert idx > 0

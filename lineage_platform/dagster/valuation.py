@@ -9,7 +9,8 @@ The asset loads the training data and the validation rows through the project's 
 partitions of a partitioned asset), runs a registered valuation method
 (`lineage_platform.valuation.registry`: `knn`, the default, values rows and sums them per
 contributor, so splitting into several identities earns nothing; `exact`, `permutation`, `tmc`
-and `banzhaf` value contributors as players and train `make_model()` per coalition), and reports
+and `banzhaf` value contributors as players and train `make_model()` per coalition, scored by
+`score`: "accuracy" for a classifier, the default, "r2" for a regressor, or a callable), and reports
 the values as a signed `valuation` record's metadata. It depends on the model asset, so its
 record names the model record it values, which settlement requires.
 
@@ -33,10 +34,14 @@ from lineage_platform.dagster.checks import EFFICIENCY
 from lineage_platform.dagster.metadata import people_first, valuation_metadata
 from lineage_platform.dagster.translator import KIND, VALUES_MODEL, LineageTranslator
 from lineage_platform.errors import ConfigError, LineageError
-from lineage_platform.valuation.choose import efficiency_target, value_contributors
+from lineage_platform.valuation.choose import (
+    efficiency_target,
+    score_details,
+    value_contributors,
+)
 from lineage_platform.valuation.registry import get_method, known_names
 from lineage_platform.valuation.result import ValuationResult
-from lineage_platform.valuation.utility import Classifier
+from lineage_platform.valuation.utility import Classifier, Score, ScoreFn, as_score
 
 __all__ = [
     "ValuationConfig",
@@ -148,6 +153,7 @@ def valuation_asset(
     name: str | None = None,
     group_name: str | None = None,
     scale: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]] | None = None,
+    score: str | ScoreFn | Score = "accuracy",
 ) -> dg.AssetsDefinition:
     """The asset that values each contributor's data to `model` (see the module docstring).
 
@@ -159,7 +165,11 @@ def valuation_asset(
     or a function returning the validation table. `features` and `label` name columns; `scale`
     maps the feature matrix before valuation (KNN compares raw distances). `make_model` is
     required by every method but `knn`; `method`, `seed` and `k` are the defaults of the
-    asset's run config. `name` defaults to `<model>_valuation`, the name settlement looks for.
+    asset's run config. `score` is how each coalition's model is scored on the validation
+    set: "accuracy" (classifiers), "r2" (regressors; u(∅) = 0, the R² of always predicting
+    the validation mean) or a callable `score(y_true, y_pred)`; it is signed in the record's
+    details (`score`), and `knn` (classification only) refuses any other score. `name`
+    defaults to `<model>_valuation`, the name settlement looks for.
     """
     model_key = _key(model)
     model_name = model_key.to_user_string()
@@ -171,6 +181,14 @@ def valuation_asset(
     if default.needs_model and make_model is None:
         raise ConfigError(f"valuation of {model_name}: method {default.name!r} trains a model "
                           "per coalition: pass make_model")
+    try:
+        scoring = as_score(score)
+        if default.classification_only and scoring.name != "accuracy":
+            raise ConfigError(f"valuation of {model_name}: method {default.name!r} values "
+                              f"classification only, not score {scoring.name!r}: pick a "
+                              "model-based method (exact, permutation) for a regressor")
+    except LineageError as exc:
+        raise ConfigError(str(exc)) from exc
     ins: dict[str, dg.AssetIn] = {"training": dg.AssetIn(key=data_key)}
     load_validation: Callable[[], pd.DataFrame] | None = None
     if callable(validation) and not isinstance(validation, dg.AssetsDefinition):
@@ -208,10 +226,17 @@ def valuation_asset(
                              "table: name its contributor_column")
         parts = {c: xy(f) for c, f in frames.items()}
         x_val, y_val = xy(pd.DataFrame(held_out))
-        result = value_contributors(parts, x_val, y_val, chosen.name, seed=config.seed,
-                                    k=config.k, order=list(parts), make_model=make_model)
-        gain = efficiency_target(parts, x_val, y_val, result, k=config.k, make_model=make_model)
-        meta = valuation_report(result, model_name, gain, k=config.k)
+        try:
+            result = value_contributors(parts, x_val, y_val, chosen.name, seed=config.seed,
+                                        k=config.k, order=list(parts), make_model=make_model,
+                                        score=scoring)
+            gain = efficiency_target(parts, x_val, y_val, result, k=config.k,
+                                     make_model=make_model, score=scoring)
+            signed_score = score_details(scoring, y_val, chosen.name)
+        except LineageError as exc:
+            raise dg.Failure(f"valuation of {model_name}: {exc}") from exc
+        meta = valuation_report(result, model_name, gain, k=config.k,
+                                extra_details={"score": signed_score})
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(result.digest()))
 
     decorate = dg.asset(

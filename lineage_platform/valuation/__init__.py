@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     from lineage_platform.valuation.utility import (
         Classifier,
         ModelUtility,
+        Score,
+        as_score,
         classifier_utility,
         contributor_game,
     )
@@ -98,6 +100,8 @@ _MODULE_OF = {
     "ValuationTask": "task",
     "Classifier": "utility",
     "ModelUtility": "utility",
+    "Score": "utility",
+    "as_score": "utility",
     "classifier_utility": "utility",
     "contributor_game": "utility",
 }
@@ -121,12 +125,14 @@ __all__ = [
     "RankStable",
     "RelativeTruncation",
     "RunningMean",
+    "Score",
     "StderrBelow",
     "StoppingRule",
     "Utility",
     "ValuationMethod",
     "ValuationResult",
     "ValuationTask",
+    "as_score",
     "banzhaf",
     "classifier_utility",
     "clip",
