@@ -152,6 +152,9 @@ def test_lineage_receipt_and_verify_receipt_on_the_command_line(
     bad = lineage("verify", "--receipt", str(path), "--keys", str(keys))
     assert bad.returncode == 7
     assert "receipt field credits[0].amount" in bad.stderr and "Traceback" not in bad.stderr
+    # The whole store: per-call epochs re-derived from the project's training parts.
+    whole = lineage("verify", "--keys", str(keys), "--json")
+    assert whole.returncode == 0, whole.stderr
 
 
 def test_a_receipt_of_any_shape_fails_with_one_line(settled: Example) -> None:
