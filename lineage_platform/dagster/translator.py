@@ -1,5 +1,6 @@
 """What an asset's attribution record says: the `LineageTranslator` a user subclasses per project.
 
+    translator = LineageTranslator(contributor_column="source", leave_out=[report])  # common case
     class MyTranslator(LineageTranslator):
         def attributed(self, spec): return spec.group_name != "reports"
     defs = with_lineage(defs, translator=MyTranslator())
@@ -18,7 +19,14 @@ Per asset, the user picks in the asset's definition metadata (or by overriding t
   name a model library such as scikitlearn or mlflow, else `dataset`);
 - `lineage/contributors_from`: `"column:<name>"` (one contributor per distinct value of that
   column, with its rows and content hash), `"partitions"` (the partition key is the contributor)
-  or `"owners"` (the asset's owners, equal weights). Nothing is assumed when it is absent.
+  or `"owners"` (the asset's owners, equal weights). Nothing is assumed when it is absent,
+  unless the translator was built with `contributor_column=`: then every table output without
+  its own setting takes its contributors from that column.
+
+Contributors from a column apply to table outputs only. A model (kind `model`) is signed as
+usual (what it earns flows to its inputs' contributors); any other output that is not a table
+(a dict, bytes, a file other than Parquet) is not signed, and its materialization says why in
+`lineage/skipped`: it would be a dataset without the contributors its setting asks for.
 
 An asset that reports no content digest (its output is not a table, a file or bytes, it returns
 a `MaterializeResult` without `lineage/sha256`, or it is a dataset the default cannot hash) is
@@ -30,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +57,7 @@ __all__ = [
     "ATTRIBUTED",
     "CONTRIBUTORS_FROM",
     "KIND",
+    "SKIPPED",
     "VALUES_MODEL",
     "ContributorsFrom",
     "LineageTranslator",
@@ -60,6 +69,8 @@ ATTRIBUTED = "lineage/attributed"
 KIND = "lineage/kind"
 CONTRIBUTORS_FROM = "lineage/contributors_from"
 VALUES_MODEL = "lineage/values_model"  # on a valuation asset: the model asset it values
+#: Run metadata: why an attributed output was not described (so it is not signed).
+SKIPPED = "lineage/skipped"
 
 #: `kinds` (Dagster's kind tags) that make an asset a model by default.
 MODEL_KINDS = frozenset(
@@ -114,14 +125,20 @@ def as_arrow(value: object) -> pa.Table | None:
     return None
 
 
-def table_sha256(table: pa.Table) -> str:
+def table_sha256(table: object) -> str:
     """SHA-256 of a table's content: its columns (names, types, values) in row order, written
     as one Arrow IPC stream without schema metadata (pandas writes its version there), so the
-    same rows give the same digest however they were chunked or which library made them.
+    same rows give the same digest however they were chunked or which library made them. A
+    pandas DataFrame is hashed as its Arrow conversion (`pa.Table.from_pandas`), which is what
+    the IO manager `with_lineage` wraps signs for a DataFrame output.
 
-        table_sha256(pa.table({"x": [1, 2]}))
+        table_sha256(pa.table({"x": [1, 2]})) ; table_sha256(pd.DataFrame({"x": [1, 2]}))
     """
-    plain = table.replace_schema_metadata(None)
+    arrow = as_arrow(table)
+    if arrow is None:
+        raise ConfigError(f"table_sha256 hashes a pandas DataFrame or an Arrow table or record "
+                          f"batch, not {type(table).__name__}")
+    plain = arrow.replace_schema_metadata(None)
     # `take` writes fresh, unsliced buffers: slices and chunking leave no trace in the bytes.
     plain = plain.take(pa.array(range(plain.num_rows), pa.int64())).combine_chunks()
     sink = pa.BufferOutputStream()
@@ -163,13 +180,53 @@ class LineageTranslator:
 
     Every method gets the asset's `dg.AssetSpec` (key, metadata, owners, kinds, tags,
     partitions). The defaults read the definition metadata keys of this module's docstring.
+
+    The common case needs no subclass: `contributor_column` credits every table output the
+    rows of each distinct value of that column (an asset's own `lineage/contributors_from`
+    wins; non-table outputs: see the module docstring), and `leave_out` names the assets not
+    signed at all (asset keys, `AssetKey`s or asset definitions; or a predicate on the spec).
+
+        LineageTranslator(contributor_column="source", leave_out=[progression_report])
     """
+
+    _column: str | None = None
+    _left_out: frozenset[dg.AssetKey] = frozenset()
+    _leave_out_if: Callable[[dg.AssetSpec], bool] | None = None
+
+    def __init__(
+        self,
+        *,
+        contributor_column: str | None = None,
+        leave_out: Iterable[str | dg.AssetKey | dg.AssetsDefinition]
+        | Callable[[dg.AssetSpec], bool] = (),
+    ) -> None:
+        if contributor_column is not None:
+            ContributorsFrom("column", contributor_column)  # an empty name fails here
+            self._column = contributor_column
+        if isinstance(leave_out, str | dg.AssetKey | dg.AssetsDefinition):
+            leave_out = [leave_out]  # one asset, not the characters of its name
+        if callable(leave_out):
+            self._leave_out_if = leave_out
+        else:
+            keys: set[dg.AssetKey] = set()
+            for item in leave_out:
+                if isinstance(item, dg.AssetsDefinition):
+                    keys |= set(item.keys)
+                elif isinstance(item, dg.AssetKey):
+                    keys.add(item)
+                else:
+                    keys.add(dg.AssetKey.from_user_string(str(item)))
+            self._left_out = frozenset(keys)
 
     # --- what the asset is -------------------------------------------------------------------
 
     def attributed(self, spec: dg.AssetSpec) -> bool:
         """Whether the asset is signed into the log at all (default: unless metadata
-        `lineage/attributed` is False)."""
+        `lineage/attributed` is False or the constructor's `leave_out` names it)."""
+        if spec.key in self._left_out or (
+            self._leave_out_if is not None and self._leave_out_if(spec)
+        ):
+            return False
         raw = M.read_text(spec.metadata.get(ATTRIBUTED))
         return raw is None or raw.strip().lower() not in ("false", "0", "no")
 
@@ -186,10 +243,12 @@ class LineageTranslator:
 
     def contributors_from(self, spec: dg.AssetSpec) -> ContributorsFrom | None:
         """Where its contributors come from (default: metadata `lineage/contributors_from`,
-        e.g. "column:source"; None: the record names no contributors of its own, and what it
-        earns flows to its inputs)."""
+        e.g. "column:source"; else the constructor's `contributor_column`; None: the record
+        names no contributors of its own, and what it earns flows to its inputs)."""
         raw = M.read_text(spec.metadata.get(CONTRIBUTORS_FROM))
-        return ContributorsFrom.parse(raw) if raw else None
+        if raw:
+            return ContributorsFrom.parse(raw)
+        return ContributorsFrom("column", self._column) if self._column else None
 
     def values_model(self, spec: dg.AssetSpec) -> str | None:
         """For a valuation asset: the model asset it values (metadata `lineage/values_model`,
@@ -223,21 +282,27 @@ class LineageTranslator:
         self, spec: dg.AssetSpec, value: object, partition: str | None = None
     ) -> dict[str, Any]:
         """The `lineage/*` metadata a run adds to the materialization (the IO manager calls
-        it after the user's IO manager stored the value); {} when there is nothing to say."""
-        sha = self.content_digest(spec, value)
-        if sha is None:
-            return {}
-        meta: dict[str, Any] = {M.KIND: self.kind(spec), M.SHA256: sha}
+        it after the user's IO manager stored the value); {} when there is nothing to say, or
+        only `lineage/skipped` (why) for a non-table dataset whose contributors come from a
+        column: it is not signed rather than signed without them."""
+        how = self.contributors_from(spec)
+        kind = self.kind(spec)
         table = as_arrow(value)
         if table is None and isinstance(value, Path) and value.suffix == ".parquet":
             table = pq.read_table(value)
+        if how is not None and how.source == "column" and table is None and kind == "dataset":
+            return {SKIPPED: dg.MetadataValue.text(
+                f"not signed: contributors come from column {how.column!r}, which applies to "
+                f"table outputs only, and this output is a {type(value).__name__} (return a "
+                "DataFrame or Arrow table, or set lineage/contributors_from on this asset)"
+            )}
+        sha = self.content_digest(spec, value)
+        if sha is None:
+            return {}
+        meta: dict[str, Any] = {M.KIND: kind, M.SHA256: sha}
         if table is not None:
             meta[M.ROWS] = dg.MetadataValue.int(table.num_rows)
-        how = self.contributors_from(spec)
-        if how is not None and how.source == "column":
-            if table is None:
-                raise ConfigError(f"{spec.key.to_user_string()}: contributors from column "
-                                  f"{how.column!r} need a table output, got {type(value).__name__}")
+        if how is not None and how.source == "column" and table is not None:
             assert how.column is not None
             meta[M.CONTRIBUTORS] = M.contributors_json(column_contributors(table, how.column))
         return meta
