@@ -226,6 +226,33 @@ def sync(
                   highlight=False, soft_wrap=True)
 
 
+def _valuation_run_summary(details: dict[str, Any]) -> tuple[str, str | None]:
+    """What a valuation record's run means, per method, from its signed details: the line
+    `lineage value` shows and its per-contributor count column (None when there is none).
+    Exact Shapley: the coalitions evaluated (no seed, no per-contributor count); KNN: k and
+    the rows valued, each contributor's rows credited; sampled methods: seed and samples, each
+    contributor's samples. The score is named when it is not accuracy.
+
+        _valuation_run_summary({"method": "exact-shapley", "samples": 16})
+    """
+    method = str(details.get("method"))
+    samples = details.get("samples")
+    score = details.get("score")
+    scored = score.get("name") if isinstance(score, dict) else None
+    by = f", score {scored}" if scored and scored != "accuracy" else ""
+    try:
+        players = get_method(method).players
+    except LineageError:
+        players = None
+    if method == "exact-shapley":
+        return f"{method} (all {samples} coalitions evaluated{by})", None
+    if players is not None and players.value == "rows":
+        return f"{method} (k {details.get('k')}, {samples} rows valued{by})", "rows credited"
+    stopped = details.get("stopped_by")
+    return (f"{method} (seed {details.get('seed')}, {samples} samples"
+            f"{f', stopped by {stopped}' if stopped else ''}{by})"), "samples"
+
+
 @app.command()
 def value(
     model: str = typer.Argument(..., help="model asset key, e.g. digits_classifier"),
@@ -284,25 +311,28 @@ def value(
     idx, record = found
     details = record.details_obj() or {}
     shares = shares_of({str(i): c.value for i, c in enumerate(record.contributors)})
+    run_line, count_column = _valuation_run_summary(details)
     rows = [
         {"contributor": c.id, "value": c.value, "share": shares[str(i)], "stderr": c.stderr,
-         "rows": c.rows}
+         **({count_column: c.rows} if count_column else {})}
         for i, c in sorted(enumerate(record.contributors), key=lambda ic: -(ic[1].value or 0.0))
     ]
     if as_json:
+        score = details.get("score")
         out.print_json(data={"model": model, "log_index": idx, "method": details.get("method"),
-                             "seed": details.get("seed"), "contributors": rows})
+                             "seed": details.get("seed"), "samples": details.get("samples"),
+                             "score": score.get("name") if isinstance(score, dict) else None,
+                             "run": run_line, "contributors": rows})
         return
-    table = Table(
-        title=f"{model}: {details.get('method')} (seed {details.get('seed')}), record {idx}",
-        title_justify="left",
-    )
-    for col in ("contributor", "value", "share", "stderr", "rows or samples"):
+    table = Table(title=f"{model}: {run_line}, record {idx}", title_justify="left")
+    columns = ["contributor", "value", "share", "stderr", *([count_column] if count_column else [])]
+    for col in columns:
         table.add_column(col, justify="left" if col == "contributor" else "right")
     for r in rows:
         stderr = "" if r["stderr"] is None else f"{r['stderr']:.4f}"
+        counted = [str(r[count_column])] if count_column else []
         table.add_row(str(r["contributor"]), f"{r['value']:.4f}", f"{r['share']:.1%}", stderr,
-                      str(r["rows"]))
+                      *counted)
     out.print(table)
 
 
@@ -587,12 +617,14 @@ def settle(
     epoch: str | None = typer.Option(None, help="settle up to this epoch (YYYY-MM-DD)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Settle every closed epoch's fees into the ledger, exactly once, with a signed statement.
+    """Settle every closed epoch's fees into the ledger, exactly once, with a signed statement;
+    each settled epoch is then shown as its `settlement` partition in Dagster ($DAGSTER_HOME).
 
     Examples: lineage settle | lineage settle --epoch 2026-11-23 --json
     """
     from datetime import UTC, datetime
 
+    from lineage_platform.dagster.settlement import record_settled_epochs
     from lineage_platform.settlement import settle_held
 
     cfg = settings()
@@ -603,6 +635,12 @@ def settle(
             cfg.project_dir, cfg.state_dir, now, epoch,
             on_epoch=lambda e: status.update(f"settling {e}"),
         )
+        status.update("recording the settled epochs in Dagster")
+        try:
+            record_settled_epochs(cfg, store(cfg), statements)
+        except LineageError as exc:  # the money is settled: say so, do not fail
+            err.print(f"[yellow]warning: {escape(str(exc))}[/yellow]", highlight=False,
+                      soft_wrap=True)
     held = store(cfg).quarantined()
     open_epoch, closes = _open_epoch(now)
     if as_json:

@@ -6,6 +6,7 @@ answer is known: one site's labels are all flipped, so its data hurts the model.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -78,6 +79,22 @@ def test_a_partitioned_asset_is_valued_per_partition_and_settlement_accepts_it(
     assert set(by_site) == set(SITES)
     assert by_site["graz"] is not None and by_site["graz"] < 0
     assert all(by_site[s] is not None and by_site[s] > 0 for s in ("lyon", "porto"))
+    # `lineage value` shows what KNN's run means: k, the rows valued, rows credited each.
+    shown = _value(tmp_path, "classifier")
+    valued = re.search(r"knn-shapley-rows \(k 3, (\d+) rows valued\)", shown)
+    assert valued is not None and 100 < int(valued.group(1)) <= 120  # copies are not valued
+    assert "rows credited ┃" in shown and "seed" not in shown
+
+
+def _value(project: Path, model: str) -> str:
+    """`lineage value MODEL`'s table, in this process (the log of LINEAGE_HOME)."""
+    from typer.testing import CliRunner
+
+    from lineage_platform.cli import app
+
+    done = CliRunner().invoke(app, ["value", model])
+    assert done.exit_code == 0, done.output
+    return " ".join(done.output.split())  # the title wraps at the table's width
 
 
 def test_a_models_valuation_is_found_by_declaration_then_the_log_then_the_policy() -> None:
@@ -194,6 +211,9 @@ def test_a_regressor_is_valued_by_r2_and_settlement_accepts_its_efficient_values
     assert got == pytest.approx(expected, abs=1e-9)
     assert details["efficiency"]["u_full_minus_u_empty"] == pytest.approx(u(frozenset(frames)))
     assert got["graz"] is not None and got["graz"] < 0
+    shown = _value(tmp_path, "regressor")  # exact: the coalitions evaluated, no seed
+    assert "exact-shapley (all 8 coalitions evaluated, score r2)" in shown
+    assert "seed" not in shown and "samples" not in shown and "rows" not in shown
 
     # Settlement refuses a KNN record that claims a regression score (its utility is accuracy).
     from dataclasses import replace
@@ -214,3 +234,16 @@ def test_a_regressor_is_valued_by_r2_and_settlement_accepts_its_efficient_values
     assert valuation_problem(record, (int(model[0] or 0), mrec), "regressor_valuation",
                              set(frames)) is None
     assert idx > 0
+
+    # Sampled: the seed and the samples, per contributor too.
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        sampled = dg.materialize(assets, instance=instance, resources=resources,
+                                 selection=["cohort", "holdout", "regressor",
+                                            "regressor_valuation"],
+                                 run_config={"ops": {"regressor_valuation": {"config": {
+                                     "method": "permutation", "seed": 3}}}})
+        assert sampled.success
+        sync_locations(instance, [defs], store, ring.signer(None), until_caught_up=True)
+    shown = _value(tmp_path, "regressor")
+    assert "permutation-shapley (seed 3, " in shown and " samples, stopped by " in shown
+    assert "score r2" in shown and "samples ┃" in shown
