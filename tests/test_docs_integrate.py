@@ -89,7 +89,7 @@ def test_the_lines_a_user_writes_stay_under_20() -> None:
     python = [line for line in _code_lines(final) if line not in before]
     toml = [line for line in (EXAMPLE / "settlement.toml").read_text().splitlines()
             if line.strip() and not line.startswith("#")]
-    assert len(python) + len(toml) == 18 < 20
+    assert len(python) + len(toml) == 14 < 20
 
 
 def _session_env(tmp_path: Path) -> dict[str, str]:

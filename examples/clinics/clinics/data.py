@@ -1,13 +1,14 @@
 """Where the clinics' rows come from: scikit-learn's bundled diabetes study, split once.
 
-    north = clinic_rows("north")   # a DataFrame: ten features, `progressed`, `source`
+    north = clinic_rows("north")   # a DataFrame: ten features, `progression`, `source`
     x, y = holdout_rows()[FEATURES], holdout_rows()[LABEL]
 
-No download at run time: the 442 patients ship inside scikit-learn. `progressed` is 1 when a
-patient's disease progression score one year after baseline exceeds 140 (about the median). A
+No download at run time: the 442 patients ship inside scikit-learn. `progression` is the study's
+target, a quantitative measure of disease progression one year after baseline (25 to 346). A
 fixed seed holds out a quarter of the patients for evaluation and splits the rest into four
-clinics of different sizes. West's export inverts the flag (a mapping bug in its lab system), so
-its rows make the model worse: a valuation should give west nothing.
+clinics of different sizes. West's export reverses the scale (a mapping bug in its lab system:
+346 reads as 25 and 25 as 346), so its rows make the model worse: a valuation should give west
+nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import pandas as pd
 from sklearn.datasets import load_diabetes
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-LABEL = "progressed"
+LABEL = "progression"
 SOURCE = "source"
-THRESHOLD = 140.0
 CLINICS = {"north": 0.30, "south": 0.25, "east": 0.15, "west": 0.30}
 HOLDOUT = 0.25
 SEED = 14
@@ -30,7 +30,8 @@ SEED = 14
 @cache
 def _split() -> dict[str, pd.DataFrame]:
     study = load_diabetes(as_frame=True).frame
-    frame = study[FEATURES].assign(**{LABEL: (study["target"] > THRESHOLD).astype("int64")})
+    frame = study[FEATURES].assign(**{LABEL: study["target"]})
+    reversed_scale = float(study["target"].min() + study["target"].max())
     order = np.random.default_rng(SEED).permutation(len(frame))
     n_holdout = int(len(frame) * HOLDOUT)
     out = {"holdout": frame.iloc[order[:n_holdout]].reset_index(drop=True)}
@@ -40,7 +41,7 @@ def _split() -> dict[str, pd.DataFrame]:
     for clinic, lo, hi in zip(CLINICS, bounds[:-1], bounds[1:], strict=True):
         part = frame.iloc[rest[lo:hi]].reset_index(drop=True)
         if clinic == "west":
-            part[LABEL] = 1 - part[LABEL]
+            part[LABEL] = reversed_scale - part[LABEL]
         out[clinic] = part
     return out
 
