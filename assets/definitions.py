@@ -2,9 +2,11 @@
 
 `with_lineage` adds the lineage sensor, the `attribution_recorded` and `log_verified` checks of
 every asset, the efficiency and valuation_accepted checks of the valuation asset (it declares
-the model it values), the settlement job, schedule and usage spool sensor, and the platform
-resources. The example's assets report their own digests (DVC files, MLflow models), so
-nothing is hashed for them in the run.
+the model it values), `sensor_caught_up` on the model, the daily-partitioned `settlement` asset
+(one partition per settled epoch; `lineage settle` records its epochs there too) with its job,
+schedule and `fees_settled` check, the usage spool sensor, and the platform resources. The
+example's assets report their own digests (DVC files, MLflow models), so nothing is hashed for
+them in the run.
 """
 
 from functools import partial

@@ -30,6 +30,7 @@ from lineage_platform.dagster import (
     valuation_asset_key,
     with_lineage,
 )
+from lineage_platform.dagster.settlement import SETTLEMENT_KEY, settlement
 from lineage_platform.dagster.sync import CHECK_NAME, source_for, sync_locations
 from lineage_platform.keys import KeyRing
 from lineage_platform.records import AttributionRecord
@@ -221,10 +222,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
 def _materialize(
     defs: dg.Definitions, instance: dg.DagsterInstance, **kwargs: object
 ) -> dg.ExecuteInProcessResult:
-    """Every asset and its checks, as `dagster asset materialize` runs them in one run."""
-    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition | dg.AssetSpec)]
+    """Every asset and its checks, as `dagster asset materialize` runs them in one run; but the
+    `settlement` asset, whose partitions are epochs (tests/test_settlement_asset.py)."""
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition | dg.AssetSpec)
+              and a is not settlement]
+    checks = [c for c in defs.asset_checks or []
+              if all(k.asset_key != SETTLEMENT_KEY for k in c.check_keys)]
     return dg.materialize(
-        [*assets, *(defs.asset_checks or [])], instance=instance,
+        [*assets, *checks], instance=instance,
         resources=dict(defs.resources or {}), raise_on_error=False, **kwargs,  # type: ignore[arg-type]
     )
 
@@ -235,6 +240,11 @@ def _records(store: Store) -> list[tuple[int, AttributionRecord]]:
         (int(r["idx"]), AttributionRecord.from_bytes(Envelope.from_json(r["envelope"]).payload))
         for r in rows
     ]
+
+
+def store_index(store: Store, asset: str) -> int:
+    [idx] = [i for i, rec in _records(store) if rec.asset == asset]
+    return idx
 
 
 def _latest_check(instance: dg.DagsterInstance, asset: str, name: str = CHECK_NAME) -> bool | None:
@@ -319,7 +329,7 @@ def test_digests_follow_the_content_not_the_run(project: Project) -> None:
 
 
 def test_checks_pass_after_lineage_sync_although_they_failed_in_the_run(
-    project: Project,
+    project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with dg.instance_for_test(temp_dir=str(project.root / "dagster")) as instance:
         run = _materialize(project.defs, instance)
@@ -332,12 +342,23 @@ def test_checks_pass_after_lineage_sync_although_they_failed_in_the_run(
         assert "weekly_report" not in in_run  # not attributed: no check is added for it
         assert _latest_check(instance, "cohort") is False
 
+        # A sync that leaves a backlog says so on the lag check (limit 0 here), as a tick does.
+        monkeypatch.setenv("LINEAGE_LAG_MAX_EVENTS", "0")
+        sync_locations(instance, [project.defs], project.store, project.key, limit=2)
+        assert _latest_check(instance, "outcome_model", "sensor_caught_up") is False
         sync_locations(instance, [project.defs], project.store, project.key,
                        until_caught_up=True)
         for asset in ("north", "south", "east", "holdout", "cohort", "outcome_model",
                       "outcome_model_valuation"):
             assert _latest_check(instance, asset) is True, asset
         assert _latest_check(instance, "weekly_report") is None
+        assert _latest_check(instance, "outcome_model", "sensor_caught_up") is True
+        # One observation per signed asset, the platform's view (not a second, thinner one).
+        observed = instance.fetch_observations(dg.AssetKey("cohort"), limit=10).records
+        assert len(observed) == 1
+        seen = observed[0].asset_observation
+        assert seen is not None and "contributors" in seen.metadata
+        assert seen.metadata["log index"].value == store_index(project.store, "cohort")
 
 
 def test_an_output_with_no_digest_is_skipped_and_its_readers_do_not_name_it(
@@ -380,14 +401,30 @@ def test_with_lineage_keeps_the_users_definitions(project: Project) -> None:
     assert {s.name for s in defs.sensors or []} == {"my_sensor", "lineage_sensor",
                                                    "usage_spool_sensor"}
     assert {getattr(j, "name", None) for j in defs.jobs or []} == {"nightly_job",
-                                                                   "settlement_job"}
+                                                                   "settlement_asset_job"}
+    assert {s.name for s in defs.schedules or []} == {"settlement_asset_schedule"}
+    graph = defs.resolve_asset_graph()
+    assert graph.get(SETTLEMENT_KEY).partitions_def is not None
+    assert {c.name for c in graph.get(SETTLEMENT_KEY).check_keys} == {"fees_settled"}
+    # The lag check sits on the model, the page people look at, and watches every signed asset.
+    lagged = {k.to_user_string() for k in graph.get_all_asset_keys()
+              if any(c.name == "sensor_caught_up" for c in graph.get(k).check_keys)}
+    assert lagged == {"outcome_model"}
+    # Location 2 asked for no settlement: no asset, job, schedule or spool sensor.
+    scoring = project.scoring_defs
+    assert SETTLEMENT_KEY not in scoring.resolve_asset_graph().get_all_asset_keys()
+    assert not scoring.jobs and not scoring.schedules
+    assert {s.name for s in scoring.sensors or []} == {"lineage_sensor"}
     resources = dict(defs.resources or {})
     assert resources["warehouse_name"] == "clinics-dw"
     assert isinstance(resources["io_manager__before_lineage"], project.plain.LocalIOManager)
     # A platform resource the user configured is theirs; applying it twice adds nothing twice.
     again = with_lineage(defs, translator=ClinicTranslator())
-    assert len(list(again.asset_checks or [])) == len(list(defs.asset_checks or []))
+    assert sorted(str(k) for c in again.asset_checks or [] for k in c.check_keys) == sorted(
+        str(k) for c in defs.asset_checks or [] for k in c.check_keys)
     assert sorted(dict(again.resources or {})) == sorted(resources)
+    assert len(list(again.assets or [])) == len(list(defs.assets or []))
+    assert {s.name for s in again.schedules or []} == {"settlement_asset_schedule"}
     assert valuation_asset_key("outcome_model", [defs]) == dg.AssetKey("outcome_model_valuation")
     checks = {k.name for c in defs.asset_checks or [] for k in c.check_keys
               if k.asset_key == dg.AssetKey("outcome_model_valuation")}
@@ -472,3 +509,81 @@ def test_contributors_from_partitions_or_owners_as_each_asset_says(
     assert [(c.id, c.weight) for c in glossary_record.contributors] == [
         ("alice@example.com", 0.5), ("team:curators", 0.5)
     ]
+
+
+def _sensor(defs: dg.Definitions) -> dg.SensorDefinition:
+    [found] = [s for s in defs.sensors or [] if s.name == "lineage_sensor"]
+    assert isinstance(found, dg.SensorDefinition)
+    return found
+
+
+def test_a_lagging_sensor_is_red_on_the_model_and_its_tick_turns_it_green(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: the run's own `sensor_caught_up` sees five unsigned materializations (limit 2);
+    the sensor's tick signs them, says so and what is left, returns one observation per signed
+    asset (the platform's page view) and the check, green."""
+    monkeypatch.setenv("LINEAGE_LAG_MAX_EVENTS", "2")
+    plain = project.plain
+    defs = with_lineage(
+        dg.Definitions(assets=[plain.north, plain.south, plain.east, plain.cohort,
+                               plain.outcome_model],
+                       resources={"io_manager": plain.LocalIOManager(
+                           base_dir=str(project.root / "warehouse"))}),
+        translator=ClinicTranslator(),
+    )
+    with dg.instance_for_test(temp_dir=str(project.root / "dagster")) as instance:
+        run = _materialize(defs, instance)
+        assert run.success
+        assert _latest_check(instance, "outcome_model", "sensor_caught_up") is False
+        red = instance.get_latest_asset_check_evaluation_record(
+            dg.AssetCheckKey(dg.AssetKey("outcome_model"), "sensor_caught_up"))
+        assert red is not None and red.event is not None and red.event.dagster_event is not None
+        assert red.event.dagster_event.event_specific_data.metadata[
+            "not yet in the log"].value == 5
+
+        context = dg.build_sensor_context(instance=instance, definitions=defs,
+                                          resources=dict(defs.resources or {}))
+        tick = _sensor(defs)(context)
+        assert isinstance(tick, dg.SensorResult)
+        assert tick.skip_reason is not None
+        message = tick.skip_reason.skip_message or ""
+        assert message.startswith("signed 5 records (0 already recorded) from 5 "
+                                  "materializations; backlog 0 in "), message
+        observed = [e for e in tick.asset_events if isinstance(e, dg.AssetObservation)]
+        assert sorted(o.asset_key.to_user_string() for o in observed) == [
+            "cohort", "east", "north", "outcome_model", "south"]  # one each, not two
+        by_asset = {o.asset_key.to_user_string(): o.metadata for o in observed}
+        cohort = {r.data["contributor"]: r.data["rows"]
+                  for r in by_asset["cohort"]["contributors"].value.records}  # type: ignore[union-attr]
+        assert cohort == ROWS
+        model = by_asset["outcome_model"]
+        assert "earnings to date" in model and "inputs (signed records)" in model
+        [lag] = [e for e in tick.asset_events if isinstance(e, dg.AssetCheckEvaluation)
+                 and e.check_name == "sensor_caught_up"]
+        assert lag.asset_key == dg.AssetKey("outcome_model") and lag.passed is True
+        for event in tick.asset_events:  # what the daemon does with the tick's events
+            instance.report_runless_asset_event(event)
+        assert _latest_check(instance, "outcome_model", "sensor_caught_up") is True
+        assert _latest_check(instance, "outcome_model") is True
+
+
+def test_the_default_io_manager_is_the_filesystem_resource_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @dg.asset
+    def table() -> pd.DataFrame:
+        """Three rows."""
+        return pd.DataFrame({"x": [1, 2, 3]})
+
+    monkeypatch.setenv("LINEAGE_PROJECT", str(tmp_path))
+    monkeypatch.setenv("LINEAGE_HOME", str(tmp_path / ".lineage"))
+    defs = with_lineage(dg.Definitions(assets=[table]), settlement=False)
+    inner = dict(defs.resources or {})["io_manager__before_lineage"]
+    assert isinstance(inner, dg.FilesystemIOManager)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=dg.SupersessionWarning)
+        with dg.instance_for_test() as instance:
+            assert _materialize(defs, instance).success

@@ -134,8 +134,15 @@ def _import(path: Path, name: str) -> ModuleType:
 
 
 def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
-    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition | dg.AssetSpec)]
-    result = dg.materialize([*assets, *(defs.asset_checks or [])], instance=instance,
+    """Every asset and its checks in one run; but with_lineage's `settlement` asset, whose
+    partitions are epochs."""
+    from lineage_platform.dagster.settlement import SETTLEMENT_KEY, settlement
+
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition | dg.AssetSpec)
+              and a is not settlement]
+    checks = [c for c in defs.asset_checks or []
+              if all(k.asset_key != SETTLEMENT_KEY for k in c.check_keys)]
+    result = dg.materialize([*assets, *checks], instance=instance,
                             resources=dict(defs.resources or {}), raise_on_error=False)
     assert result.success
 

@@ -15,8 +15,13 @@ same name wins, so `resources={"lineage_store": LineageStoreResource(url=...)}` 
   the `lineage_translator` resource, where `lineage sync` (`dagster.sync.source_for`) finds it
   so the CLI signs exactly what the sensor would;
 - per attributed asset, the `attribution_recorded` and `log_verified` checks; per valuation
-  asset (`valuation_asset`), `shapley_efficiency` and `valuation_accepted`;
-- `settlement_job`, its daily `settlement_schedule` and the `usage_spool_sensor`;
+  asset (`valuation_asset`), `shapley_efficiency` and `valuation_accepted`; on each model (else
+  each attributed asset nothing attributed reads) `sensor_caught_up`, red while the sensor lags
+  (LINEAGE_LAG_MAX_EVENTS, LINEAGE_LAG_MAX_MINUTES; the sensor's tick reports it);
+- the daily-partitioned `settlement` asset (one partition per epoch) with its
+  `settlement_asset_job`, the `settlement_asset_schedule`, the `fees_settled` check on it, and
+  the `usage_spool_sensor` (the legacy `settlement_job`/`settlement_schedule` stay importable
+  but are not added: the asset's partitions are what the UI shows);
 - the resources `lineage`, `lineage_store` and `lineage_signer` (from LINEAGE_* settings with
   `project_dir` as the project).
 
@@ -40,14 +45,17 @@ from lineage_platform.dagster.checks import (
     valuation_accepted_check,
 )
 from lineage_platform.dagster.resources import platform_resources
-from lineage_platform.dagster.sensor import attribution_checks, build_lineage_sensor
+from lineage_platform.dagster.sensor import attribution_checks, build_lineage_sensor, lag_limits
 from lineage_platform.dagster.settlement import (
-    settlement_job,
-    settlement_schedule,
+    SETTLEMENT_KEY,
+    settlement_asset_job,
+    settlement_asset_schedule,
     usage_spool_sensor,
 )
+from lineage_platform.dagster.settlement import settlement as settlement_asset
 from lineage_platform.dagster.sync import TRANSLATOR_RESOURCE
 from lineage_platform.dagster.translator import LineageTranslator
+from lineage_platform.dagster.views import sensor_lag_check, unsettled_fees_check
 from lineage_platform.errors import ConfigError
 
 __all__ = ["LineageIOManager", "attributed_assets", "with_lineage"]
@@ -121,11 +129,22 @@ def attributed_assets(
     out: dict[dg.AssetKey, dg.AssetSpec] = {}
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
-        if node.is_materializable:
+        if node.is_materializable and key != SETTLEMENT_KEY:  # its record is the statement
             spec = node.to_asset_spec()
             if chosen.attributed(spec):
                 out[key] = spec
     return out
+
+
+def _lag_checked(
+    graph: Any, translator: LineageTranslator, attributed: Mapping[dg.AssetKey, dg.AssetSpec]
+) -> list[dg.AssetKey]:
+    """Where `sensor_caught_up` goes: every model (the page people look at), else every
+    attributed asset no attributed asset reads (a project's end products)."""
+    models = [k for k, spec in attributed.items() if translator.kind(spec) == "model"]
+    if models:
+        return models
+    return [k for k in attributed if not set(graph.get(k).child_keys) & set(attributed)]
 
 
 def with_lineage(
@@ -141,8 +160,9 @@ def with_lineage(
 
     `translator` says per asset whether it is attributed, its kind, digest and contributors
     (default: `LineageTranslator()`); `project_dir` is where settlement.toml and the `.lineage`
-    state folder live (default: LINEAGE_PROJECT_DIR, else the working directory);
-    `settlement=False` leaves out the settlement job, schedule and usage spool sensor.
+    state folder live (default: LINEAGE_PROJECT, else the working directory);
+    `settlement=False` leaves out the settlement asset, its job, schedule and check, and the
+    usage spool sensor.
     """
     chosen = translator or LineageTranslator()
     resources: dict[str, Any] = dict(defs.resources or {})
@@ -170,6 +190,16 @@ def with_lineage(
             raise ConfigError(f"valuation asset {key.to_user_string()} does not say which model "
                               "it values (metadata lineage/values_model; valuation_asset sets it)")
         checks += new([shapley_efficiency_check(key), valuation_accepted_check(key, model)])
+    max_events, max_minutes = lag_limits()
+    checks += new([sensor_lag_check(key, keys, max_events, max_minutes)
+                   for key in _lag_checked(graph, chosen, attributed)])
+
+    assets = list(defs.assets or [])
+    if settlement and SETTLEMENT_KEY not in graph.get_all_asset_keys():
+        assets.append(settlement_asset)
+        checks.append(unsettled_fees_check(SETTLEMENT_KEY))
+    elif settlement:
+        checks += new([unsettled_fees_check(SETTLEMENT_KEY)])
 
     io_keys = {graph.get(k).io_manager_key for k in attributed}
     for io_key in sorted(io_keys):
@@ -178,23 +208,25 @@ def with_lineage(
         inner = resources.get(io_key)
         if inner is None and io_key != DEFAULT_IO_MANAGER:
             continue  # Dagster itself reports the missing resource, as it would without us
-        resources[io_key + INNER_SUFFIX] = inner if inner is not None else dg.fs_io_manager
+        resources[io_key + INNER_SUFFIX] = inner if inner is not None else dg.FilesystemIOManager()
         resources[io_key] = _wrapping(io_key + INNER_SUFFIX, chosen, attributed)
 
     sensors = list(defs.sensors or [])
     names = {s.name for s in sensors}
-    sensors += [s for s in [build_lineage_sensor(chosen)] if s.name not in names]
+    sensors += [s for s in [build_lineage_sensor(chosen, max_events, max_minutes)]
+                if s.name not in names]
     jobs = list(defs.jobs or [])
     schedules = list(defs.schedules or [])
     if settlement:
         if "usage_spool_sensor" not in names:
             sensors.append(usage_spool_sensor)
-        if not any(getattr(j, "name", None) == settlement_job.name for j in jobs):
-            jobs.append(settlement_job)
-        if not any(getattr(s, "name", None) == settlement_schedule.name for s in schedules):
-            schedules.append(settlement_schedule)
+        if not any(getattr(j, "name", None) == settlement_asset_job.name for j in jobs):
+            jobs.append(settlement_asset_job)
+        if not any(getattr(s, "name", None) == settlement_asset_schedule.name
+                   for s in schedules):
+            schedules.append(settlement_asset_schedule)
     return dg.Definitions(
-        assets=defs.assets,
+        assets=assets,
         asset_checks=[*(defs.asset_checks or []), *checks],
         sensors=sensors,
         jobs=jobs,

@@ -7,13 +7,20 @@
 finds no record yet (a warning); the sensor's tick, or `lineage sync`, then reports the passing
 evaluation once it signed the record (`dagster.sync.attribution_events`), so the latest status
 tells the truth whichever ran first.
+
+Each tick says how many records it signed and the backlog left, and reports `sensor_caught_up`
+(`views.lag_result`) on every asset carrying that check: red while the sensor lags, green once
+a tick caught up. A stopped sensor reports nothing; the check then runs with its asset's runs.
 """
 
 __all__ = [
+    "BACKLOG_CAP",
     "CHECK_NAME",
     "attribution_checks",
     "build_lineage_sensor",
     "evaluate_recorded",
+    "lag_checked_keys",
+    "lag_limits",
     "latest_record",
     "lineage_sensor",
 ]
@@ -21,6 +28,7 @@ __all__ = [
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -35,12 +43,49 @@ from lineage_platform.dagster.sync import (
     latest_record,
 )
 from lineage_platform.dagster.translator import LineageTranslator
+from lineage_platform.dagster.views import LAG_CHECK, lag_result
 from lineage_platform.errors import ConfigError, LineageError
 from lineage_platform.sync import Cursor, sync
 from lineage_platform.verify import check_envelope
 
 TICK_LIMIT = 1000
+#: The backlog a tick reads after signing, at most: enough to say "over the limit" and to show
+#: a count, without re-reading a large backlog every tick (the next ticks sign it anyway).
+BACKLOG_CAP = 1000
 INTERVAL_ENV = "LINEAGE_SENSOR_INTERVAL_S"
+LAG_EVENTS_ENV = "LINEAGE_LAG_MAX_EVENTS"
+LAG_MINUTES_ENV = "LINEAGE_LAG_MAX_MINUTES"
+
+
+def lag_limits() -> tuple[int, float]:
+    """When `sensor_caught_up` turns red: (more than this many unsigned materializations, or
+    the oldest waiting more than this many minutes); default (100, 15), from
+    LINEAGE_LAG_MAX_EVENTS and LINEAGE_LAG_MAX_MINUTES when set.
+
+        max_events, max_minutes = lag_limits()
+    """
+    raw_events = os.environ.get(LAG_EVENTS_ENV, "100")
+    raw_minutes = os.environ.get(LAG_MINUTES_ENV, "15")
+    try:
+        events, minutes = int(raw_events), float(raw_minutes)
+    except ValueError:
+        events, minutes = -1, -1.0
+    if events < 0 or not minutes >= 0:
+        raise ConfigError(f"{LAG_EVENTS_ENV} must be a whole number >= 0 and {LAG_MINUTES_ENV} "
+                          f"a number of minutes >= 0, got {raw_events!r} and {raw_minutes!r}")
+    return events, minutes
+
+
+def lag_checked_keys(graph: Any) -> list[dg.AssetKey]:
+    """The assets of a code location that carry a `sensor_caught_up` check.
+
+        keys = lag_checked_keys(defs.resolve_asset_graph())
+    """
+    return sorted(
+        (k for k in graph.get_all_asset_keys()
+         if any(c.name == LAG_CHECK for c in graph.get(k).check_keys)),
+        key=lambda k: k.to_user_string(),
+    )
 
 
 def _interval_s() -> int:
@@ -55,13 +100,21 @@ def _interval_s() -> int:
     return value
 
 
-def build_lineage_sensor(translator: LineageTranslator | None = None) -> dg.SensorDefinition:
+def build_lineage_sensor(
+    translator: LineageTranslator | None = None,
+    max_events: int | None = None,
+    max_minutes: float | None = None,
+) -> dg.SensorDefinition:
     """The lineage sensor, describing each asset with `translator` (`with_lineage` builds it
-    with the project's; `lineage_sensor` is the one with the default translator).
+    with the project's; `lineage_sensor` is the one with the default translator), reporting
+    `sensor_caught_up` with these limits (default: `lag_limits()`, as the checks are built).
 
         sensor = build_lineage_sensor(MyTranslator())
     """
     described_by = translator or LineageTranslator()
+    default_events, default_minutes = lag_limits()
+    limit_events = default_events if max_events is None else max_events
+    limit_minutes = default_minutes if max_minutes is None else max_minutes
 
     @dg.sensor(
         name="lineage_sensor",
@@ -86,9 +139,15 @@ def build_lineage_sensor(translator: LineageTranslator | None = None) -> dg.Sens
         cursor = Cursor.parse(context.cursor) if context.cursor else None
         source = DagsterSource(context.instance, keys, described)
         result = sync(source, store, lineage_signer.signer(), cursor, limit=TICK_LIMIT)
+        signed_s = time.monotonic() - started
+        # What is left, read from where this tick stopped (capped: see BACKLOG_CAP).
+        pending, oldest = source.backlog(result.cursor, cap=BACKLOG_CAP)
+        capped = pending >= BACKLOG_CAP
+        backlog = f"{pending}+" if capped else str(pending)
         message = (
-            f"appended {result.appended} records ({result.skipped} already recorded) from "
-            f"{result.read} materializations in {time.monotonic() - started:.2f}s"
+            f"signed {result.appended} records ({result.skipped} already recorded) from "
+            f"{result.read} materializations; backlog {backlog} in "
+            f"{time.monotonic() - started:.2f}s (signing {signed_s:.2f}s)"
             + (
                 f"; {result.unattributed} not attributed (first: {result.passed[0].asset} "
                 f"event {result.passed[0].event_id}, {result.passed[0].reason})"
@@ -99,12 +158,17 @@ def build_lineage_sensor(translator: LineageTranslator | None = None) -> dg.Sens
                else "")
         )
         context.log.info(message)
+        events: list[dg.AssetCheckEvaluation | dg.AssetObservation] = attribution_events(
+            context.instance, result, store, checked_keys(graph), "lineage_sensor"
+        )
+        events += [
+            lag_result(key, pending, oldest, limit_events, limit_minutes, capped=capped)
+            for key in lag_checked_keys(graph)
+        ]
         return dg.SensorResult(
             skip_reason=message,
             cursor=result.cursor.serialize(),
-            asset_events=attribution_events(
-                context.instance, result, store, checked_keys(graph), "lineage_sensor"
-            ),
+            asset_events=events,
         )
 
     return _lineage_sensor

@@ -1,13 +1,14 @@
 """Settlement in Dagster: the daily-partitioned `settlement` asset (one partition per closed
-epoch), its job and schedule, and the `settlement_job` that settles every closed epoch at once.
+epoch), its job and schedule (what `with_lineage` adds), and the legacy `settlement_job` that
+settles every closed epoch at once.
 
     defs = dg.Definitions(assets=[settlement], jobs=[settlement_asset_job],
                           schedules=[settlement_asset_schedule], resources=platform_resources())
-    record_settlement_materialization(instance, statement, store)  # after `lineage settle`
+    record_settled_epochs(settings, store, statements)  # after `lineage settle`, the demo
 
 All of them run the same `settle_held()` as `lineage settle`, and every path reports a
 settled epoch as the same materialization of its `settlement` partition
-(`settlement_metadata`), so the UI and the CLI never disagree about what an epoch paid.
+(`settlement_materialization`), so the UI and the CLI never disagree about what an epoch paid.
 """
 
 from collections.abc import Callable, Sequence
@@ -17,13 +18,14 @@ from typing import Any
 
 import dagster as dg
 
+from lineage_platform.config import Settings
 from lineage_platform.dagster.resources import (
     LineageSettingsResource,
     LineageSignerResource,
     LineageStoreResource,
 )
 from lineage_platform.dagster.translator import ATTRIBUTED
-from lineage_platform.errors import LineageError
+from lineage_platform.errors import IntegrationError, LineageError
 from lineage_platform.records import AttributionRecord
 from lineage_platform.settlement import Statement, epoch_date, settle_held
 from lineage_platform.signing import Envelope
@@ -33,12 +35,15 @@ __all__ = [
     "SETTLEMENT_KEY",
     "SETTLEMENT_START",
     "SettleConfig",
+    "paid_models",
+    "record_settled_epochs",
     "record_settlement_materialization",
     "settle_partition",
     "settlement",
     "settlement_asset_job",
     "settlement_asset_schedule",
     "settlement_job",
+    "settlement_materialization",
     "settlement_metadata",
     "settlement_partitions",
     "settlement_schedule",
@@ -167,6 +172,20 @@ def settlement_metadata(store: Store, statement: Statement) -> dict[str, Any]:
     return meta
 
 
+def settlement_materialization(store: Store, statement: Statement) -> dg.AssetMaterialization:
+    """The materialization of `statement`'s `settlement` partition: the one event every path
+    (the asset, the legacy job, `lineage settle`, the demo) reports for a settled epoch.
+
+        context.log_event(settlement_materialization(store, statement))
+    """
+    return dg.AssetMaterialization(
+        asset_key=SETTLEMENT_KEY,
+        partition=statement.epoch,
+        metadata=settlement_metadata(store, statement),
+        tags={"dagster/data_version": statement.root},
+    )
+
+
 def record_settlement_materialization(
     instance: dg.DagsterInstance, statement: Statement, store: Store
 ) -> None:
@@ -176,14 +195,55 @@ def record_settlement_materialization(
 
         for st in settle_held(...): record_settlement_materialization(instance, st, store)
     """
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            asset_key=SETTLEMENT_KEY,
-            partition=statement.epoch,
-            metadata=settlement_metadata(store, statement),
-            tags={"dagster/data_version": statement.root},
-        )
-    )
+    instance.report_runless_asset_event(settlement_materialization(store, statement))
+
+
+def paid_models(store: Store, statements: Sequence[Statement]) -> list[str]:
+    """The models whose fees these statements settled, as their signed records say.
+
+        models = paid_models(store, statements)
+    """
+    found: set[str] = set()
+    for statement in statements:
+        record = _record_at(store, statement.log_index)
+        fees = (record.details_obj() or {}).get("fees_by_model") if record else None
+        if isinstance(fees, dict):
+            found.update(str(m) for m in fees)
+    return sorted(found)
+
+
+def record_settled_epochs(
+    settings: Settings, store: Store, statements: Sequence[Statement]
+) -> None:
+    """`lineage settle` and the demo, after settling: each statement recorded on its
+    `settlement` partition in the project's Dagster instance (`open_instance`: $DAGSTER_HOME,
+    else the state folder's), and each paid model's page view reported again (its earnings
+    to date changed). A project whose definitions have no `settlement` asset still
+    gets the event; Dagster lists the asset with its partitions all the same.
+
+    The money is settled before this runs, so a failure here must not read as a failed
+    settlement: it raises `IntegrationError` with one line for the caller to warn with.
+
+        record_settled_epochs(settings, store, statements)
+    """
+    if not statements:
+        return
+    from lineage_platform.dagster.views import attribution_observations
+    from lineage_platform.dagster.workspace import open_instance
+
+    try:
+        with open_instance(settings) as instance:
+            for statement in statements:
+                record_settlement_materialization(instance, statement, store)
+            # What each paid model's contributors have earned to date just changed: its page
+            # shows the platform's view again, with the new earnings.
+            for obs in attribution_observations(store, paid_models(store, statements)):
+                instance.report_runless_asset_event(obs)
+    except Exception as exc:  # Dagster's instance errors share no root: translated here
+        raise IntegrationError(
+            f"settled, but not shown in Dagster ({settings.describe_instance()}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
 
 
 def settle_partition(
@@ -260,10 +320,7 @@ def settlement(
     )
     for st in earlier:
         # Settled first because its fees were still unsettled: its own partition shows it.
-        context.log_event(dg.AssetMaterialization(
-            asset_key=SETTLEMENT_KEY, partition=st.epoch, metadata=settlement_metadata(store, st),
-            tags={"dagster/data_version": st.root},
-        ))
+        context.log_event(settlement_materialization(store, st))
     if mine is None:
         return dg.MaterializeResult(metadata={
             "epoch": epoch,
@@ -309,12 +366,12 @@ def settle_epochs(
     if not statements:
         context.log.info("nothing to settle: no closed epoch has unsettled usage")
     for st in statements:
-        meta = settlement_metadata(store, st)
-        # The same materialization the `settlement` asset writes for this partition.
-        context.log_event(dg.AssetMaterialization(
-            asset_key=SETTLEMENT_KEY, partition=st.epoch, metadata=meta,
-            tags={"dagster/data_version": st.root},
-        ))
+        # The same materialization the `settlement` asset writes for this partition, in this
+        # run (so its page links the run), built where `record_settlement_materialization`
+        # builds the CLI's.
+        materialization = settlement_materialization(store, st)
+        meta = dict(materialization.metadata)
+        context.log_event(materialization)
         context.log_event(
             dg.AssetObservation(
                 asset_key=dg.AssetKey(["settlement", st.epoch]),

@@ -30,6 +30,7 @@ import dagster as dg
 
 from lineage_platform.config import Settings
 from lineage_platform.dagster import metadata as M
+from lineage_platform.dagster.settlement import SETTLEMENT_KEY
 from lineage_platform.dagster.translator import LineageTranslator, reported_contributors
 from lineage_platform.errors import ConfigError, RecordError
 from lineage_platform.keys import KeyRing
@@ -418,11 +419,13 @@ def translator_of(defs: dg.Definitions) -> LineageTranslator:
 def graph_described(
     graph: BaseAssetGraph, translator: LineageTranslator
 ) -> dict[dg.AssetKey, tuple[LineageTranslator, dg.AssetSpec]]:
-    """Every materializable asset of one code location's graph, with its translator."""
+    """Every materializable asset of one code location's graph, with its translator; but the
+    platform's `settlement` asset, whose record is the settlement statement itself (a user's
+    translator that attributes "everything but X" must not make it a second record)."""
     return {
         k: (translator, graph.get(k).to_asset_spec())
         for k in graph.get_all_asset_keys()
-        if graph.get(k).is_materializable
+        if graph.get(k).is_materializable and k != SETTLEMENT_KEY
     }
 
 
@@ -462,8 +465,10 @@ def attribution_events(
     checked: Iterable[dg.AssetKey] = (),
     recorded_by: str = "lineage sync",
 ) -> list[dg.AssetCheckEvaluation | dg.AssetObservation]:
-    """What a sync tells Dagster, per asset whose newest materialization it read: an
-    observation on the asset's timeline naming the record that attests it, and, for the
+    """What a sync tells Dagster, per asset whose newest materialization it read: one
+    observation on the asset's timeline, the platform's view of the record that attests it
+    (`views.observations_at`: contributors, log index, digest, key id, inputs' records, a
+    model's valuation and earnings, a valuation's chart), and, for the
     assets in `checked` (those with an `attribution_recorded` check), that check's evaluation:
     passed with the record, or failed with the reason the event was not signed. The sensor
     returns these in its tick; `sync_locations` reports them runless. Either way the check's
@@ -493,34 +498,20 @@ def attribution_events(
             )
     if not recorded:
         return events
-    found = store.entries_at([idx for _, idx in recorded.values()])
-    derived = {
-        int(i): (str(digest), str(keyid))
-        for i, digest, keyid in zip(
-            found.column("idx").to_pylist(),
-            found.column("record_digest").to_pylist(),
-            found.column("keyid").to_pylist(),
-            strict=True,
-        )
-    }
-    for key, (latest, idx) in recorded.items():
-        if idx not in derived:
-            continue
-        record_digest, keyid = derived[idx]
-        mat = latest.asset_materialization
-        events.append(
-            dg.AssetObservation(
-                asset_key=key,
-                partition=mat.partition if mat else None,
-                metadata={
-                    "attribution": "signed into the log (attribution_recorded re-verifies it)",
-                    "log_index": idx,
-                    "record_digest": record_digest,
-                    "key_id": keyid,
-                    "materialization storage_id": latest.storage_id,
-                },
-            )
-        )
+    # Views imports this module (the lag check reads a `DagsterSource`), hence here.
+    from lineage_platform.dagster.views import observations_at
+
+    by_index = {idx: (key, latest) for key, (latest, idx) in recorded.items()}
+    for obs in observations_at(store, by_index):
+        idx = int(_shown(obs.metadata["log index"]))
+        key, latest = by_index[idx]
+        # One observation per signed asset: the platform's page view of its record, naming
+        # the materialization it attests.
+        events.append(dg.AssetObservation(
+            asset_key=obs.asset_key,
+            partition=obs.partition,
+            metadata={**obs.metadata, "materialization storage_id": latest.storage_id},
+        ))
         if key in checked:
             events.append(
                 dg.AssetCheckEvaluation(
@@ -529,14 +520,19 @@ def attribution_events(
                     passed=True,
                     metadata={
                         "log_index": idx,
-                        "record_digest": record_digest,
-                        "key_id": keyid,
+                        "record_digest": _shown(obs.metadata["record digest"]),
+                        "key_id": _shown(obs.metadata["key id"]),
                         "storage_id": latest.storage_id,
                         "recorded_by": recorded_by,
                     },
                 )
             )
     return events
+
+
+def _shown(value: object) -> str:
+    """A scalar metadata entry as text (Dagster wraps what an event carries)."""
+    return str(getattr(value, "value", value))
 
 
 def checked_keys(graph: BaseAssetGraph) -> set[dg.AssetKey]:
@@ -558,15 +554,31 @@ def sync_locations(
     """`lineage sync` for code locations: `sync(source_for(...), ...)` with `options`
     (limit, workers, until_caught_up, on_batch), then `attribution_events` reported to the
     instance as runless events, so an `attribution_recorded` check that failed in the run
-    (the record did not exist yet) shows passing once this sync signed it.
+    (the record did not exist yet) shows passing once this sync signed it; and, as the
+    sensor's tick, `sensor_caught_up` from the backlog the sync left.
 
         result = sync_locations(instance, [defs], store, signer, until_caught_up=True)
     """
-    result = sync(source_for(instance, locations), store, signer, **options)
+    from lineage_platform.dagster.sensor import BACKLOG_CAP, lag_checked_keys, lag_limits
+    from lineage_platform.dagster.views import lag_result
+
+    source = source_for(instance, locations)
+    result = sync(source, store, signer, **options)
     checked: set[dg.AssetKey] = set()
+    lagged: set[dg.AssetKey] = set()
     for defs in locations:
-        checked |= checked_keys(defs.resolve_asset_graph())
-    for event in attribution_events(instance, result, store, checked):
+        graph = defs.resolve_asset_graph()
+        checked |= checked_keys(graph)
+        lagged |= set(lag_checked_keys(graph))
+    events: list[dg.AssetCheckEvaluation | dg.AssetObservation] = attribution_events(
+        instance, result, store, checked)
+    if lagged:  # as the sensor's tick does: caught up (or not) is what the sync leaves
+        pending, oldest = source.backlog(result.cursor, cap=BACKLOG_CAP)
+        max_events, max_minutes = lag_limits()
+        events += [lag_result(k, pending, oldest, max_events, max_minutes,
+                              capped=pending >= BACKLOG_CAP)
+                   for k in sorted(lagged, key=lambda k: k.to_user_string())]
+    for event in events:
         instance.report_runless_asset_event(event)
     return result
 

@@ -10,6 +10,7 @@ when it is under 1,000 characters (a PNG data URI is longer and hides behind "[S
 """
 
 import base64
+import contextlib
 import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ __all__ = [
     "attribution_observations",
     "contributors_table",
     "lag_evaluation",
+    "lag_result",
     "observations_at",
     "sensor_lag_check",
     "unsettled_evaluation",
@@ -197,9 +199,23 @@ def _lineage_contributors(store: Store, record: AttributionRecord) -> set[str]:
     return found
 
 
-def _model_view(store: Store, record: AttributionRecord) -> dict[str, Any]:
+def _earned_to_date(store: Store) -> dict[str, tuple[int, int]]:
+    """Per account: (paid over every settled epoch, how many epochs paid it). One read of the
+    ledger for all models of a batch: a query per contributor costs a store connection each,
+    which a tick cannot afford for thousands of contributors."""
+    totals: dict[str, int] = {}
+    epochs: dict[str, set[str]] = {}
+    for p in store.payouts():
+        totals[p.account] = totals.get(p.account, 0) + p.amount
+        epochs.setdefault(p.account, set()).add(p.epoch)
+    return {a: (n, len(epochs[a])) for a, n in totals.items()}
+
+
+def _model_view(
+    store: Store, record: AttributionRecord, earned_by: dict[str, tuple[int, int]]
+) -> dict[str, Any]:
     """A model's latest signed valuation and what each contributor of its lineage has been paid
-    to date (the ledger's payouts to that account, over every settled epoch)."""
+    to date (`earned_by`: the ledger's payouts per account, over every settled epoch)."""
     meta: dict[str, Any] = {}
     valued = latest_valuation(store, record.asset)
     if valued is not None:
@@ -216,8 +232,8 @@ def _model_view(store: Store, record: AttributionRecord) -> dict[str, Any]:
             account = contributor_account(name)
         except LineageError:
             continue  # a spoofing id is never paid (settlement refuses it)
-        paid = store.payouts(account=account)
-        earned.append((sum(p.amount for p in paid), name, account, len({p.epoch for p in paid})))
+        total, epochs = earned_by.get(account, (0, 0))
+        earned.append((total, name, account, epochs))
     earned.sort(key=lambda r: (-r[0], r[1]))
     meta["earnings to date"] = dg.MetadataValue.table(
         records=[dg.TableRecord({"contributor": n, "account": a, "earned": e, "epochs": k})
@@ -230,11 +246,8 @@ def _model_view(store: Store, record: AttributionRecord) -> dict[str, Any]:
             dg.TableColumn("epochs", "int"),
         ]),
     )
-    try:
-        owner = owner_account(record.asset)
-        meta["owner earned to date"] = sum(p.amount for p in store.payouts(account=owner))
-    except LineageError:
-        pass
+    with contextlib.suppress(LineageError):  # an asset name no owner account can be made of
+        meta["owner earned to date"] = earned_by.get(owner_account(record.asset), (0, 0))[0]
     return meta
 
 
@@ -247,6 +260,7 @@ def observations_at(store: Store, indices: Iterable[int]) -> list[dg.AssetObserv
     """
     rows = _rows(store, indices)
     out = []
+    earned_by: dict[str, tuple[int, int]] | None = None
     for idx in sorted(rows):
         row = rows[idx]
         if row["kind"] == "settlement":
@@ -269,7 +283,8 @@ def observations_at(store: Store, indices: Iterable[int]) -> list[dg.AssetObserv
         if record.inputs:
             meta["inputs (signed records)"] = _inputs_table(record, inputs)
         if record.kind == "model":
-            meta.update(_model_view(store, record))
+            earned_by = _earned_to_date(store) if earned_by is None else earned_by
+            meta.update(_model_view(store, record, earned_by))
         out.append(dg.AssetObservation(
             asset_key=dg.AssetKey.from_user_string(record.asset),
             partition=record.partition,
@@ -313,18 +328,37 @@ def lag_evaluation(
     """
     pending, oldest = DagsterSource(instance, watched).backlog(
         Cursor.of_store(store, ORCHESTRATOR), cap=max(max_events, 0) + 10_000)
+    return lag_result(key, pending, oldest, max_events, max_minutes, now)
+
+
+def lag_result(
+    key: dg.AssetKey,
+    pending: int,
+    oldest: float | None,
+    max_events: int,
+    max_minutes: float,
+    now: datetime | None = None,
+    capped: bool = False,
+) -> dg.AssetCheckEvaluation:
+    """`sensor_caught_up` on `key` for a backlog already read: `pending` unsigned
+    materializations (at least that many when `capped`), the oldest at timestamp `oldest`.
+    What the sensor's tick reports, from the backlog it read after signing.
+
+        ev = lag_result(key, *source.backlog(cursor), max_events=100, max_minutes=15)
+    """
     moment = (now or datetime.now(UTC)).timestamp()
     waited = (moment - oldest) / 60 if oldest is not None else 0.0
     late = pending > max_events or waited > max_minutes
+    shown = f"{pending}+" if capped else str(pending)
     return dg.AssetCheckEvaluation(
         asset_key=key,
         check_name=LAG_CHECK,
         passed=not late,
         metadata={
-            "not yet in the log": pending,
+            "not yet in the log": shown if capped else pending,
             "oldest waiting (minutes)": round(waited, 1),
             "limits": f"{max_events} events, {max_minutes:g} minutes",
-            "reason": (f"the lineage sensor lags: {pending} materializations unsigned, the "
+            "reason": (f"the lineage sensor lags: {shown} materializations unsigned, the "
                        f"oldest for {waited:.1f} min" if late else "caught up"),
         },
     )

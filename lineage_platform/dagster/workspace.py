@@ -404,11 +404,15 @@ def materialize_all(
     instance: dg.DagsterInstance,
     on_step: Callable[[str], None] | None = None,
 ) -> list[Materialized]:
-    """Materialize every asset, partitions one run each, in dependency order."""
+    """Materialize every asset, partitions one run each, in dependency order; except the
+    `settlement` asset, whose partitions are settled epochs (`lineage settle` records them),
+    not something to build once per day since its first epoch."""
+    from lineage_platform.dagster.settlement import SETTLEMENT_KEY
+
     assets = [a for a in (defs.assets or []) if isinstance(a, dg.AssetsDefinition)]
     resources = dict(defs.resources or {})
     graph = defs.resolve_asset_graph()
-    order = graph.toposorted_asset_keys
+    order = [k for k in graph.toposorted_asset_keys if k != SETTLEMENT_KEY]
     done: list[Materialized] = []
     for key in order:
         node = graph.get(key)
