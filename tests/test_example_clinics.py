@@ -232,6 +232,10 @@ def test_clinics_materialize_sync_value_use_settle_verify(
     assert paid.get("contributor:west", 0) == 0
 
     assert "OK" in lineage(env, project, "verify")
+    # The exact valuation re-run from the kept copies of the cohort and holdout it read.
+    assert "recomputed with exact-shapley from its signed inputs: values match" in lineage(
+        env, project, "verify", "--recompute"
+    )
 
 
 def _json_of(output: str) -> Any:

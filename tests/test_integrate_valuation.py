@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from lineage_platform.config import Settings
@@ -247,3 +248,27 @@ def test_a_regressor_is_valued_by_r2_and_settlement_accepts_its_efficient_values
     shown = _value(tmp_path, "regressor")
     assert "permutation-shapley (seed 3, " in shown and " samples, stopped by " in shown
     assert "score r2" in shown and "samples ┃" in shown
+
+    # verify --recompute: the exact valuation again, from the copies of the tables it valued,
+    # each checked against the signed digests (the training table's is the cohort record's).
+    from lineage_platform.dagster.translator import table_sha256
+    from lineage_platform.recompute import recompute_valuations
+
+    inputs = details["inputs"]
+    cohort_sha = table_sha256(pd.concat(frames.values(), ignore_index=True))
+    assert inputs["training"] == {"asset": "cohort", "sha256": cohort_sha}
+    assert any(i.asset == "cohort" and i.sha256 == cohort_sha for i in record.inputs)
+    assert inputs["validation"] == {"asset": "holdout", "sha256": table_sha256(held)}
+    outcomes = recompute_valuations(store, tmp_path, {})
+    assert [(o.asset, o.ok) for o in outcomes] == [("regressor_valuation", True),
+                                                   ("regressor_valuation", None)]
+    assert "recomputed with exact-shapley from its signed inputs: values match" in outcomes[0].line
+    copy = tmp_path / ".lineage" / "valuation-inputs" / f"{cohort_sha}.arrow"
+    table = pa.ipc.open_file(pa.memory_map(str(copy))).read_all()
+    with pa.OSFile(str(copy), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.slice(1))  # one row fewer than was signed
+    [changed, _] = recompute_valuations(store, tmp_path, {})
+    assert changed.ok is False and "no longer hashes to its signed sha256" in changed.line
+    copy.unlink()
+    [missing, _] = recompute_valuations(store, tmp_path, {})
+    assert missing.ok is False and f"no copy of cohort (sha256 {cohort_sha[:12]}" in missing.line

@@ -14,6 +14,13 @@ and `banzhaf` value contributors as players and train `make_model()` per coaliti
 the values as a signed `valuation` record's metadata. It depends on the model asset, so its
 record names the model record it values, which settlement requires.
 
+Each run keeps a content-addressed copy of the tables it valued (Arrow IPC files named by
+their `table_sha256`, in the state folder's `valuation-inputs/`) and signs their digests in the
+record's details (`inputs`), and the factory registers a recompute function for the asset
+(`lineage_platform.recompute.register`): `lineage verify --recompute` re-runs a deterministic
+method from those copies, after checking that each copy hashes to its signed digest and that
+the digest is the one the record's input (the training table, an asset validation set) signs.
+
 Settlement pays a model's data part on the valuation asset settlement.toml registers for it
 (`[models.<model>] valuation = "<asset>"`), by default `<model>_valuation`: the name this
 factory gives. `lineage value MODEL` finds the asset through its definition metadata
@@ -21,19 +28,32 @@ factory gives. `lineage value MODEL` finds the asset through its definition meta
 """
 
 
+import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
+from lineage_platform.config import Settings
 from lineage_platform.dagster.checks import EFFICIENCY
 from lineage_platform.dagster.metadata import people_first, valuation_metadata
-from lineage_platform.dagster.translator import KIND, VALUES_MODEL, LineageTranslator
+from lineage_platform.dagster.translator import (
+    KIND,
+    VALUES_MODEL,
+    LineageTranslator,
+    as_arrow,
+    table_sha256,
+)
 from lineage_platform.errors import ConfigError, LineageError
+from lineage_platform.recompute import register
+from lineage_platform.records import AttributionRecord
 from lineage_platform.valuation.choose import (
     efficiency_target,
     score_details,
@@ -129,6 +149,94 @@ def valuation_report(
     return people_first(meta)
 
 
+KEPT = "valuation-inputs"  # in the state folder: the tables valuations read, by content
+
+
+def kept_inputs_dir() -> Path | None:
+    """Where runs keep copies of the tables they valued (the state folder of LINEAGE_HOME /
+    LINEAGE_PROJECT / the working directory, as the CLI finds it); None outside a project."""
+    try:
+        return Settings.from_env(os.environ, cwd=Path.cwd()).state_dir / KEPT
+    except (LineageError, OSError):
+        return None
+
+
+def _keep(frame: Any, folder: Path | None) -> str:
+    """`table_sha256` of the table; a copy of it in `folder` (once per content)."""
+    table = as_arrow(frame)
+    if table is None:
+        raise dg.Failure(f"valuation reads tables, got {type(frame).__name__}")
+    sha = table_sha256(table)
+    if folder is not None:
+        path = folder / f"{sha}.arrow"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.part")
+            with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+            partial.replace(path)
+    return sha
+
+
+def _kept(folder: Path | None, sha: str, what: str) -> pd.DataFrame:
+    """The kept copy of `sha` as a DataFrame, if it still hashes to `sha`."""
+    if folder is None:
+        raise ConfigError(f"no project state folder to find the copy of {what} in")
+    path = folder / f"{sha}.arrow"
+    if not path.is_file():
+        raise ConfigError(f"no copy of {what} (sha256 {sha[:12]}…) in {folder}")
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    if table_sha256(table) != sha:
+        raise ConfigError(f"the copy of {what} at {path} no longer hashes to its signed sha256 "
+                          f"{sha[:12]}…: it was changed")
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+@dataclass(frozen=True, slots=True)
+class _Recompute:
+    """`verify --recompute` for one valuation asset: its method again, on the kept copies of
+    the tables its record signs (`details.inputs`), each checked against the record."""
+
+    value: Callable[[str, int, int, Any, Any], tuple[ValuationResult, float | None, Any]]
+    score: str
+
+    def from_record(self, record: AttributionRecord) -> ValuationResult:
+        details = record.details_obj() or {}
+        inputs = details.get("inputs")
+        if not isinstance(inputs, dict):
+            raise ConfigError("the record signs no copies of its inputs (made before "
+                              "valuation_asset kept them)")
+        signed = details.get("score")
+        scored = signed.get("name") if isinstance(signed, dict) else "accuracy"
+        if scored != self.score:
+            raise ConfigError(f"the record is scored by {scored!r}, the asset now by "
+                              f"{self.score!r}")
+        folder = kept_inputs_dir()
+        pointers = {(i.asset, i.sha256) for i in record.inputs}
+
+        def load(entry: Mapping[str, Any], sha: str, what: str) -> pd.DataFrame:
+            asset = entry.get("asset")
+            if asset is not None and (asset, sha) not in pointers:
+                raise ConfigError(f"{what} (sha256 {sha[:12]}…) is not among the record's "
+                                  "signed inputs")
+            return _kept(folder, sha, what)
+
+        train, held = inputs.get("training") or {}, inputs.get("validation") or {}
+        training: Any
+        if isinstance(train.get("partitions"), dict):
+            training = {p: load(train, str(sha), f"{train.get('asset')}[{p}]")
+                        for p, sha in train["partitions"].items()}
+        else:
+            training = load(train, str(train.get("sha256")), str(train.get("asset")))
+        held_out = load(held, str(held.get("sha256")), str(held.get("asset") or "validation"))
+        seed = details.get("seed")
+        result, _, _ = self.value(str(details.get("method")), seed if isinstance(seed, int)
+                                  else 7, int(details.get("k") or 5), training, held_out)
+        return result
+
+
 def _split(frame: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]:
     """Parts by the column's values, in order of first appearance (the order duplicates are
     credited by: a row repeated across parts counts for the part that comes first)."""
@@ -198,7 +306,9 @@ def valuation_asset(
     columns = list(features)
 
     def xy(frame: pd.DataFrame) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        x = frame[columns].to_numpy(dtype=np.float64)
+        # Row-major whatever the frame's blocks: a model's float sums depend on the layout,
+        # and a recomputation from an Arrow copy must give the signed values bit for bit.
+        x = np.ascontiguousarray(frame[columns].to_numpy(dtype=np.float64))
         return (scale(x) if scale is not None else x), frame[label].to_numpy()
 
     default_method = default.aliases[0] if default.aliases else default.name
@@ -212,11 +322,11 @@ def valuation_asset(
         seed: int = default_seed
         k: int = default_k
 
-    def run(config: _Config, training: Any, held_out: Any) -> dg.MaterializeResult:
-        try:
-            chosen = get_method(config.method)
-        except LineageError as exc:
-            raise dg.Failure(str(exc)) from exc
+    def value(
+        method: str, seed: int, k: int, training: Any, held_out: Any
+    ) -> tuple[ValuationResult, float | None, dict[str, Any]]:
+        """The method on the tables: (result, u(N) − u(∅) or None, the signed score)."""
+        chosen = get_method(method)
         if contributor_column is not None:
             frames = _split(pd.DataFrame(training), contributor_column)
         elif isinstance(training, Mapping):
@@ -226,21 +336,38 @@ def valuation_asset(
                              "table: name its contributor_column")
         parts = {c: xy(f) for c, f in frames.items()}
         x_val, y_val = xy(pd.DataFrame(held_out))
+        result = value_contributors(parts, x_val, y_val, chosen.name, seed=seed, k=k,
+                                    order=list(parts), make_model=make_model, score=scoring)
+        gain = efficiency_target(parts, x_val, y_val, result, k=k, make_model=make_model,
+                                 score=scoring)
+        return result, gain, score_details(scoring, y_val, chosen.name)
+
+    validation_key = ins["validation"].key if "validation" in ins else None
+    validation_name = validation_key.to_user_string() if validation_key is not None else None
+
+    def run(config: _Config, training: Any, held_out: Any) -> dg.MaterializeResult:
         try:
-            result = value_contributors(parts, x_val, y_val, chosen.name, seed=config.seed,
-                                        k=config.k, order=list(parts), make_model=make_model,
-                                        score=scoring)
-            gain = efficiency_target(parts, x_val, y_val, result, k=config.k,
-                                     make_model=make_model, score=scoring)
-            signed_score = score_details(scoring, y_val, chosen.name)
+            result, gain, signed_score = value(config.method, config.seed, config.k, training,
+                                               held_out)
         except LineageError as exc:
             raise dg.Failure(f"valuation of {model_name}: {exc}") from exc
+        folder = kept_inputs_dir()
+        train: dict[str, Any] = {"asset": data_key.to_user_string()}
+        if contributor_column is None and isinstance(training, Mapping):
+            train["partitions"] = {str(p): _keep(training[p], folder) for p in sorted(training)}
+        else:
+            train["sha256"] = _keep(training, folder)
+        inputs = {"training": train, "validation": {"asset": validation_name,
+                                                    "sha256": _keep(held_out, folder)},
+                  "copies": f"<state folder>/{KEPT}/<sha256>.arrow"}
         meta = valuation_report(result, model_name, gain, k=config.k,
-                                extra_details={"score": signed_score})
+                                extra_details={"score": signed_score, "inputs": inputs})
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(result.digest()))
 
+    asset_name = name or f"{'__'.join(model_key.path)}_valuation"
+    register(asset_name, _Recompute(value, scoring.name))
     decorate = dg.asset(
-        name=name or f"{'__'.join(model_key.path)}_valuation",
+        name=asset_name,
         ins=ins,
         deps=[model_key],
         group_name=group_name,
