@@ -300,3 +300,49 @@ def test_backfilling_two_past_epochs_from_the_ui_settles_each_once(
         stop_group(proc)  # type: ignore[arg-type]
         if os.environ.get("LINEAGE_TEST_LOGS"):
             print(log.read_text()[-5000:])
+
+
+def test_lineage_settle_shows_each_settled_epoch_as_its_partition_in_dagster(
+    world: World, tmp_path: Path
+) -> None:
+    """The ledger world's project has no code location at all, so no `settlement` asset: the
+    CLI records the materialization anyway (Dagster lists an asset it has events for without a
+    definition), in the instance DAGSTER_HOME names."""
+    older, newer = days_ago(3), days_ago(2)
+    ingest(world, older, "o")
+    ingest(world, newer, "n")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    done = subprocess.run(world.cli_argv("settle", "--json"), capture_output=True, text=True,
+                          timeout=180, env={**world.env(), "DAGSTER_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    settled = {e["epoch"]: e for e in json.loads(done.stdout)["epochs"]}
+    assert sorted(settled) == [older, newer]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert SETTLEMENT_KEY in instance.get_asset_keys()
+        for day in (older, newer):
+            shown = latest(instance, day)
+            assert shown["statement_root"] == settled[day]["root"]
+            assert shown["log_index"] == settled[day]["log_index"]
+            paid = {r["account"]: r["amount"] for r in rows(shown["payouts"])}
+            assert paid == {p.account: p.amount for p in world.store.payouts(day)}
+            assert sum(paid.values()) == 1601
+
+
+def test_lineage_settle_still_settles_when_dagster_cannot_record_it(
+    world: World, tmp_path: Path
+) -> None:
+    day = days_ago(3)
+    ingest(world, day, "x")
+    not_a_folder = tmp_path / "dagster_home"
+    not_a_folder.write_text("a file where the instance should be\n")
+    done = subprocess.run(world.cli_argv("settle", "--json"), capture_output=True, text=True,
+                          timeout=180, env={**world.env(), "DAGSTER_HOME": str(not_a_folder)})
+    assert done.returncode == 0, done.stderr
+    [epoch] = json.loads(done.stdout)["epochs"]
+    assert epoch["epoch"] == day and epoch["paid_total"] == 1601
+    assert world.store.settled_epoch(day) is not None  # the money is settled
+    warning = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(warning) == 1, done.stderr
+    assert warning[0].startswith("warning: settled, but not shown in Dagster"), warning
+    assert str(not_a_folder) in warning[0] and "Traceback" not in done.stderr
