@@ -16,7 +16,7 @@ Values are summed per contributor and negative credit counts as zero. Copies are
 rows repeating an earlier signed row, exactly or within the near-copy tolerance
 (`near_dedup`: `valuation.dedup.near_dedup_parts` over the pooled training rows), are dropped
 before the search, so the earliest signer's row is the one found. Pure NumPy and
-scikit-learn's exact KD-tree, in bulk.
+SciPy's exact KD-tree, in bulk.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ METHOD = "knn-shapley-call"
 WEIGHT_BITS = 24
 # Calls per bulk neighbour search: bounds the (calls x neighbours) work arrays.
 _CHUNK = 65_536
+# Rows per KD-tree leaf: the fastest of 8-64 for 15 neighbours among 50,000 rows x 20 features.
+_LEAF = 16
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -207,7 +209,10 @@ class CallAttributor:
     def __init__(self, rows: TrainingRows, k: int = 5, neighbours: int = 15) -> None:
         from lineage_platform.extras import require
 
-        KDTree = require("sklearn.neighbors", extra="attribution").KDTree
+        # SciPy's exact KD-tree (scikit-learn depends on SciPy, so the extra brings it): about
+        # twice as fast as scikit-learn's for 15 neighbours in 20 dimensions, and it searches
+        # on several threads itself.
+        cKDTree = require("scipy.spatial", extra="attribution").cKDTree
 
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValuationError(f"k must be an integer >= 1, got {k!r}")
@@ -216,7 +221,8 @@ class CallAttributor:
         self.rows = rows
         self.k = k
         self.neighbours = min(neighbours, rows.x.shape[0])
-        self._tree = KDTree(rows.x)
+        self._tree = cKDTree(rows.x, leafsize=_LEAF, balanced_tree=False)
+        self._leaves = _LeafOrder(self._tree)
         # Credits name contributors by their rank in id order, so a call's credits come out
         # sorted by id (the order leaves list them and ties are broken in).
         self._names = tuple(sorted(rows.contributors))
@@ -227,7 +233,8 @@ class CallAttributor:
     def attribute(
         self, inputs: npt.ArrayLike, served: npt.ArrayLike, n_jobs: int = 1
     ) -> CallCredits:
-        """Credits of every call; `inputs` (calls x features), `served` one label per call."""
+        """Credits of every call; `inputs` (calls x features), `served` one label per call.
+        `n_jobs` threads search the tree; the credits do not depend on it."""
         x = np.asarray(inputs, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.rows.dimension:
             raise ValuationError(f"call inputs must be (calls x {self.rows.dimension}), got "
@@ -238,25 +245,45 @@ class CallAttributor:
         if len(out_codes) != x.shape[0]:
             raise ValuationError(f"{x.shape[0]} call inputs but {len(out_codes)} served labels")
         n_calls = x.shape[0]
-        chunks = [(s, min(s + _CHUNK, n_calls)) for s in range(0, n_calls, _CHUNK)]
-        parts = _run(lambda c: self._chunk(x[c[0]:c[1]], out_codes[c[0]:c[1]], y_codes),
-                     chunks, n_jobs)
-        counts = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        # Calls are searched in the order of the tree leaf they fall in: neighbouring calls then
+        # walk the same nodes while they are in cache (2-3x faster than arrival order). Each
+        # call's neighbours do not depend on the order; credits go back to arrival order below.
+        visit = self._leaves.order(x)
+        counts = np.zeros(n_calls, dtype=np.int64)
+        found: list[tuple[IntArray, FloatArray]] = []
+        for s in range(0, n_calls, _CHUNK):
+            calls = visit[s:s + _CHUNK]
+            n, owner, credit = self._chunk(x[calls], out_codes[calls], y_codes, n_jobs)
+            counts[calls] = n
+            found.append((owner, credit))
         indptr = np.zeros(n_calls + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        contributor = (np.concatenate([p[1] for p in parts]) if parts
-                       else np.zeros(0, np.int64))
-        credit = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+        contributor = np.empty(int(indptr[-1]), dtype=np.int64)
+        credit = np.empty(int(indptr[-1]), dtype=np.float64)
+        if found:
+            # Entry e of the visit-ordered credits belongs to call visit[p] (p: its visit rank)
+            # and goes to that call's slot in arrival order.
+            owners = np.concatenate([f[0] for f in found])
+            credits = np.concatenate([f[1] for f in found])
+            per_visit = counts[visit]
+            rank = np.repeat(np.arange(n_calls, dtype=np.int64), per_visit)
+            first = np.zeros(n_calls, dtype=np.int64)
+            np.cumsum(per_visit[:-1], out=first[1:])
+            dest = indptr[visit[rank]] + np.arange(len(owners), dtype=np.int64) - first[rank]
+            contributor[dest] = owners
+            credit[dest] = credits
         return CallCredits(self._names, indptr, contributor, credit, self.k, self.neighbours)
 
     def _chunk(
-        self, x: FloatArray, out: IntArray, y_codes: IntArray
+        self, x: FloatArray, out: IntArray, y_codes: IntArray, n_jobs: int
     ) -> tuple[IntArray, IntArray, FloatArray]:
         n, m = x.shape[0], self.neighbours
-        dist, idx = self._tree.query(x, k=m, sort_results=True)
+        dist, idx = self._tree.query(x, k=m, workers=max(1, n_jobs))
+        dist = np.asarray(dist, dtype=np.float64).reshape(n, m)
+        idx = np.asarray(idx, dtype=np.int64).reshape(n, m)
         # Equal distances in row-index order, as the closed form's tie rule says.
         order = np.lexsort((idx, dist), axis=1)
-        idx = np.take_along_axis(idx, order, axis=1).astype(np.int64)
+        idx = np.take_along_axis(idx, order, axis=1)
         values = local_knn_shapley(y_codes[idx] == out[:, None], self.k)
         owners = self._owner[idx]
         # Sum per (call, contributor): sort each call's neighbours by owner, add runs.
@@ -272,15 +299,39 @@ class CallAttributor:
                 sums[keep])
 
 
-def _run(fn: Callable[[tuple[int, int]], Any], chunks: list[tuple[int, int]],
-         n_jobs: int) -> list[Any]:
-    if n_jobs <= 1 or len(chunks) <= 1:
-        return [fn(c) for c in chunks]
-    from joblib import Parallel, delayed
+class _LeafOrder:
+    """The tree's splits as arrays, to find the leaf each call falls in without a search."""
 
-    # The KD-tree query releases the GIL: threads share the tree without copying it.
-    out: list[Any] = Parallel(n_jobs=n_jobs, backend="threading")(delayed(fn)(c) for c in chunks)
-    return out
+    def __init__(self, tree: Any) -> None:
+        dims: list[int] = []
+        splits: list[float] = []
+        lesser: list[int] = []
+        starts: list[int] = []
+        queue = [tree.tree]  # breadth first: node i's children are appended together
+        for node in queue:
+            dims.append(int(node.split_dim))
+            splits.append(float(node.split))
+            starts.append(int(node.start_idx))
+            if node.split_dim < 0:
+                lesser.append(-1)
+            else:
+                lesser.append(len(queue))
+                queue.extend((node.lesser, node.greater))
+        self._dim = np.asarray(dims, dtype=np.int64)
+        self._split = np.asarray(splits, dtype=np.float64)
+        self._lesser = np.asarray(lesser, dtype=np.int64)
+        self._start = np.asarray(starts, dtype=np.int64)
+
+    def order(self, x: FloatArray) -> IntArray:
+        """Calls sorted by their leaf's place in the tree (stable: ties in arrival order)."""
+        node = np.zeros(x.shape[0], dtype=np.int64)
+        inner = np.flatnonzero(self._dim[node] >= 0)
+        while len(inner):
+            at = node[inner]
+            right = x[inner, self._dim[at]] > self._split[at]
+            node[inner] = self._lesser[at] + right
+            inner = inner[self._dim[node[inner]] >= 0]
+        return np.argsort(self._start[node], kind="stable").astype(np.int64)
 
 
 def fixed_weights(credits: CallCredits, bits: int = WEIGHT_BITS) -> IntArray:
