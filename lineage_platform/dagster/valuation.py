@@ -15,7 +15,8 @@ the values as a signed `valuation` record's metadata. It depends on the model as
 record names the model record it values, which settlement requires.
 
 Each run keeps a content-addressed copy of the tables it valued (Arrow IPC files named by
-their `table_sha256`, in the state folder's `valuation-inputs/`) and signs their digests in the
+their `table_sha256`, in `valuation-inputs/` of the project's state folder as the CLI finds it,
+when `lineage init` has made it) and signs their digests in the
 record's details (`inputs`), and the factory registers a recompute function for the asset
 (`lineage_platform.recompute.register`): `lineage verify --recompute` re-runs a deterministic
 method from those copies, after checking that each copy hashes to its signed digest and that
@@ -153,12 +154,17 @@ KEPT = "valuation-inputs"  # in the state folder: the tables valuations read, by
 
 
 def kept_inputs_dir() -> Path | None:
-    """Where runs keep copies of the tables they valued (the state folder of LINEAGE_HOME /
-    LINEAGE_PROJECT / the working directory, as the CLI finds it); None outside a project."""
+    """Where runs keep copies of the tables they valued: in the state folder as the CLI finds
+    it (LINEAGE_HOME, LINEAGE_PROJECT, the working directory's project); None when there is
+    none yet (`lineage init` makes it), so a run never litters a folder that is not a project.
+
+        kept_inputs_dir()   # e.g. Path("my_project/.lineage/valuation-inputs")
+    """
     try:
-        return Settings.from_env(os.environ, cwd=Path.cwd()).state_dir / KEPT
+        state = Settings.from_env(os.environ, cwd=Path.cwd()).state_dir
     except (LineageError, OSError):
         return None
+    return state / KEPT if state.is_dir() else None
 
 
 def _keep(frame: Any, folder: Path | None) -> str:
