@@ -15,10 +15,13 @@ split: the identities' total gain over alice's value, and whether the honest ran
 
 Methods: the default (row KNN-Shapley, k = 5, exact and near-copies credited once to the earliest
 part), the same without near-copy dedup (what records signed before it did), per-call attribution
-(lineage_platform/attribution.py with its near-copy dedup over the pooled training rows, credits
-summed over calls = the validation inputs with the labels a KNN(5) model trained on all parts
-serves), and plain contributor-level exact Shapley with a KNN(5) utility, no dedup. Prints
-figures, asserts nothing (tests/test_manipulation.py asserts the bounds).
+(lineage_platform/attribution.py, near-copies measured against the model's validation rows,
+which count as signed first; credits summed over calls = the validation inputs with the labels
+a KNN(5) model trained on all parts serves), and plain contributor-level exact Shapley with a
+KNN(5) utility, no dedup. After each table, issue 18's bounds per method: noise copies up to 1%
+(and validation copies) earn the copier <= 5% of the victims' value and cost the victims <= 5%,
+honest ranking kept, splitting gains <= 2%. Prints figures and whether each bound holds,
+asserts nothing (tests/test_manipulation.py asserts them on one dataset per method).
 """
 
 from __future__ import annotations
@@ -192,10 +195,11 @@ def per_call() -> Method | None:
         x = np.vstack([p[0] for p in parts.values()])
         y = np.concatenate([p[1] for p in parts.values()])
         served = KNeighborsClassifier(n_neighbors=5).fit(x, y).predict(data.x_val)
-        # What settlement's per-call policy uses by default (near_copies = true).
-        dedup = getattr(attribution, "near_dedup", None)
-        rows = (attribution.TrainingRows.from_parts(parts, dedup=dedup) if dedup is not None
-                else attribution.TrainingRows.from_parts(parts))
+        # Near-copies measured against the model's validation rows, which count as signed
+        # before every part (as the default valuation's are): a copier cannot shrink the
+        # tolerance, and copies of the validation rows (here also the calls) earn nothing.
+        dedup = attribution.near_dedup_against(data.x_val, data.y_val)
+        rows = attribution.TrainingRows.from_parts(parts, dedup=dedup)
         credits = attribution.CallAttributor(rows, k=5).attribute(data.x_val, served)
         return credits.totals()
     return run
@@ -224,6 +228,28 @@ def measure(data: Dataset, method: Method, base: dict[str, float], attack: Attac
     return Outcome(gained / before_victims, total(after, attack.victims) / before_victims - 1, kept)
 
 
+#: Attacks held to issue 18's bounds (the 5% noise copy and the re-labelled copy are shown only).
+BOUNDED_COPIES = ("exact copy of bob", "copy of bob, noise 0.1% std", "copy of bob, noise 1% std",
+                  "50% subset of bob, noise 0.1%", "50% subset of bob, noise 1%",
+                  "validation rows (victims: all)", "validation rows, noise 1%")
+COPY_GAIN, VICTIM_LOSS, SPLIT_GAIN = 0.05, 0.05, 0.02
+
+
+def bound_broken(attack: Attack, out: Outcome) -> str | None:
+    """Which of issue 18's bounds `out` breaks for `attack`, or None (also for unbounded ones)."""
+    if attack.split:
+        if out.gain > SPLIT_GAIN:
+            return f"gain {out.gain:+.1%} > {SPLIT_GAIN:.0%}"
+    elif attack.label in BOUNDED_COPIES:
+        if out.gain > COPY_GAIN:
+            return f"copier {out.gain:.1%} > {COPY_GAIN:.0%}"
+        if out.victim < -VICTIM_LOSS:
+            return f"victims {out.victim:+.1%} < -{VICTIM_LOSS:.0%}"
+    else:
+        return None
+    return None if out.ranking_kept else "honest ranking changed"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(DATASETS), action="append")
@@ -246,6 +272,7 @@ def main() -> None:
         print("-" * len(header))
         start = time.perf_counter()
         bases = {m: (fn(data, data.parts) if fn else None) for m, fn in methods}
+        broken: dict[str, list[str]] = {m: [] for m, _ in methods}
         for attack in ATTACKS:
             cells = []
             for m, fn in methods:
@@ -254,6 +281,9 @@ def main() -> None:
                     cells.append("n/a (not built yet)")
                     continue
                 out = measure(data, fn, base, attack)
+                why = bound_broken(attack, out)
+                if why:
+                    broken[m].append(f"{attack.label}: {why}")
                 mark = "" if out.ranking_kept else "*"
                 if attack.split:
                     cells.append(f"gain {out.gain:+.1%}{mark}")
@@ -261,6 +291,12 @@ def main() -> None:
                     cells.append(f"{out.gain:6.1%} {out.victim:+6.1%}{mark}")
             print(f"{attack.label:32s}" + "".join(f" {c:>22s}" for c in cells))
         print(f"({time.perf_counter() - start:.1f} s)")
+        print("issue 18's bounds (copies with noise <= 1% and validation copies: copier <= 5%, "
+              "victims >= -5%, ranking kept; splits: gain <= 2%):")
+        for m, fn in methods:
+            if fn is not None:
+                held = "all hold" if not broken[m] else "BROKEN: " + "; ".join(broken[m])
+                print(f"  {m}: {held}")
         for m, _ in methods:
             base = bases[m]
             if base is not None:

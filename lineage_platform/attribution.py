@@ -12,7 +12,8 @@ and m_j = 1 when the row at rank j has label y (m_{M+1} = 0),
 
     s_j = sum_{i >= j} (m_i - m_{i+1}) / max(k, i)
 
-Values are summed per contributor and negative credit counts as zero. Copies are credited once:
+A row's negative value counts as zero, then values are summed per contributor (clipping
+the sums instead would reward splitting rows among identities). Copies are credited once:
 rows repeating an earlier signed row, exactly or within the near-copy tolerance
 (`near_dedup`: `valuation.dedup.near_dedup_parts` over the pooled training rows), are dropped
 before the search, so the earliest signer's row is the one found. Pure NumPy and
@@ -46,6 +47,7 @@ __all__ = [
     "label_codes",
     "local_knn_shapley",
     "near_dedup",
+    "near_dedup_against",
 ]
 
 #: The method name signed in settlements and shown on receipts.
@@ -64,11 +66,35 @@ Dedup = Callable[[Mapping[str, tuple[Any, Any]], Sequence[str]], Deduplicated]
 
 
 def near_dedup(
-    parts: Mapping[str, tuple[Any, Any]], order: Sequence[str]
+    parts: Mapping[str, tuple[Any, Any]],
+    order: Sequence[str],
+    reference: npt.ArrayLike | None = None,
+    reference_labels: npt.ArrayLike | None = None,
 ) -> Deduplicated:
-    """Exact and near-copy dedup over the pooled training rows (no validation rows are signed
-    for a model's calls): `TrainingRows.from_parts(parts, order, dedup=near_dedup)`."""
-    return near_dedup_parts(parts, order)
+    """Exact and near-copy dedup of the training rows: `TrainingRows.from_parts(parts, order,
+    dedup=near_dedup)`, or with the model's validation rows `near_dedup_against(X_val, y_val)`.
+
+    Without a reference the tolerance is measured on the pooled training rows, which a copier
+    of about half of all rows can shrink; with one it is measured from the reference rows,
+    which no contributor moves, and rows copying a reference row are credited to no one.
+    """
+    return near_dedup_parts(parts, order, reference=reference,
+                            reference_labels=reference_labels)
+
+
+def near_dedup_against(reference: npt.ArrayLike, reference_labels: npt.ArrayLike) -> Dedup:
+    """`near_dedup` with the model's validation rows as the reference, counted as signed before
+    every part (as the default valuation does): a copy of them, or of calls drawn from the
+    same inputs, is credited to no one.
+
+        rows = TrainingRows.from_parts(parts, dedup=near_dedup_against(X_val, y_val))
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    labels = np.asarray(reference_labels)
+
+    def dedup(parts: Mapping[str, tuple[Any, Any]], order: Sequence[str]) -> Deduplicated:
+        return near_dedup(parts, order, ref, labels)
+    return dedup
 
 
 def local_knn_shapley(matches: npt.ArrayLike, k: int) -> FloatArray:
@@ -284,7 +310,10 @@ class CallAttributor:
         # Equal distances in row-index order, as the closed form's tie rule says.
         order = np.lexsort((idx, dist), axis=1)
         idx = np.take_along_axis(idx, order, axis=1)
-        values = local_knn_shapley(y_codes[idx] == out[:, None], self.k)
+        # A row's negative value counts as zero before the sums: clipping after them would
+        # pay a contributor for splitting into identities (each identity's negative rows no
+        # longer offset its positive ones; +2.5% for 4 identities on breast_cancer).
+        values = np.maximum(local_knn_shapley(y_codes[idx] == out[:, None], self.k), 0.0)
         owners = self._owner[idx]
         # Sum per (call, contributor): sort each call's neighbours by owner, add runs.
         by_owner = np.argsort(owners, axis=1, kind="stable")
