@@ -85,6 +85,35 @@ def _leaf_text(epoch: str, event_id: str, model: str, fee: int, method: str,
             f'{WEIGHT_BITS},"weights":{weights}}}')
 
 
+def _json_texts(values: Sequence[str | None]) -> pa.Array:
+    """Each value's JSON text (`null` or a string literal), in Arrow's string kernels; a value
+    with a character JSON escapes (`"`, `\\`, controls) goes through `json_string`."""
+    arr = pa.array(values, pa.string())  # a lone surrogate fails here, as UTF-8 encoding did
+    escaped = pc.match_substring_regex(arr, r'[\x00-\x1f"\\]')
+    if pc.any(escaped).as_py():
+        return pa.array([_text(v) for v in values], pa.string())
+    quoted = pc.binary_join_element_wise('"', arr, '"', "")
+    return pc.fill_null(quoted, "null")
+
+
+def _leaf_texts(epoch: str, ids: Sequence[str], models: Sequence[str], fees: Sequence[int],
+                methods: Sequence[str], digests: Sequence[str | None],
+                outputs: Sequence[str | None], weights: Sequence[str],
+                fallback: Sequence[str | None]) -> list[bytes]:
+    """`_leaf_text` of every call at once (the same bytes; a per-call Python loop was ~5 s of a
+    1M-call settlement)."""
+    if not ids:
+        return []
+    text = pc.binary_join_element_wise(
+        '{"epoch":', json_string(epoch), ',"event_id":', _json_texts(ids), ',"fallback":',
+        _json_texts(fallback), ',"fee":', pc.cast(pa.array(fees, pa.int64()), pa.string()),
+        ',"input":', _json_texts(digests), ',"method":', _json_texts(methods), ',"model":',
+        _json_texts(models), ',"output":', _json_texts(outputs),
+        f',"weight_bits":{WEIGHT_BITS},"weights":', pa.array(weights, pa.string()), "}", "")
+    leaves: list[bytes] = text.cast(pa.binary()).to_pylist()
+    return leaves
+
+
 def call_leaf(
     epoch: str,
     event_id: str,
@@ -132,6 +161,7 @@ def training_parts(
     stack = [i.log_index for i in model.inputs if i.log_index is not None]
     seen: set[int] = set()
     found: list[TrainingPart] = []
+    earliest: dict[tuple[str, str], int] | None = None
     while stack:
         idx = stack.pop()
         rec = records.get(idx)
@@ -149,8 +179,12 @@ def training_parts(
                 f"model {shown(model.asset)}: training part of record {idx} "
                 f"({shown(rec.asset)}[{shown(rec.partition)}], sha256 {rec.sha256[:12]}…) not "
                 f"found with its signed hash ({looked})")
-        first = min(i for i, r in records.items()
-                    if r.asset == rec.asset and r.sha256 == rec.sha256)
+        if earliest is None:  # the first record of each content, once (not per part)
+            earliest = {}
+            for i, r in records.items():
+                key = (r.asset, r.sha256)
+                earliest[key] = min(i, earliest.get(key, i))
+        first = earliest[(rec.asset, rec.sha256)]
         found.append(TrainingPart(contributor, idx, rec.sha256, path, first))
     if not found:
         raise TrainingDataError(f"model {shown(model.asset)} (record {model_index}): its signed "
@@ -286,11 +320,8 @@ def settle_calls(
     sha = hashlib.sha256
     digests = [None if r is None else "sha256:" + sha(r).hexdigest() for r in raw]
     fee_list = fees.tolist()
-    leaf_data = [
-        _leaf_text(epoch, ids[i], model_of[i], fee_list[i], methods[i], digests[i], outputs[i],
-                   weights[i], fallback[i] or None).encode("utf-8")
-        for i in range(n)
-    ]
+    leaf_data = _leaf_texts(epoch, ids, model_of, fee_list, methods, digests, outputs, weights,
+                            [f or None for f in fallback])
     leaves = [leaf_hash(d) for d in leaf_data]
     return CallSettlement(shares, tuple(ids), tuple(leaves), root_from_leaves(leaves),
                           sum(1 for m in methods if m != GLOBAL),
