@@ -548,8 +548,9 @@ def test_a_lagging_sensor_is_red_on_the_model_and_its_tick_turns_it_green(
         assert isinstance(tick, dg.SensorResult)
         assert tick.skip_reason is not None
         message = tick.skip_reason.skip_message or ""
-        assert message.startswith("signed 5 records (0 already recorded) from 5 "
-                                  "materializations; backlog 0 in "), message
+        assert message.startswith("appended 5 records (0 already recorded) from 5 "
+                                  "materializations in "), message
+        assert "; backlog 0 (read in " in message, message
         observed = [e for e in tick.asset_events if isinstance(e, dg.AssetObservation)]
         assert sorted(o.asset_key.to_user_string() for o in observed) == [
             "cohort", "east", "north", "outcome_model", "south"]  # one each, not two

@@ -315,5 +315,5 @@ def test_a_lagging_sensor_turns_the_lag_check_red_then_green(ui: int, tmp_path: 
         _checks_page(page, base, shots / "ui-checks.png", "Passed", "caught up")
         browser.close()
     messages = [t["skipReason"] or "" for t in _sensor(ui)["sensorState"]["ticks"]]
-    assert any(m.startswith("signed 2 records (0 already recorded) from 2 materializations; "
-                            "backlog 0 in ") for m in messages), messages
+    assert any(m.startswith("appended 2 records (0 already recorded) from 2 materializations "
+                            "in ") and "; backlog 0 (read in " in m for m in messages), messages

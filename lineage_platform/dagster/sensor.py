@@ -145,9 +145,9 @@ def build_lineage_sensor(
         capped = pending >= BACKLOG_CAP
         backlog = f"{pending}+" if capped else str(pending)
         message = (
-            f"signed {result.appended} records ({result.skipped} already recorded) from "
-            f"{result.read} materializations; backlog {backlog} in "
-            f"{time.monotonic() - started:.2f}s (signing {signed_s:.2f}s)"
+            f"appended {result.appended} records ({result.skipped} already recorded) from "
+            f"{result.read} materializations in {signed_s:.2f}s; backlog {backlog} (read in "
+            f"{time.monotonic() - started - signed_s:.2f}s)"
             + (
                 f"; {result.unattributed} not attributed (first: {result.passed[0].asset} "
                 f"event {result.passed[0].event_id}, {result.passed[0].reason})"
