@@ -86,6 +86,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores visible; shared with other work while measured")
 
+    def load() -> str:  # other work on the machine, beside each figure
+        return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
     parts, centres, labels = generate(args.rows, args.features, args.contributors)
     x_calls, served = calls(args.calls, centres, labels)
     t = time.perf_counter()
@@ -99,7 +102,7 @@ def main() -> None:
           f"contributors (dedup + KD-tree {build:.2f} s)")
     print(f"attribution: {args.calls:,} calls in {took:.2f} s = {args.calls / took:,.0f} calls/s "
           f"({args.jobs} jobs); calls with credit {int((np.diff(credits.indptr) > 0).sum()):,}, "
-          f"{len(credits.credit) / args.calls:.1f} contributors per call")
+          f"{len(credits.credit) / args.calls:.1f} contributors per call [{load()}]")
     if args.no_settle:
         return
 
@@ -155,7 +158,7 @@ def main() -> None:
                              project_dir=root)
         settle_s = time.perf_counter() - t
         print(f"settle per call: {n:,}-call epoch in {settle_s:.1f} s ({len(statement.payouts):,} "
-              f"payouts, fees {statement.fees_total:,} = paid {statement.paid_total:,})")
+              f"payouts, fees {statement.fees_total:,} = paid {statement.paid_total:,}) [{load()}]")
         assert statement.fees_total == statement.paid_total
 
 
