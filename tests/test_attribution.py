@@ -213,3 +213,55 @@ def test_near_copies_are_credited_to_the_earliest_signer_too() -> None:
     assert got["copier"] == 0.0
     assert got["a"] == pytest.approx(honest["a"]) and got["b"] == pytest.approx(honest["b"])
     assert exact.attribute(calls, served).totals()["copier"] > 0  # exact dedup alone pays it
+
+
+def test_credits_equal_a_plain_nearest_neighbour_search_in_any_call_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Calls are searched in tree-leaf order, in chunks, on threads; the credits must be those
+    # of a plain sorted-distance search (ties by row index), call by call, in arrival order.
+    import lineage_platform.attribution as attribution
+
+    monkeypatch.setattr(attribution, "_CHUNK", 37)  # several chunks, one ragged
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4, size=(300, 3)).astype(np.float64)  # a grid: many equal distances
+    x += rng.normal(scale=1e-3, size=x.shape) * (np.arange(300) % 2 == 0)[:, None]
+    y = rng.integers(0, 3, size=300)
+    parts = {f"c{i:02d}": (x[i::25], y[i::25]) for i in range(25)}
+    rows = TrainingRows.from_parts(parts)
+    calls = rng.integers(0, 4, size=(200, 3)).astype(np.float64) + rng.normal(
+        scale=0.5, size=(200, 3)) * (np.arange(200) % 3 == 0)[:, None]
+    served = rng.integers(0, 3, size=200)
+    k, m = 3, 8
+    got = CallAttributor(rows, k=k, neighbours=m).attribute(calls, served.astype(str), n_jobs=2)
+    owner_names = np.asarray(rows.contributors)[rows.owner]
+    compared = 0
+    for q in range(len(calls)):
+        d = ((rows.x - calls[q]) ** 2).sum(axis=1)
+        near = np.lexsort((np.arange(len(d)), d))[:m]
+        # The search's m-th neighbour may tie with the (m+1)-th: compare only when it does not.
+        if d[near[-1]] == d[np.lexsort((np.arange(len(d)), d))[m]]:
+            continue
+        values = np.maximum(local_knn_shapley([rows.y[near] == served[q]], k)[0], 0.0)
+        want: dict[str, float] = {}
+        for who, v in zip(owner_names[near], values, strict=True):
+            want[str(who)] = want.get(str(who), 0.0) + float(v)
+        assert got.of(q) == pytest.approx({c: v for c, v in want.items() if v > 0}), q
+        compared += 1
+    assert compared > 100
+
+
+def test_with_the_validation_rows_as_reference_a_copy_of_them_earns_nothing() -> None:
+    from lineage_platform.attribution import near_dedup, near_dedup_against
+
+    rng = np.random.default_rng(8)
+    xa, ya = rng.normal(size=(120, 5)), rng.integers(0, 2, size=120)
+    x_val, y_val = rng.normal(size=(60, 5)), rng.integers(0, 2, size=60)
+    parts = {"a": (xa, ya), "copier": (x_val + rng.normal(scale=1e-3, size=x_val.shape), y_val)}
+    pooled = CallAttributor(TrainingRows.from_parts(parts, dedup=near_dedup), k=3)
+    held = CallAttributor(TrainingRows.from_parts(
+        parts, dedup=near_dedup_against(x_val, y_val)), k=3)
+    # Calls at the validation inputs, served their labels: the copier's rows sit on them.
+    assert pooled.attribute(x_val, y_val.astype(str)).totals()["copier"] > 0
+    after = held.attribute(x_val, y_val.astype(str)).totals()
+    assert after.get("copier", 0.0) == 0.0 and after["a"] > 0
