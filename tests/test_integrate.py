@@ -567,6 +567,10 @@ def test_a_lagging_sensor_is_red_on_the_model_and_its_tick_turns_it_green(
             instance.report_runless_asset_event(event)
         assert _latest_check(instance, "outcome_model", "sensor_caught_up") is True
         assert _latest_check(instance, "outcome_model") is True
+        idle = _sensor(defs)(dg.build_sensor_context(
+            instance=instance, definitions=defs, resources=dict(defs.resources or {}),
+            cursor=tick.cursor))
+        assert isinstance(idle, dg.SensorResult) and idle.asset_events == []  # nothing new
 
 
 def test_the_default_io_manager_is_the_filesystem_resource_without_a_warning(

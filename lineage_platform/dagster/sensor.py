@@ -161,10 +161,13 @@ def build_lineage_sensor(
         events: list[dg.AssetCheckEvaluation | dg.AssetObservation] = attribution_events(
             context.instance, result, store, checked_keys(graph), "lineage_sensor"
         )
-        events += [
-            lag_result(key, pending, oldest, limit_events, limit_minutes, capped=capped)
-            for key in lag_checked_keys(graph)
-        ]
+        if result.read or pending:
+            # An idle, caught-up tick changes nothing: the last green stands (one evaluation
+            # per tick would be thousands a day on each model's check history).
+            events += [
+                lag_result(key, pending, oldest, limit_events, limit_minutes, capped=capped)
+                for key in lag_checked_keys(graph)
+            ]
         return dg.SensorResult(
             skip_reason=message,
             cursor=result.cursor.serialize(),
