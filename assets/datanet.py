@@ -7,8 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.prepare import CONTRIBUTOR, load_params
-from lineage_platform.dagster import LineageSettingsResource, dataset_metadata
-from lineage_platform.dagster.metadata import people_first
+from lineage_platform.dagster import LineageSettingsResource, dataset_metadata, people_first
 from lineage_platform.hashing import sha256_file
 from lineage_platform.integrations.dvc import output_md5
 

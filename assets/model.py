@@ -10,8 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from assets.datanet import PARAMS, datanet
 from assets.prepare import FEATURES, LABEL, load_params
-from lineage_platform.dagster import LineageSettingsResource, model_metadata
-from lineage_platform.dagster.metadata import people_first
+from lineage_platform.dagster import LineageSettingsResource, model_metadata, people_first
 from lineage_platform.hashing import sha256_bytes
 from lineage_platform.integrations.dvc import output_md5
 from lineage_platform.integrations.mlflow import log_training_run, run_url

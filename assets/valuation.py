@@ -19,10 +19,9 @@ from assets.prepare import FEATURES, LABEL
 from lineage_platform.dagster import (
     LineageSettingsResource,
     LineageStoreResource,
-    valuation_metadata,
+    people_first,
+    valuation_report,
 )
-from lineage_platform.dagster.checks import EFFICIENCY
-from lineage_platform.dagster.metadata import people_first
 from lineage_platform.errors import LineageError
 from lineage_platform.hashing import sha256_file
 from lineage_platform.valuation.choose import efficiency_target, value_contributors
@@ -88,11 +87,15 @@ def recompute(
         found = re.search(r"\bk=(\d+)", str(details.get("utility", "")))
         k = int(found.group(1)) if found else ValuationConfig().k
     seed = details.get("seed")
+    # The signed near-copy rule's fraction; records signed before it deduped exact copies only.
+    near = details.get("near_copies")
+    fraction = near.get("fraction") if isinstance(near, Mapping) else None
     x_val, y_val = _xy(pd.read_parquet(project / VALIDATION))
     return value_contributors(
         {c: _xy(pd.read_parquet(parts[c])) for c in order}, x_val, y_val, str(details["method"]),
         seed=seed if isinstance(seed, int) else ValuationConfig().seed, k=k, order=order,
         make_model=make_model,
+        near_copies=float(fraction) if isinstance(fraction, int | float) else None,
     )
 
 
@@ -116,6 +119,9 @@ def signing_order(project: Path, store: LineageStoreResource) -> list[str]:
     kinds={"numpy", "shapley"},
     owners=["team:data-platform"],
     code_version="1",
+    # What with_lineage reads to add the efficiency and valuation_accepted checks, and what
+    # `lineage value digits_classifier` finds the asset by.
+    metadata={"lineage/kind": "valuation", "lineage/values_model": "digits_classifier"},
 )
 def digits_classifier_valuation(
     config: ValuationConfig, lineage: LineageSettingsResource, lineage_store: LineageStoreResource
@@ -133,51 +139,11 @@ def digits_classifier_valuation(
         parts, x_val, y_val, method.name, seed=config.seed, k=config.k, order=order,
         make_model=make_model,
     )
-    shares = result.shares()
-    stderr = result.stderr_dict()
-    rows = dict(zip(result.players, result.counts, strict=True))
-    contributors = [
-        {"id": p, "rows": rows[p], "value": v, "weight": shares[p],
-         "stderr": stderr[p] if np.isfinite(stderr[p]) else None}
-        for p, v in result.as_dict().items()
-    ]
-    table = dg.MetadataValue.table(
-        records=[
-            dg.TableRecord(
-                {"contributor": c["id"], "value": round(c["value"], 6),
-                 "share": round(c["weight"], 4), "stderr": round(stderr[c["id"]], 6),
-                 "rows_credited": c["rows"]}
-            )
-            for c in sorted(contributors, key=lambda c: -c["value"])
-        ],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("contributor", "string"),
-                dg.TableColumn("value", "float"),
-                dg.TableColumn("share", "float"),
-                dg.TableColumn("stderr", "float"),
-                dg.TableColumn("rows_credited", "int"),
-            ]
-        ),
-    )
     target = efficiency_target(parts, x_val, y_val, result, k=config.k, make_model=make_model)
-    stderr_sum = float(np.sqrt(sum(s * s for s in result.stderr if np.isfinite(s))))
-    efficiency = {
-        "method": result.method,
-        "sum_of_values": float(sum(result.values)),
-        "u_full_minus_u_empty": target,
-        # Exact methods must add up to rounding; sampled ones to within 3 standard errors.
-        "tolerance": max(1e-9, 3 * stderr_sum),
-    }
-    # Signed, so settlement can hold an efficient method's values to their gain (issue 15).
-    details = {**result.to_details(), "model": "digits_classifier", "efficiency": efficiency,
-               "k": config.k}
-    meta = valuation_metadata(result.digest(), contributors, details)
-    meta["contributor values"] = table
-    meta[EFFICIENCY] = dg.MetadataValue.json(efficiency)
-    meta["shares"] = dg.MetadataValue.md(shares_chart(shares, stderr, result.as_dict()))
-    meta["method"] = result.method
-    meta["duplicate rows discounted"] = sum(d.rows for d in result.discounted)
+    meta = valuation_report(result, "digits_classifier", target, k=config.k)
+    meta["shares"] = dg.MetadataValue.md(
+        shares_chart(result.shares(), result.stderr_dict(), result.as_dict())
+    )
     return dg.MaterializeResult(
         metadata=people_first(meta), data_version=dg.DataVersion(result.digest())
     )

@@ -26,12 +26,15 @@ from lineage_platform.errors import AllocationError
 from lineage_platform.identifiers import identifier
 
 __all__ = [
+    "ATTRIBUTIONS",
     "BPS_TOTAL",
     "MAX_FEE",
     "PROTOCOL",
     "RESERVE",
     "Allocation",
+    "CallPolicy",
     "LineageGraph",
+    "PerCallShare",
     "Policy",
     "Weight",
     "allocate_epoch",
@@ -49,6 +52,9 @@ MAX_FEE = 2**63  # exclusive: fees must fit a signed 64-bit column in the store
 Weight = int | float | Fraction
 
 _POLICY_KEYS = ("protocol_bps", "owner_bps", "data_bps")
+#: `[models.<model>] attribution = ...`: one global valuation per model, or each call its own.
+ATTRIBUTIONS = ("global", "per-call")
+_MODEL_KEYS = ("valuation", "attribution", "k", "neighbours", "label", "near_copies")
 _SYSTEM_ACCOUNTS = frozenset({PROTOCOL, RESERVE})
 
 
@@ -77,6 +83,52 @@ def _bps(key: str, value: object) -> int:
     return value
 
 
+def _count(where: str, value: object, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise AllocationError(f"{where} must be an integer >= {least}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicy:
+    """Per-call attribution of one model (`[models.<m>] attribution = "per-call"`).
+
+        CallPolicy(k=5, neighbours=15, label="label")   # the defaults
+
+    `k` and `neighbours` are the single-query KNN-Shapley game's (`attribution.CallAttributor`);
+    `label` is the label column of the model's training part files (the other numeric columns
+    are the features a call's input is compared with, as stored); `near_copies`: rows within
+    the near-copy tolerance of an earlier signer's row are credited to it (else exact copies
+    only).
+    """
+
+    k: int = 5
+    neighbours: int = 15
+    label: str = "label"
+    near_copies: bool = True
+
+    def __post_init__(self) -> None:
+        _count("policy k", self.k, 1)
+        _count("policy neighbours", self.neighbours, self.k)
+        _name(self.label, "policy label")
+        if not isinstance(self.near_copies, bool):
+            raise AllocationError(f"policy near_copies must be true or false, got "
+                                  f"{self.near_copies!r}")
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"attribution": "per-call", "k": self.k, "neighbours": self.neighbours,
+                "label": self.label, "near_copies": self.near_copies}
+
+
+@dataclass(frozen=True, slots=True)
+class PerCallShare:
+    """The part of a model's epoch fees attributed call by call: `fee` (minor units) and the
+    exact data amounts of those calls by account, which sum to fee x data_bps / 10,000."""
+
+    fee: int
+    credits: Mapping[str, Fraction]
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """How each model's fee is split, in basis points that sum to exactly 10,000."""
@@ -87,15 +139,26 @@ class Policy:
     # model -> the valuation asset whose records may pay its data part (settlement.toml
     # `[models.<model>] valuation = "<asset>"`); a model not named here: `<model>_valuation`.
     valuations: tuple[tuple[str, str], ...] = ()
+    # model -> its per-call attribution (`[models.<model>] attribution = "per-call"`); a model
+    # not named here is settled by its global valuation.
+    calls: tuple[tuple[str, CallPolicy], ...] = ()
 
     def valuation_asset(self, model: str) -> str:
         """The one asset whose valuation records settlement may use for `model`."""
         return dict(self.valuations).get(model, f"{model}_valuation")
 
+    def per_call(self, model: str) -> CallPolicy | None:
+        """`model`'s per-call attribution, or None when it is settled globally."""
+        return dict(self.calls).get(model)
+
     def __post_init__(self) -> None:
         for model, asset in self.valuations:
             _name(model, "policy model")
             _name(asset, f"policy models.{model}.valuation")
+        for model, call in self.calls:
+            _name(model, "policy model")
+            if not isinstance(call, CallPolicy):
+                raise AllocationError(f"policy models.{model}: not a CallPolicy")
         parts = [_bps(key, getattr(self, key)) for key in _POLICY_KEYS]
         if sum(parts) != BPS_TOTAL:
             raise AllocationError(
@@ -119,11 +182,13 @@ class Policy:
         missing = [k for k in _POLICY_KEYS if k not in obj]
         if missing:
             raise AllocationError(f"policy is missing keys: {', '.join(missing)}")
+        valuations, calls = _models(obj.get("models", {}))
         return cls(
             protocol_bps=_bps("protocol_bps", obj["protocol_bps"]),
             owner_bps=_bps("owner_bps", obj["owner_bps"]),
             data_bps=_bps("data_bps", obj["data_bps"]),
-            valuations=_valuations(obj.get("models", {})),
+            valuations=valuations,
+            calls=calls,
         )
 
     @classmethod
@@ -156,8 +221,13 @@ class Policy:
             "owner_bps": self.owner_bps,
             "data_bps": self.data_bps,
         }
-        if self.valuations:
-            mapping["models"] = {m: {"valuation": a} for m, a in self.valuations}
+        models: dict[str, dict[str, Any]] = {}
+        for m, a in self.valuations:
+            models.setdefault(m, {})["valuation"] = a
+        for m, call in self.calls:
+            models.setdefault(m, {}).update(call.to_mapping())
+        if models:
+            mapping["models"] = dict(sorted(models.items()))
         return mapping
 
     def split(self, fee: int) -> tuple[Fraction, Fraction, Fraction]:
@@ -169,19 +239,38 @@ class Policy:
         )
 
 
-def _valuations(obj: object) -> tuple[tuple[str, str], ...]:
-    """`[models.<model>] valuation = "<asset>"` tables, sorted by model."""
+def _models(
+    obj: object,
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, CallPolicy], ...]]:
+    """`[models.<model>]` tables (`valuation = "<asset>"`, `attribution = "per-call" |
+    "global"` with `k`, `neighbours`, `label`), sorted by model."""
     if not isinstance(obj, Mapping):
         raise AllocationError(f"policy models must be a table, got {type(obj).__name__}")
     pairs = []
+    calls = []
     for model, table in obj.items():
-        if not isinstance(table, Mapping) or set(table) != {"valuation"}:
+        if not isinstance(table, Mapping) or not table or set(table) - set(_MODEL_KEYS):
             raise AllocationError(
-                f"policy models.{model}: expected exactly one key, valuation = \"<asset>\""
+                f"policy models.{model}: expected keys among {', '.join(_MODEL_KEYS)}"
             )
-        pairs.append((_name(model, "policy model"),
-                      _name(table["valuation"], f"policy models.{model}.valuation")))
-    return tuple(sorted(pairs))
+        where = f"policy models.{model}"
+        name = _name(model, "policy model")
+        if "valuation" in table:
+            pairs.append((name, _name(table["valuation"], f"{where}.valuation")))
+        how = table.get("attribution", "global")
+        if how not in ATTRIBUTIONS:
+            raise AllocationError(f"{where}.attribution must be one of {', '.join(ATTRIBUTIONS)},"
+                                  f" got {how!r}")
+        knobs = {k: table[k] for k in ("k", "neighbours", "label", "near_copies") if k in table}
+        if how == "per-call":
+            try:
+                calls.append((name, CallPolicy(**knobs)))
+            except AllocationError as e:
+                raise AllocationError(f"{where}: {e}") from e
+        elif knobs:
+            raise AllocationError(f"{where}: {', '.join(knobs)} apply to attribution = "
+                                  "\"per-call\" only")
+    return tuple(sorted(pairs)), tuple(sorted(calls, key=lambda c: c[0]))
 
 
 def _weight(value: object, where: str, *, clip_negative: bool) -> Fraction:
@@ -440,12 +529,15 @@ def allocate_epoch(
     policy: Policy,
     owners: Mapping[str, str],
     graph: LineageGraph,
+    per_call: Mapping[str, PerCallShare] | None = None,
 ) -> Allocation:
     """Integer payouts for one epoch: policy split per model, data part down the lineage graph.
 
     ``fees`` maps each model node to its total fee in minor units. Every model in ``fees`` needs an
     owner in ``owners`` (owner name, not account). A model absent from ``graph`` or without positive
-    data weight sends its data part to ``RESERVE``; ``reserve_reason`` says why.
+    data weight sends its data part to ``RESERVE``; ``reserve_reason`` says why. ``per_call``:
+    the part of a model's fees attributed call by call pays its exact data amounts directly;
+    only the rest of its data part goes down the graph. One rounding for the whole epoch.
     """
     if not isinstance(policy, Policy):
         raise AllocationError(f"policy must be a Policy, got {type(policy).__name__}")
@@ -467,6 +559,19 @@ def allocate_epoch(
         protocol, owner, data = policy.split(fee)
         credit(PROTOCOL, protocol)
         credit(owner_account(owners[model]), owner)
+        share = (per_call or {}).get(model)
+        if share is not None:
+            direct = Fraction(share.fee * policy.data_bps, BPS_TOTAL)
+            if not 0 <= share.fee <= fee:
+                raise AllocationError(f"model {model}: per-call fees {share.fee} not within "
+                                      f"its fees {fee}")
+            paid = sum(share.credits.values(), Fraction(0))
+            if paid != direct or any(v < 0 for v in share.credits.values()):
+                raise AllocationError(f"model {model}: per-call amounts sum to {paid}, not the "
+                                      f"data part of its per-call fees {direct}")
+            for account, amount in sorted(share.credits.items()):
+                credit(_name(account, "account"), amount)
+            data -= direct
         parts, why = _flow(data, model, graph)
         for account, amount in parts.items():
             credit(account, amount)

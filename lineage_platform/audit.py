@@ -73,8 +73,11 @@ def verify_store(
     trust: TrustStore,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    project_dir: Path | None = None,
 ) -> VerifyReport:
-    """Read-only: every envelope, every derived column, every checkpoint and its frontier."""
+    """Read-only: every envelope, every derived column, every checkpoint and its frontier.
+
+    `project_dir`: the project whose training parts re-derive per-call settlements (issue 18)."""
     started: list[Ahead] = []
 
     def start(head: pa.Table) -> None:  # the first records, verified while the rest is read
@@ -100,7 +103,7 @@ def verify_store(
             raise VerificationError(f"checkpoint row {size}: tree size column was edited", None)
     from lineage_platform.settlement import verify_settlements
 
-    return dataclasses.replace(report, epochs=verify_settlements(store))
+    return dataclasses.replace(report, epochs=verify_settlements(store, project_dir))
 
 
 def export_bundle(store: Store, trust: TrustStore, out: Path) -> int:

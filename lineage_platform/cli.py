@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lineage_platform.config import Settings
+from lineage_platform.config import CodeTarget, Settings
 from lineage_platform.errors import ConfigError, LineageError, VerificationError
 from lineage_platform.valuation.registry import get_method, known_names
 
@@ -53,21 +53,78 @@ def progress_bar(label: str) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
-def settings() -> Settings:
-    return Settings.from_env(os.environ, cwd=Path.cwd())
+def settings(code: CodeTarget | None = None, new_project: bool = False) -> Settings:
+    return Settings.from_env(os.environ, cwd=Path.cwd(), code=code, new_project=new_project)
+
+
+# The code locations to read, as Dagster's own CLI takes them (`dagster dev -w/-m/-f/-d`).
+WORKSPACE_OPT = typer.Option(
+    None, "-w", "--workspace", help="a workspace.yaml to read (repeatable); default the project's"
+)
+MODULE_OPT = typer.Option(
+    None, "-m", "--module-name", help="a module holding Definitions (repeatable)"
+)
+FILE_OPT = typer.Option(
+    None, "-f", "--python-file", help="a Python file holding Definitions (repeatable)"
+)
+WORKDIR_OPT = typer.Option(
+    None, "-d", "--working-directory", help="where -m/-f code is imported from (default: cwd)"
+)
+
+
+def code_target(
+    workspace: list[Path] | None,
+    module: list[str] | None,
+    python_file: list[Path] | None,
+    working_directory: Path | None,
+) -> CodeTarget:
+    """-w/-m/-f/-d as absolute paths (relative ones are read from the current folder)."""
+    cwd = Path.cwd()
+    return CodeTarget(
+        workspaces=tuple((cwd / w).resolve() for w in workspace or ()),
+        modules=tuple(module or ()),
+        files=tuple((cwd / f).resolve() for f in python_file or ()),
+        working_directory=(cwd / (working_directory or ".")).resolve(),
+    )
 
 
 @app.command()
-def init() -> None:
-    """Create the state folder: the Dagster instance's home and the signing key.
+def init(
+    workspace: list[Path] | None = WORKSPACE_OPT,
+    module: list[str] | None = MODULE_OPT,
+    python_file: list[Path] | None = FILE_OPT,
+    working_directory: Path | None = WORKDIR_OPT,
+) -> None:
+    """Create the state folder, its signing key and the Dagster instance's home (the state
+    folder's own, or $DAGSTER_HOME), in this project or an existing Dagster project of yours;
+    lists the code locations the other commands will read (nothing is imported).
 
-    Example: lineage init
+    Examples: lineage init | DAGSTER_HOME=~/dagster_home lineage init -m my_project.definitions
     """
-    from lineage_platform.dagster.workspace import prepare_dagster_home
+    from lineage_platform.dagster.workspace import code_locations, prepare_dagster_home
+    from lineage_platform.errors import CodeLocationError
 
-    cfg = settings()
-    home = prepare_dagster_home(cfg)
-    out.print(f"state folder {cfg.state_dir} (DAGSTER_HOME={home})")
+    target = code_target(workspace, module, python_file, working_directory)
+    cfg = settings(target, new_project=True)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    prepare_dagster_home(cfg, create=True)
+    ring = keyring(cfg)
+    keyid = (ring.current_keyid(passphrase()) if ring.exists() else None) or ring.init(
+        passphrase()
+    )
+    out.print(f"project {cfg.project_dir}", highlight=False)
+    out.print(f"state folder {cfg.state_dir} (signing key {keyid[:16]}…)", highlight=False)
+    out.print(cfg.describe_instance(), highlight=False)
+    try:
+        found = code_locations(cfg.project_dir, target)
+    except CodeLocationError as exc:
+        err.print(f"[yellow]{escape(str(exc))}[/yellow]", highlight=False, soft_wrap=True)
+        return
+    for location in found:
+        out.print(f"code location {location.describe()}", highlight=False)
+    if target and not (cfg.project_dir / "workspace.yaml").exists():
+        err.print("name the same -w/-m/-f on `lineage sync` and `lineage status`, or add a "
+                  "workspace.yaml", highlight=False)
 
 
 @app.command()
@@ -107,26 +164,45 @@ def demo() -> None:
         out.print(line, soft_wrap=True, highlight=False)
 
 
+def _noted(notes: list[str]) -> Callable[[str], None]:
+    """Which instance and locations a command read: kept for --json, said on stderr."""
+
+    def note(line: str) -> None:
+        notes.append(line)
+        colour = "yellow" if " not read" in line else "dim"
+        err.print(f"[{colour}]{escape(line)}[/{colour}]", highlight=False, soft_wrap=True)
+
+    return note
+
+
 @app.command()
 def sync(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     batch_size: int = typer.Option(
         5000, "--batch-size", min=1, help="materializations per committed batch"
     ),
+    workspace: list[Path] | None = WORKSPACE_OPT,
+    module: list[str] | None = MODULE_OPT,
+    python_file: list[Path] | None = FILE_OPT,
+    working_directory: Path | None = WORKDIR_OPT,
 ) -> None:
     """Run the lineage sensor's logic once: sign every unrecorded materialization into the log.
 
-    Example: lineage sync && lineage verify
+    Reads $DAGSTER_HOME's instance when set (else the state folder's) and every code location
+    of the workspace; one that cannot be loaded is named and nothing is signed (exit 2).
+    Examples: lineage sync && lineage verify | lineage sync -m my_project.definitions
     """
     from lineage_platform.dagster.sync import sync_project
 
-    cfg = settings()
+    cfg = settings(code_target(workspace, module, python_file, working_directory))
+    notes: list[str] = []
     with out.status("reading materializations") as status:
         result = sync_project(
             cfg,
             passphrase(),
             on_batch=lambda r: status.update(f"appended {r.appended} of {r.read} in this batch"),
             limit=batch_size,
+            notes=_noted(notes),
         )
     if as_json:
         out.print_json(
@@ -135,7 +211,8 @@ def sync(
                   "not_attributed": [
                       {"asset": p.asset, "event_id": p.event_id, "reason": p.reason}
                       for p in result.passed
-                  ]}
+                  ],
+                  "dagster_home": str(cfg.dagster_home), "notes": notes}
         )
     else:
         out.print(
@@ -149,82 +226,128 @@ def sync(
                   highlight=False, soft_wrap=True)
 
 
+def _valuation_run_summary(details: dict[str, Any]) -> tuple[str, str | None]:
+    """What a valuation record's run means, per method, from its signed details: the line
+    `lineage value` shows and its per-contributor count column (None when there is none).
+    Exact Shapley: the coalitions evaluated (no seed, no per-contributor count); KNN: k and
+    the rows valued, each contributor's rows credited; sampled methods: seed and samples, each
+    contributor's samples. The score is named when it is not accuracy.
+
+        _valuation_run_summary({"method": "exact-shapley", "samples": 16})
+    """
+    method = str(details.get("method"))
+    samples = details.get("samples")
+    score = details.get("score")
+    scored = score.get("name") if isinstance(score, dict) else None
+    by = f", score {scored}" if scored and scored != "accuracy" else ""
+    try:
+        players = get_method(method).players
+    except LineageError:
+        players = None
+    if method == "exact-shapley":
+        return f"{method} (all {samples} coalitions evaluated{by})", None
+    if players is not None and players.value == "rows":
+        return f"{method} (k {details.get('k')}, {samples} rows valued{by})", "rows credited"
+    stopped = details.get("stopped_by")
+    return (f"{method} (seed {details.get('seed')}, {samples} samples"
+            f"{f', stopped by {stopped}' if stopped else ''}{by})"), "samples"
+
+
 @app.command()
 def value(
     model: str = typer.Argument(..., help="model asset key, e.g. digits_classifier"),
     method: str | None = typer.Option(
-        None, help=f"recompute with {'|'.join(known_names())} (materializes MODEL_valuation)"
+        None, help=f"recompute with {'|'.join(known_names())} (materializes its valuation asset)"
     ),
     seed: int = typer.Option(7, help="seed for the sampling methods"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    workspace: list[Path] | None = WORKSPACE_OPT,
+    module: list[str] | None = MODULE_OPT,
+    python_file: list[Path] | None = FILE_OPT,
+    working_directory: Path | None = WORKDIR_OPT,
 ) -> None:
-    """Contributor values of a model, from its latest signed valuation record.
+    """Contributor values of a model, from its latest signed valuation record; with
+    --method, its valuation asset (the one declaring it values MODEL, else the log's, else
+    settlement.toml's) is materialized with that method first and signed.
 
     Examples: lineage value digits_classifier | lineage value digits_classifier --method exact
     """
-    from lineage_platform.settlement import load_policy, valuation_decisions
+    from lineage_platform.settlement import latest_valuation, load_policy, valuation_decisions
     from lineage_platform.valuation.result import shares_of
 
     chosen = get_method(method) if method is not None else None
-    cfg = settings()
+    cfg = settings(code_target(workspace, module, python_file, working_directory))
+    policy = load_policy(cfg.project_dir)
     if chosen is not None:
-        import dagster as dg
-
         from lineage_platform.dagster.sync import sync_project
+        from lineage_platform.dagster.valuation import find_valuation
         from lineage_platform.dagster.workspace import (
-            load_definitions,
+            load_locations,
             materialize_asset,
             open_instance,
         )
 
-        with out.status(f"valuing {model} with {chosen.name}"):
-            defs = load_definitions(cfg.project_dir)
+        log = store(cfg)
+        logged = latest_valuation(log, model) if log.exists() else None
+        defs, key = find_valuation(
+            model, [loaded.defs for loaded in load_locations(cfg)],
+            logged_asset=logged[1].asset if logged else None,
+            registered_asset=policy.valuation_asset(model),
+        )
+        with out.status(f"valuing {model} with {chosen.name} ({key.to_user_string()})"):
             with open_instance(cfg) as instance:
-                materialize_asset(
-                    defs, instance, dg.AssetKey(f"{model}_valuation"),
-                    {"method": chosen.name, "seed": seed},
-                )
+                materialize_asset(defs, instance, key, {"method": chosen.name, "seed": seed})
             sync_project(cfg, passphrase())
     # The valuation a settlement would pay on (issue 15), and every newer one it would refuse.
-    chosen_by_model, refusals = valuation_decisions(
-        store(cfg), load_policy(cfg.project_dir), [model]
-    )
+    chosen_by_model, refusals = valuation_decisions(store(cfg), policy, [model])
     for refusal in refusals:
         err.print(f"[yellow]{escape(str(refusal))}[/yellow]", highlight=False, soft_wrap=True)
     found = chosen_by_model.get(model)
     if found is None:
         raise LineageError(
-            f"no usable signed valuation of {model} in the log: materialize {model}_valuation"
+            f"no usable signed valuation of {model} in the log: materialize its valuation "
+            f"asset ({policy.valuation_asset(model)} is the one settlement.toml pays on)"
         )
     idx, record = found
     details = record.details_obj() or {}
     shares = shares_of({str(i): c.value for i, c in enumerate(record.contributors)})
+    run_line, count_column = _valuation_run_summary(details)
     rows = [
         {"contributor": c.id, "value": c.value, "share": shares[str(i)], "stderr": c.stderr,
-         "rows": c.rows}
+         **({count_column: c.rows} if count_column else {})}
         for i, c in sorted(enumerate(record.contributors), key=lambda ic: -(ic[1].value or 0.0))
     ]
     if as_json:
+        score = details.get("score")
         out.print_json(data={"model": model, "log_index": idx, "method": details.get("method"),
-                             "seed": details.get("seed"), "contributors": rows})
+                             "seed": details.get("seed"), "samples": details.get("samples"),
+                             "score": score.get("name") if isinstance(score, dict) else None,
+                             "run": run_line, "contributors": rows})
         return
-    table = Table(
-        title=f"{model}: {details.get('method')} (seed {details.get('seed')}), record {idx}",
-        title_justify="left",
-    )
-    for col in ("contributor", "value", "share", "stderr", "rows or samples"):
+    table = Table(title=f"{model}: {run_line}, record {idx}", title_justify="left")
+    columns = ["contributor", "value", "share", "stderr", *([count_column] if count_column else [])]
+    for col in columns:
         table.add_column(col, justify="left" if col == "contributor" else "right")
     for r in rows:
         stderr = "" if r["stderr"] is None else f"{r['stderr']:.4f}"
+        counted = [str(r[count_column])] if count_column else []
         table.add_row(str(r["contributor"]), f"{r['value']:.4f}", f"{r['share']:.1%}", stderr,
-                      str(r["rows"]))
+                      *counted)
     out.print(table)
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    workspace: list[Path] | None = WORKSPACE_OPT,
+    module: list[str] | None = MODULE_OPT,
+    python_file: list[Path] | None = FILE_OPT,
+    working_directory: Path | None = WORKDIR_OPT,
+) -> None:
     """Pressure gauges: sensor backlog and lag, last checkpoint, unsettled fees, lock waits.
 
+    The backlog is read from $DAGSTER_HOME's instance when set (else the state folder's) over
+    every code location; one that cannot be loaded is named (exit 2).
     Example: lineage status --json
     """
     import time
@@ -233,9 +356,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     from lineage_platform.dagster.sync import project_backlog
     from lineage_platform.status import store_gauges
 
-    cfg = settings()
+    cfg = settings(code_target(workspace, module, python_file, working_directory))
     gauges = store_gauges(store(cfg), cfg.spool_dir, datetime.now(UTC))
-    pending, oldest = project_backlog(cfg)
+    notes: list[str] = []
+    pending, oldest = project_backlog(cfg, notes=notes.append)
     lag = round(time.time() - oldest, 1) if oldest is not None else 0.0
     the_store = store(cfg)
     held = len(the_store.quarantined()) if the_store.exists() else 0
@@ -247,7 +371,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     conflicts = len(the_store.usage_conflicts()) if the_store.exists() else 0
     data = {"sensor_backlog": pending, "sensor_lag_s": lag, **gauges.to_json(),
             "usage_quarantined": held, "usage_conflicts": conflicts,
-            "valuations_refused": [r.to_json() for r in refused]}
+            "valuations_refused": [r.to_json() for r in refused],
+            "dagster_home": str(cfg.dagster_home), "notes": notes}
     if as_json:
         out.print_json(data=data)
         return
@@ -256,6 +381,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     table.add_column("value")
     warn = "[yellow]"
     rows = [
+        ("dagster instance", escape(cfg.describe_instance().removeprefix("Dagster instance "))),
+        *((("code locations" if n.startswith("code locations") else "not read"),
+           escape(n.removeprefix("code locations: ")) if n.startswith("code locations")
+           else f"{warn}{escape(n)}") for n in notes[1:]),
         ("sensor backlog", f"{warn if pending else ''}{pending} materializations not yet recorded"),
         ("sensor lag", f"{lag:.0f}s (oldest unrecorded event)" if pending else "none"),
         ("log", f"{gauges.log_size} records"),
@@ -320,7 +449,12 @@ def usage_record(
     units: str = typer.Option("1", help="metered units (integer)"),
     fee: str = typer.Option(..., help="fee in integer minor units (e.g. cents)"),
     event_id: str | None = typer.Option(None, "--id", help="idempotency key; a replay counts once"),
-    at: str | None = typer.Option(None, "--at", help="when the call happened (ISO 8601; now)"),
+    at: str | None = typer.Option(
+        None, "--at",
+        help="when the call happened, ISO 8601 (e.g. 2026-12-02T15:00Z; UTC without a zone); "
+             "default now. Bounds: not after now + 5 min, not before the log's first record "
+             "- 31 days",
+    ),
     spool: bool = typer.Option(
         False, help="append to this producer's spool file (rush hour: no database lock)"
     ),
@@ -328,8 +462,10 @@ def usage_record(
     """Record one usage event (directly, or through the spool that `lineage usage drain` ingests).
 
     The same --id again is a quiet no-op when model, caller, units and fee match; with another
-    body it is a conflict (exit 16, listed by `lineage usage conflicts`).
-    Example: lineage usage record --model digits_classifier --caller acme --fee 75 --id call-1
+    body it is a conflict (exit 16, listed by `lineage usage conflicts`). --at puts the call in
+    a past epoch, e.g. yesterday's, which `lineage settle` can settle at once (docs/usage.md).
+    Examples: lineage usage record --model digits_classifier --caller acme --fee 75 --id call-1 |
+    lineage usage record --model digits_classifier --caller acme --fee 75 --at 2026-12-02T12:00Z
     """
     from lineage_platform import usage
 
@@ -481,28 +617,46 @@ def settle(
     epoch: str | None = typer.Option(None, help="settle up to this epoch (YYYY-MM-DD)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Settle every closed epoch's fees into the ledger, exactly once, with a signed statement.
+    """Settle every closed epoch's fees into the ledger, exactly once, with a signed statement;
+    each settled epoch is then shown as its `settlement` partition in Dagster ($DAGSTER_HOME).
 
     Examples: lineage settle | lineage settle --epoch 2026-11-23 --json
     """
     from datetime import UTC, datetime
 
+    from lineage_platform.dagster.settlement import record_settled_epochs
     from lineage_platform.settlement import settle_held
 
     cfg = settings()
+    now = datetime.now(UTC)
     with out.status("settling") as status:
         statements = settle_held(
             store(cfg), keyring(cfg).signer(passphrase()), keyring(cfg).trust(),
-            cfg.project_dir, cfg.state_dir, datetime.now(UTC), epoch,
+            cfg.project_dir, cfg.state_dir, now, epoch,
             on_epoch=lambda e: status.update(f"settling {e}"),
         )
+        status.update("recording the settled epochs in Dagster")
+        try:
+            record_settled_epochs(cfg, store(cfg), statements)
+        except LineageError as exc:  # the money is settled: say so, do not fail
+            err.print(f"[yellow]warning: {escape(str(exc))}[/yellow]", highlight=False,
+                      soft_wrap=True)
     held = store(cfg).quarantined()
+    open_epoch, closes = _open_epoch(now)
     if as_json:
         extra = {"quarantined": len(held)} if held else {}
-        out.print_json(data={"epochs": [s.to_json() for s in statements], **extra})
+        out.print_json(data={"epochs": [s.to_json() for s in statements], **extra,
+                             "open_epoch": open_epoch, "closes_at": closes.isoformat()})
         return
     if not statements:
-        out.print("nothing to settle: no closed epoch has unsettled usage")
+        minutes = max(int((closes - now).total_seconds() // 60), 0)
+        out.print(
+            f"nothing to settle: no closed epoch has unsettled usage; the open epoch "
+            f"{open_epoch} closes at {closes:%Y-%m-%d %H:%M} UTC (in {minutes // 60} h "
+            f"{minutes % 60} min). To try settlement today, record usage in a closed epoch: "
+            "lineage usage record ... --at <yesterday> (docs/usage.md)",
+            highlight=False, soft_wrap=True,
+        )
     for s in statements:
         state = "already settled" if s.already_settled else "settled"
         out.print(
@@ -515,6 +669,14 @@ def settle(
     if held:
         err.print(f"[yellow]{len(held)} usage event(s) in quarantine, not settled[/yellow] "
                   "(lineage usage quarantine list)", highlight=False)
+
+
+def _open_epoch(now: Any) -> tuple[str, Any]:
+    """The epoch `now` is in and when it closes: epochs are UTC days, closing at 00:00 UTC."""
+    from lineage_platform.settlement import epoch_bounds, epoch_of
+
+    epoch = epoch_of(now)
+    return epoch, epoch_bounds(epoch)[1]
 
 
 @app.command()
@@ -561,6 +723,46 @@ def statement(
         table.add_row(p.epoch, str(p.amount), str(p.log_index), p.root[:16] + "…",
                       f"{len(p.proof)} hashes, verified")
     out.print(table)
+
+
+@app.command()
+def receipt(
+    event_id: str = typer.Argument(..., help="the usage event id of a call settled per call"),
+    as_json: bool = typer.Option(
+        False, "--json", help="the receipt as JSON (what `lineage verify --receipt` reads)"
+    ),
+) -> None:
+    """A settled call's receipt: fee, data share, contributors credited and their amounts, the
+    method, and its Merkle proof in the epoch's signed statement.
+
+    Example: lineage receipt call-17 --json > call-17.json && lineage verify --receipt call-17.json
+    """
+    from lineage_platform.receipt import call_receipt
+
+    cfg = settings()
+    found = call_receipt(store(cfg), event_id, cfg.project_dir)
+    if as_json:
+        out.print_json(data=found.to_json())
+        return
+    for line in found.lines():
+        out.print(escape(line), highlight=False, soft_wrap=True)
+
+
+def _verify_receipt(path: Path, pinned: Any) -> None:
+    """`verify --receipt`: offline, with the public keys alone (--keys, else the pinned ones)."""
+    import json
+
+    from lineage_platform.errors import ReceiptError
+    from lineage_platform.receipt import verify_receipt
+
+    try:
+        obj = json.loads(read_file(path))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReceiptError(f"{path}: not a JSON receipt ({exc})") from exc
+    trust = pinned if pinned is not None else verifier_trust(settings(), None)[0]
+    verify_receipt(obj, trust)
+    out.print(f"receipt of call {escape(str(obj.get('event_id')))} ({escape(str(obj.get('epoch')))}"
+              f"): verified against the signed statement", highlight=False, soft_wrap=True)
 
 
 keys_app = typer.Typer(help="Signing keys: create, rotate, show.", no_args_is_help=True)
@@ -671,6 +873,9 @@ def verify(
         help="also re-run each deterministic valuation from its signed inputs and compare its "
              "values digest (the project's data or DVC cache supplies the bytes)",
     ),
+    receipt_file: Path | None = typer.Option(
+        None, "--receipt", help="verify one call receipt (lineage receipt --json) offline instead"
+    ),
 ) -> None:
     """Re-check every signature, parse, reference, checkpoint and the Merkle root (read-only).
 
@@ -686,6 +891,9 @@ def verify(
     from lineage_platform.signing import TrustStore
 
     pinned = TrustStore.load(keys) if keys is not None else None
+    if receipt_file is not None:
+        _verify_receipt(receipt_file, pinned)
+        return
     memory = known.KnownLogs.from_env()
     witnessed = ""
     trust_note = ""
@@ -722,7 +930,7 @@ def verify(
             cfg = settings()
             trust, trust_note = verifier_trust(cfg, pinned)
             log = store(cfg)
-            report = audit.verify_store(log, trust, progress=advance)
+            report = audit.verify_store(log, trust, progress=advance, project_dir=cfg.project_dir)
             table, checkpoints = log.read_log()
             keyrings.check_retired_keys(
                 keyrings.lifecycle_of_table(table),

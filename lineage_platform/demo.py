@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from lineage_platform import usage
 from lineage_platform.config import Settings
+from lineage_platform.errors import LineageError
 from lineage_platform.integrations import dvc
 from lineage_platform.settlement import epoch_bounds, epoch_of, load_policy, settle
 
@@ -45,12 +46,13 @@ def run_demo(
     step("dvc repro")
     ran = dvc.reproduce(settings.project_dir)
     lines = [f"dvc repro: {', '.join(ran) if ran else 'data up to date'}"]
-    defs = load_definitions(settings.project_dir)
+    defs = load_definitions(settings.project_dir, settings.code)
     with open_instance(settings) as instance:
         done = materialize_all(defs, instance, on_step=lambda label: step(f"materializing {label}"))
     lines.append(f"materialized {len(done)} asset events into {settings.dagster_home}")
 
     from lineage_platform.audit import verify_store
+    from lineage_platform.dagster.settlement import record_settled_epochs
     from lineage_platform.dagster.sync import sync_project
     from lineage_platform.keys import KeyRing
     from lineage_platform.stores import open_store
@@ -74,7 +76,12 @@ def run_demo(
     )
     step("lineage settle")
     policy = load_policy(settings.project_dir)
-    for st in settle(store, ring.signer(passphrase), policy, now, epoch):
+    statements = settle(store, ring.signer(passphrase), policy, now, epoch)
+    try:  # as `lineage settle` does: the settled epoch is a `settlement` partition in the UI
+        record_settled_epochs(settings, store, statements)
+    except LineageError as exc:
+        lines.append(f"warning: {exc}")
+    for st in statements:
         state = "already settled" if st.already_settled else "settled"
         lines.append(
             f"lineage settle: epoch {st.epoch} {state}: fees {st.fees_total} paid to "

@@ -23,6 +23,15 @@ class UnknownMethodError(ConfigError):
     """A valuation method name is not registered; the message lists the known names."""
 
 
+class MissingExtraError(ConfigError):
+    """An optional part is not installed; the message names the extra, e.g.
+    `pip install 'lineage-platform[mlflow]'` (`lineage_platform.extras.require`)."""
+
+
+class CodeLocationError(ConfigError):
+    """A Dagster code location (workspace.yaml, -m, -f) cannot be loaded; names which and why."""
+
+
 class RecordError(LineageError):
     """A record or envelope is malformed; the message names the field."""
 
@@ -94,6 +103,11 @@ class SettlementError(LineageError):
     exit_code = 13
 
 
+class TrainingDataError(SettlementError):
+    """A per-call settlement cannot find a model's training rows, or their bytes do not hash to
+    the sha256 its signed lineage names; says which record and where it looked."""
+
+
 class IntegrationError(LineageError):
     """DVC, MLflow or Dagster state cannot be read (corrupt dvc.lock, unreachable MLflow store)."""
 
@@ -110,6 +124,10 @@ class ConflictError(UsageError):
     """The same usage event id arrived with a different body: the first is kept, this is listed."""
 
     exit_code = 16
+
+
+class ReceiptError(VerificationError):
+    """A call receipt does not verify, or cannot be made; names the field that does not hold."""
 
 
 class RollbackError(VerificationError):

@@ -14,12 +14,18 @@ for that valuation asset (`Recompute`, registered by the code location) runs the
 values digest must equal both the digest the record signs (`details.digest`) and the digest of
 the contributor values the record pays on. Sampled methods are listed as not recomputable;
 a part whose bytes cannot be found is a failure of that record, never a silent pass.
+
+A recompute function with a `from_record(record)` method reads the record's inputs itself:
+`valuation_asset` registers one per valuation asset it builds (`register`), which reads the
+content-addressed copies of the tables the run valued and checks them against the signed
+digests (lineage_platform.dagster.valuation). A code location's own `valuation_recomputers`
+win over registered ones.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +51,25 @@ class Recompute(Protocol):
     def __call__(
         self, details: Mapping[str, Any], parts: Mapping[str, Path], order: Sequence[str]
     ) -> Any: ...
+
+
+class RecomputeRecord(Protocol):
+    """A valuation asset's method run again from what `record` names (its details, its
+    inputs); returns the result (its `digest()`), or raises LineageError saying why not."""
+
+    def from_record(self, record: AttributionRecord) -> Any: ...
+
+
+#: Recompute functions registered by the factories that build valuation assets, by asset.
+REGISTERED: dict[str, Recompute | RecomputeRecord] = {}
+
+
+def register(asset: str, recompute: Recompute | RecomputeRecord) -> None:
+    """Make `recompute` the way `verify --recompute` re-runs `asset`'s valuation records.
+
+        register("model_valuation", recomputer)   # what valuation_asset does
+    """
+    REGISTERED[asset] = recompute
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +119,7 @@ def recompute_one(
     record: AttributionRecord,
     records: Mapping[int, AttributionRecord],
     project_dir: Path,
-    recompute: Recompute | None,
+    recompute: Recompute | RecomputeRecord | None,
 ) -> Outcome:
     name = f"valuation record {idx} ({record.asset})"
 
@@ -106,8 +131,17 @@ def recompute_one(
     if method not in DETERMINISTIC:
         return outcome(None, f"not recomputed: method {method!r} samples (not deterministic)")
     if recompute is None:
+        made_by_factory = "inputs" in details
         return outcome(False, "cannot be recomputed: the code location registers no recompute "
-                              f"function for {record.asset}")
+                              f"function for {record.asset}" + (
+                                  " (no valuation_asset in the loaded code locations builds it)"
+                                  if made_by_factory else ""))
+    if hasattr(recompute, "from_record"):
+        try:
+            again = str(recompute.from_record(record).digest())
+        except LineageError as exc:
+            return outcome(False, f"cannot be recomputed: {exc}")
+        return _compared(outcome, record, details, again, "its signed inputs")
     parts: dict[str, Path] = {}
     first: dict[str, tuple[int, int]] = {}
     for inp in record.inputs:
@@ -131,6 +165,18 @@ def recompute_one(
         again = str(result.digest())
     except LineageError as exc:
         return outcome(False, f"cannot be recomputed: {exc}")
+    return _compared(outcome, record, details, again, f"{len(parts)} parts")
+
+
+def _compared(
+    outcome: Callable[[bool | None, str], Outcome],
+    record: AttributionRecord,
+    details: Mapping[str, Any],
+    again: str,
+    source: str,
+) -> Outcome:
+    """The recomputed values digest against the signed one and the values the record pays."""
+    method = details.get("method")
     signed = str(details.get("digest", "")).removeprefix("sha256:")
     paid = values_digest({c.id: c.value for c in record.contributors if c.value is not None})
     if again != signed:
@@ -139,7 +185,7 @@ def recompute_one(
     if paid != again:
         return outcome(False, f"its contributor values (digest sha256:{paid[:16]}…) are not the "
                               f"values the data gives (sha256:{again[:16]}…)")
-    return outcome(True, f"recomputed with {method} from {len(parts)} parts: values match "
+    return outcome(True, f"recomputed with {method} from {source}: values match "
                          f"(sha256:{again[:16]}…)")
 
 
@@ -148,8 +194,9 @@ def recompute_valuations(
 ) -> list[Outcome]:
     """One outcome per valuation record in the log, oldest first."""
     records = _records(store)
+    chosen: dict[str, Recompute | RecomputeRecord] = {**REGISTERED, **recomputers}
     return [
-        recompute_one(idx, rec, records, project_dir, recomputers.get(rec.asset))
+        recompute_one(idx, rec, records, project_dir, chosen.get(rec.asset))
         for idx, rec in sorted(records.items())
         if rec.kind == "valuation"
     ]

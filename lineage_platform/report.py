@@ -24,12 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.text import Text
-
 from lineage_platform.errors import ConfigError, LineageError, SettlementError
+from lineage_platform.extras import missing
+
+try:  # the plots are the [report] extra
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.text import Text
+except ImportError as exc:
+    raise missing(exc.name or "matplotlib", "report") from exc
+
 from lineage_platform.records import AttributionRecord, Contributor
 from lineage_platform.signing import Envelope, TrustStore
 from lineage_platform.stores import SettledEpoch, Store

@@ -17,8 +17,11 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from lineage_platform.allocation import (
     Allocation,
@@ -28,6 +31,7 @@ from lineage_platform.allocation import (
     contributor_account,
 )
 from lineage_platform.attest import ORIGIN, entry_for
+from lineage_platform.calls import CallSettlement, settle_calls
 from lineage_platform.canonical import canonical_json
 from lineage_platform.errors import LineageError, SettlementError, VerificationError, shown
 from lineage_platform.identifiers import problem
@@ -50,6 +54,7 @@ from lineage_platform.stores import (
     SettlementUnit,
     Store,
 )
+from lineage_platform.stores.base import RECEIPTS_SCHEMA
 from lineage_platform.valuation.result import clip
 
 EPOCH = timedelta(days=1)
@@ -178,7 +183,8 @@ def valuation_problem(
     It must come from the model's registered valuation asset, from a run (not a runless
     event), name the exact model record (log index and sha256) among its inputs, pay only
     contributors of the model's recorded lineage, and meet its method's invariants: a
-    registered method, finite values, and efficiency (the values sum to the signed gain
+    registered method, finite values, a score the method can use (KNN-Shapley: accuracy only;
+    efficiency holds for any score, e.g. R²), and efficiency (the values sum to the signed gain
     u(N) - u(∅), within 3 standard errors for sampled methods) where the method is efficient.
     """
     from lineage_platform.valuation.registry import get_method
@@ -210,6 +216,10 @@ def valuation_problem(
     values = [c.value for c in valuation.contributors]
     if not values or any(v is None or not math.isfinite(v) for v in values):
         return "a contributor's value is missing or not finite"
+    score = details.get("score")
+    scored = score.get("name") if isinstance(score, dict) else "accuracy"  # older records
+    if method.classification_only and scored != "accuracy":
+        return f"{method.name} values classification only, not score {shown(str(scored), 32)}"
     if method.efficient:
         efficiency = details.get("efficiency")
         gain = efficiency.get("u_full_minus_u_empty") if isinstance(efficiency, dict) else None
@@ -326,6 +336,22 @@ class Derivation:
     inputs: tuple[InputRef, ...]
     ledger: tuple[Posting, ...]
     refusals: tuple[ValuationRefusal, ...] = ()
+    calls: CallSettlement | None = None  # per-call models' calls (issue 18), else None
+
+
+#: Statement version: 2 adds the per-call leaves' root (`calls_root`) beside the payout root.
+STATEMENT_CALLS = 2
+
+
+def _model_indices(records: Sequence[tuple[int, AttributionRecord]],
+                   models: Iterable[str]) -> dict[str, int]:
+    """The newest model record of each model (what `build_graph` pays on)."""
+    wanted = set(models)
+    latest: dict[str, int] = {}
+    for idx, rec in records:
+        if rec.kind == "model" and rec.partition is None and rec.asset in wanted:
+            latest[rec.asset] = idx
+    return latest
 
 
 def derive(
@@ -334,23 +360,33 @@ def derive(
     epoch_inputs: EpochInputs,
     envelopes: Sequence[LoggedEnvelope],
     checked: bool = True,
+    calls: Callable[[], pa.Table] | None = None,
+    project_dir: Path | None = None,
+    keep_leaves: bool = False,
 ) -> Derivation:
     """What settling `epoch` pays, from its usage and the signed records (`GRAPH_KINDS`).
 
     `checked`: valuations must pass `valuation_problem` (every new settlement); False only to
-    re-derive a settlement signed before those rules."""
+    re-derive a settlement signed before those rules. `calls` reads the epoch's calls (only
+    when the policy attributes a model per call); `project_dir` holds the training parts."""
     fees, digest, count = epoch_inputs.fees, epoch_inputs.events_digest, epoch_inputs.events
     records = _records(envelopes)
     graph, inputs, refusals = build_graph(records, fees, policy if checked else None)
     owners = {m: m for m in fees}
-    allocation = allocate_epoch(fees, policy, owners, graph)
+    per_call = None
+    if calls is not None and any(policy.per_call(m) is not None for m in fees):
+        per_call = settle_calls(epoch, policy, calls(), _model_indices(records, fees),
+                                dict(records), project_dir, keep=keep_leaves)
+    allocation = allocate_epoch(fees, policy, owners, graph,
+                                per_call.shares if per_call is not None else None)
     payouts = allocation.payouts
     ledger = tuple(
         [Posting(f"usage:{m}", f"clearing:{epoch}", f) for m, f in sorted(fees.items()) if f]
         + [Posting(f"clearing:{epoch}", acct, n) for acct, n in payouts]
     )
     return Derivation(
-        fees, digest, count, allocation, payout_root(epoch, payouts), inputs, ledger, refusals
+        fees, digest, count, allocation, payout_root(epoch, payouts), inputs, ledger, refusals,
+        per_call,
     )
 
 
@@ -368,7 +404,12 @@ def _settled_statement(unit: SettlementUnit) -> Statement | None:
 
 
 def settle_epoch(
-    store: Store, key: SigningKey, epoch: str, policy: Policy, now: datetime
+    store: Store,
+    key: SigningKey,
+    epoch: str,
+    policy: Policy,
+    now: datetime,
+    project_dir: Path | None = None,
 ) -> Statement:
     start, end = epoch_bounds(epoch)
     if end > now:
@@ -377,7 +418,8 @@ def settle_epoch(
         if (done := _settled_statement(unit)) is not None:
             return done
         _refuse_a_second_settlement(unit, epoch)
-        d = derive(epoch, policy, unit.inputs(epoch), unit.envelopes(GRAPH_KINDS))
+        d = derive(epoch, policy, unit.inputs(epoch), unit.envelopes(GRAPH_KINDS),
+                   calls=lambda: unit.calls(epoch), project_dir=project_dir)
         paid = sum(n for _, n in d.allocation.payouts)
         fees_total = sum(d.fees.values())
         if paid != fees_total:
@@ -398,6 +440,13 @@ def settle_epoch(
             "valuation_rules": VALUATION_RULES,
             "valuation_refusals": [r.to_json() for r in d.refusals],
         }
+        if d.calls is not None:
+            details.update({
+                "statement": STATEMENT_CALLS,
+                "calls_root": d.calls.root.hex(),
+                "calls": d.calls.calls,
+                "calls_attributed": d.calls.attributed,
+            })
         record = AttributionRecord(
             kind="settlement",
             asset="settlement",
@@ -415,8 +464,15 @@ def settle_epoch(
             epoch, start.replace(tzinfo=None), end.replace(tzinfo=None), fees_total, paid,
             len(d.allocation.payouts), d.root.hex(), log_index,
         )
+        receipts = None
+        if d.calls is not None:
+            receipts = pa.table(
+                {"event_id": pa.array(d.calls.event_ids, pa.string()),
+                 "leaf_hash": pa.array(d.calls.leaves, pa.binary())},
+                schema=RECEIPTS_SCHEMA,
+            )
         unit.write_settlement(
-            settled, d.ledger, [Payout(epoch, a, n) for a, n in d.allocation.payouts]
+            settled, d.ledger, [Payout(epoch, a, n) for a, n in d.allocation.payouts], receipts
         )
     return Statement(
         epoch, fees_total, paid, d.allocation.payouts, d.root.hex(), log_index, False,
@@ -443,10 +499,12 @@ def settle(
     now: datetime,
     epoch: str | None = None,
     on_epoch: Callable[[str], None] | None = None,
+    project_dir: Path | None = None,
 ) -> list[Statement]:
     """Settle every closed epoch with unsettled fees, oldest first (up to `epoch` if given).
 
     Settled epochs stay a prefix of time, which is what lets a late event move forward.
+    `project_dir`: where per-call models' training parts are found (their DVC paths or cache).
     """
     if epoch is not None:
         epoch_bounds(epoch)
@@ -461,7 +519,7 @@ def settle(
             break
         if on_epoch:
             on_epoch(pending)
-        statements.append(settle_epoch(store, key, pending, policy, now))
+        statements.append(settle_epoch(store, key, pending, policy, now, project_dir))
     if epoch is not None and not any(s.epoch == epoch for s in statements):
         # Another process may have settled it between the check above and `open_epochs`.
         with store.settling(epoch) as unit:
@@ -497,7 +555,8 @@ def settle_held(
     if policy is not None:
         witness.publish(store, trust, policy, state_dir)
     statements = settle(
-        store, key, load_policy(project_dir), now, epoch, on_epoch=on_epoch
+        store, key, load_policy(project_dir), now, epoch, on_epoch=on_epoch,
+        project_dir=project_dir,
     )
     known.check_store(memory, store, trust)
     if policy is not None and any(not s.already_settled for s in statements):
@@ -506,8 +565,12 @@ def settle_held(
 
 
 # -- re-derivation for `lineage verify` ----------------------------------------------------------
-def verify_settlements(store: Store) -> int:
-    """Recompute every settled epoch from stored events, signed records and the signed policy."""
+def verify_settlements(store: Store, project_dir: Path | None = None) -> int:
+    """Recompute every settled epoch from stored events, signed records and the signed policy.
+
+    An epoch settled per call (statement 2) is re-derived with its attribution, from the
+    training parts its models' signed lineage names (`project_dir`); its calls root must equal
+    the signed one and the one over the stored receipt leaves."""
     with store.snapshot() as view:
         epochs = view.settled_epochs()
         for row in epochs:
@@ -528,6 +591,8 @@ def verify_settlements(store: Store) -> int:
                 d = derive(
                     epoch, policy, view.inputs(epoch), view.envelopes(GRAPH_KINDS, before=idx),
                     checked=rules is not None,
+                    calls=partial(view.calls, epoch) if "calls_root" in signed else None,
+                    project_dir=project_dir,
                 )
             except LineageError as exc:
                 raise VerificationError(f"epoch {epoch}: cannot re-derive ({exc})", idx) from exc
@@ -558,6 +623,7 @@ def verify_settlements(store: Store) -> int:
                 "payout count": (row.payouts, len(d.allocation.payouts)),
                 "payouts table": ([tuple(p) for p in payouts], list(d.allocation.payouts)),
                 "ledger": ([tuple(x) for x in ledger], list(d.ledger)),
+                **_calls_checks(view, epoch, signed, d),
             }
             for name, (stored, derived) in checks.items():
                 if json.dumps(stored, sort_keys=True, default=str) != json.dumps(
@@ -573,6 +639,29 @@ def verify_settlements(store: Store) -> int:
                 raise VerificationError(f"epoch {epoch}: ledger does not sum to zero", idx)
         _verify_no_strays(view)
     return len(epochs)
+
+
+def _calls_checks(
+    view: LedgerView, epoch: str, signed: Mapping[str, Any], d: Derivation
+) -> dict[str, tuple[object, object]]:
+    """Per-call statements: the signed calls root, count and version against the re-derived
+    attribution, and the stored receipt leaves (event ids and hashes) against it."""
+    if "calls_root" not in signed and d.calls is None:
+        return {}
+    stored = view.receipt_leaves(epoch)
+    derived_ids = list(d.calls.event_ids) if d.calls else []
+    derived_leaves = [h.hex() for h in d.calls.leaves] if d.calls else []
+    return {
+        "statement version (signed)": (signed.get("statement"), STATEMENT_CALLS),
+        "calls root (signed)": (signed.get("calls_root"),
+                                d.calls.root.hex() if d.calls else None),
+        "call count (signed)": (signed.get("calls"), len(derived_ids)),
+        "attributed calls (signed)": (signed.get("calls_attributed"),
+                                      d.calls.attributed if d.calls else None),
+        "receipt event ids": (stored.column("event_id").to_pylist(), derived_ids),
+        "receipt leaves": ([bytes(h).hex() for h in stored.column("leaf_hash").to_pylist()],
+                           derived_leaves),
+    }
 
 
 def _verify_no_strays(view: LedgerView) -> None:

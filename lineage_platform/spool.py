@@ -32,6 +32,11 @@ from lineage_platform.errors import LineageError, UsageError
 from lineage_platform.stores import MAX_AMOUNT, Store
 from lineage_platform.usage import SCHEMA, ingest, validate_events
 
+# What a spool line holds (`SpoolWriter.record`): the ingest's columns without a call's input,
+# which the spool does not carry (a call with an input is ingested from a file).
+SPOOL_SCHEMA = pa.schema(
+    [SCHEMA.field(n) for n in ("event_id", "model", "caller", "units", "fee", "occurred_at")]
+)
 READY = ".ready.jsonl"
 OPEN = ".open.jsonl"
 
@@ -151,16 +156,16 @@ class DrainResult:
 
 def _read(path: Path) -> pa.Table:
     if path.stat().st_size == 0:
-        return SCHEMA.empty_table()
+        return SPOOL_SCHEMA.empty_table()
     try:
-        opts = pjson.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="error")
+        opts = pjson.ParseOptions(explicit_schema=SPOOL_SCHEMA, unexpected_field_behavior="error")
         return pjson.read_json(path, parse_options=opts)
     except pa.ArrowInvalid as exc:
         # A producer killed mid-line leaves a torn last line: keep every complete line.
         lines = path.read_bytes().split(b"\n")
         good = [ln for ln in lines if ln.strip() and ln.rstrip().endswith(b"}")]
         try:
-            return pa.Table.from_pylist([json.loads(ln) for ln in good]).cast(SCHEMA)
+            return pa.Table.from_pylist([json.loads(ln) for ln in good]).cast(SPOOL_SCHEMA)
         except (ValueError, pa.ArrowInvalid) as inner:
             raise UsageError(f"{path.name}: unreadable spool file ({inner})") from exc
 

@@ -17,12 +17,20 @@ refused with the column and row named. Bounds (issue 15), so that no event can b
 `ingest_batch(strict=False)` stores the good rows and names each refused one (`Refusal`).
 A malformed file (unreadable, a missing, unknown or duplicated column, a float amount column)
 is always refused whole.
+
+Issue 18, per-call attribution: an event may carry the call's `input` (a list of numbers; in
+CSV, JSON text such as `[0.5, 1]`; or `input_ref`, `<file>#<row>` naming a row of a batch file
+beside the events file: `.npy` or a Parquet file of numeric columns) and the label the model
+`output` (served). An input must be finite, at most `MAX_INPUT_DIM` numbers long and as long as
+every other stored input of its model; a call with an input needs its output. Inputs are stored
+as little-endian float64 bytes (`call_input`), outputs as text (`call_output`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,19 +42,15 @@ import pyarrow.compute as pc
 from lineage_platform.errors import UsageError, shown
 from lineage_platform.identifiers import arrow_nfc, arrow_problems
 from lineage_platform.stores import MAX_AMOUNT, MAX_SKEW_S, Store, UsageIngest
+from lineage_platform.stores.base import USAGE_SCHEMA
 
 REQUIRED = ("model", "caller", "units", "fee")
-OPTIONAL = ("event_id", "occurred_at")
-SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("model", pa.string()),
-        ("caller", pa.string()),
-        ("units", pa.int64()),
-        ("fee", pa.int64()),
-        ("occurred_at", pa.timestamp("us")),
-    ]
-)
+OPTIONAL = ("event_id", "occurred_at", "input", "input_ref", "output")
+SCHEMA = USAGE_SCHEMA
+#: The longest call input taken (numbers): bounds what one event can make settlement read.
+MAX_INPUT_DIM = 4096
+#: The longest served label taken (characters).
+MAX_OUTPUT_LEN = 256
 INT64_MAX = 2**63 - 1
 EARLIEST = datetime(1970, 1, 1)  # naive UTC, as stored
 GRACE = timedelta(days=31)
@@ -201,16 +205,177 @@ def _occurred(
     ]
 
 
+_FLOATS = pa.list_(pa.float64())
+
+
+def _parsed_json(col: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """CSV inputs: JSON text per row, to a list of floats; the mask marks text that is not a
+    JSON list of numbers (such a row becomes null)."""
+    lists: list[list[float] | None] = []
+    bad: list[bool] = []
+    for text in col.to_pylist():
+        if text is None or text == "":
+            lists.append(None)
+            bad.append(False)
+            continue
+        try:
+            value = json.loads(text)
+            ok = isinstance(value, list) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        except (ValueError, RecursionError):
+            ok = False
+        lists.append([float(v) for v in value] if ok else None)
+        bad.append(not ok)
+    return pa.array(lists, _FLOATS), pa.array(bad, pa.bool_())
+
+
+def _referenced(refs: pa.Array, base: Path | None) -> tuple[pa.Array, pa.Array, dict[int, str]]:
+    """`input_ref` (`<file>#<row>`, the file beside the events file) to lists of floats; the
+    mask and reasons name rows whose reference cannot be read."""
+    import numpy as np
+
+    lists: list[list[float] | None] = []
+    bad: dict[int, str] = {}
+    loaded: dict[str, Any] = {}
+    root = (base or Path.cwd()).resolve()
+    for i, ref in enumerate(refs.to_pylist()):
+        if ref is None or ref == "":
+            lists.append(None)
+            continue
+        name, _, row = str(ref).rpartition("#")
+        path = (root / name).resolve()
+        if not name or not row.isdigit() or not path.is_relative_to(root):
+            bad[i] = f"input_ref: row {i} {shown(str(ref))} is not <file beside it>#<row>"
+            lists.append(None)
+            continue
+        if name not in loaded:
+            try:
+                if path.suffix == ".npy":
+                    loaded[name] = np.load(path, allow_pickle=False)
+                else:
+                    import pyarrow.parquet as pq
+
+                    frame = _checked(pq.read_table(path))
+                    loaded[name] = np.column_stack(
+                        [frame.column(c).to_numpy().astype(np.float64)
+                         for c in frame.column_names])
+            except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                loaded[name] = f"cannot be read ({shown(first, 80)})"
+        batch = loaded[name]
+        if isinstance(batch, str) or batch.ndim != 2 or batch.dtype.kind not in "biuf":
+            why = batch if isinstance(batch, str) else "is not a 2-d numeric batch"
+            bad[i] = f"input_ref: row {i} {shown(name)} {why}"
+            lists.append(None)
+        elif int(row) >= batch.shape[0]:
+            bad[i] = f"input_ref: row {i} {shown(name)} has no row {row}"
+            lists.append(None)
+        else:
+            lists.append(batch[int(row)].astype(np.float64).tolist())
+    mask = pa.array([i in bad for i in range(len(refs))], pa.bool_())
+    return pa.array(lists, _FLOATS), mask, bad
+
+
+def _call_columns(
+    table: pa.Table,
+    names: set[str],
+    model: pa.Array,
+    dimensions: Mapping[str, int],
+    base: Path | None,
+) -> tuple[pa.Array, pa.Array, list[Check]]:
+    """The input (list of floats, null without one) and served output (text) columns, checked:
+    finite, 1..MAX_INPUT_DIM numbers, one length per model (`dimensions`: the stored one), and
+    an output wherever there is an input."""
+    n = table.num_rows
+    checks: list[Check] = []
+    if "input" in names and "input_ref" in names:
+        raise UsageError("usage events: give input or input_ref, not both")
+    if "input" in names:
+        col = table.column("input").combine_chunks()
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            inputs, bad = _parsed_json(col)
+            checks.append((bad, lambda i: f"input: row {i} is not a JSON list of numbers"))
+        elif pa.types.is_null(col.type):
+            inputs = pa.nulls(n, _FLOATS)
+        else:
+            try:
+                inputs = pc.cast(col, _FLOATS)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise UsageError(f"input: expected lists of numbers, got {col.type}") from None
+    elif "input_ref" in names:
+        inputs, bad, reasons = _referenced(_strings(table.column("input_ref"), "input_ref"), base)
+        checks.append((bad, lambda i: reasons.get(i, f"input_ref: row {i} is refused")))
+    else:
+        inputs = pa.nulls(n, _FLOATS)
+    if isinstance(inputs, pa.ChunkedArray):
+        inputs = inputs.combine_chunks()
+    lengths = pc.list_value_length(inputs)
+    checks.append((_mask(pc.or_(pc.equal(lengths, 0), pc.greater(lengths, MAX_INPUT_DIM))),
+                   lambda i: f"input: row {i} must have 1 to {MAX_INPUT_DIM} numbers"))
+    if n and inputs.null_count < n:
+        values = pc.list_flatten(inputs)
+        wrong = pc.invert(_mask(pc.is_finite(values)))
+        parents = pc.filter(pc.list_parent_indices(inputs), wrong)
+        rows = pc.is_in(pa.array(range(n), pa.int64()),
+                        value_set=pc.cast(parents, pa.int64()))
+        checks.append((rows, lambda i: f"input: row {i} has a number that is not finite"))
+        known = dict(dimensions)
+        for m, length in zip(model.to_pylist(), lengths.to_pylist(), strict=True):
+            if length and m is not None:
+                known.setdefault(m, length)
+        expected = pa.array([known.get(m) for m in model.to_pylist()], pa.int64())
+        other = _mask(pc.not_equal(pc.cast(lengths, pa.int64()), expected))
+        checks.append((other, lambda i: f"input: row {i} has {lengths[i].as_py()} numbers, its "
+                                        f"model's inputs {expected[i].as_py()}"))
+    if "output" in names:
+        output = _strings(table.column("output"), "output")
+        checks.append((_mask(pc.match_substring_regex(output, _CONTROL)),
+                       lambda i: f"output: row {i} has control characters"))
+        checks.append((_mask(pc.greater(pc.utf8_length(output), MAX_OUTPUT_LEN)),
+                       lambda i: f"output: row {i} is longer than {MAX_OUTPUT_LEN} characters"))
+        output = pc.if_else(_mask(pc.equal(pc.utf8_length(output), 0)),
+                            pa.scalar(None, pa.string()), output)
+    else:
+        output = pa.nulls(n, pa.string())
+    checks.append((pc.and_(inputs.is_valid(), output.is_null()),
+                   lambda i: f"output: row {i} is empty (a call with an input needs the label "
+                             "it was served)"))
+    return inputs, output, checks
+
+
+def _input_bytes(inputs: pa.Array) -> pa.Array:
+    """Lists of floats as little-endian float64 bytes (-0.0 stored as 0.0), nulls kept."""
+    import numpy as np
+
+    if isinstance(inputs, pa.ChunkedArray):
+        inputs = inputs.combine_chunks()
+    if not len(inputs) or inputs.null_count == len(inputs):
+        return pa.nulls(len(inputs), pa.binary())
+    values = np.asarray(pc.list_flatten(inputs).to_numpy(zero_copy_only=False), dtype="<f8")
+    data = pa.py_buffer((values + 0.0).tobytes())
+    lengths = pc.fill_null(pc.list_value_length(inputs), 0).to_numpy().astype(np.int64)
+    offsets = np.zeros(len(inputs) + 1, dtype=np.int64)
+    np.cumsum(lengths * 8, out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.large_binary(), len(inputs),
+        [inputs.is_valid().buffers()[1] if inputs.null_count else None,
+         pa.py_buffer(offsets.tobytes()), data],
+    ).cast(pa.binary())
+
+
 def screen_events(
     table: pa.Table,
     now: datetime | None = None,
     earliest: datetime | None = None,
     models: set[str] | None = None,
+    dimensions: Mapping[str, int] | None = None,
+    base: Path | None = None,
 ) -> Screened:
     """The rows that pass every bound, as the canonical table, and why each other row failed.
 
     `earliest`: the oldest time allowed (naive UTC; default 1970); `models`: when given, a row
-    naming any other model is refused too. A malformed table raises `UsageError` instead.
+    naming any other model is refused too; `dimensions`: each model's stored input length;
+    `base`: where `input_ref` files are. A malformed table raises `UsageError` instead.
     """
     names = set(_column_names(table))
     missing = [c for c in REQUIRED if c not in names]
@@ -250,12 +415,14 @@ def screen_events(
     checks += more
     fee, more = _amount(table, "fee")
     checks += more
+    inputs, output, more = _call_columns(table, names, model, dimensions or {}, base)
+    checks += more
     refused_mask: pa.Array | None = None
     for mask, _ in checks:
         refused_mask = mask if refused_mask is None else pc.or_(refused_mask, mask)
     refusals: list[Refusal] = []
     refused = 0
-    columns: list[pa.Array] = [event_id, model, caller, units, fee, occurred]
+    columns: list[pa.Array] = [event_id, model, caller, units, fee, occurred, inputs, output]
     if n and refused_mask is not None and pc.any(refused_mask).as_py():
         rows = pc.indices_nonzero(refused_mask)
         refused = len(rows)
@@ -264,7 +431,7 @@ def screen_events(
             refusals.append(Refusal(i, reason))
         keep = pc.invert(refused_mask)
         columns = [pc.filter(c, keep) for c in columns]
-    event_id, model, caller, units, fee, occurred = columns
+    event_id, model, caller, units, fee, occurred, inputs, output = columns
     return Screened(
         pa.table(
             [
@@ -274,6 +441,8 @@ def screen_events(
                 pc.cast(units, pa.int64()),
                 pc.cast(fee, pa.int64()),
                 occurred,
+                _input_bytes(inputs),
+                output,
             ],
             schema=SCHEMA,
         ),
@@ -367,7 +536,24 @@ def one_event(
         "event_id": [event_id], "model": [model], "caller": [caller], "units": [units],
         "fee": [fee], "occurred_at": [when.astimezone(UTC).replace(tzinfo=None)],
     }
-    return pa.table(row, schema=SCHEMA)
+    return pa.table(row, schema=pa.schema([SCHEMA.field(name) for name in row]))
+
+
+def stored_dimensions(store: Store) -> dict[str, int]:
+    """Each model's input length (numbers) among its stored calls, where they agree."""
+    return {m: lo // 8 for m, (lo, hi) in store.input_dimensions().items() if lo == hi}
+
+
+def _dimensions_of(events: pa.Table) -> dict[str, set[int]]:
+    """Input lengths (numbers) per model in a canonical table."""
+    if "call_input" not in events.column_names:
+        return {}
+    found: dict[str, set[int]] = {}
+    lengths = pc.binary_length(events.column("call_input")).to_pylist()
+    for m, n in zip(events.column("model").to_pylist(), lengths, strict=True):
+        if n is not None:
+            found.setdefault(m, set()).add(n // 8)
+    return found
 
 
 def ingest(store: Store, events: pa.Table) -> UsageIngest:
@@ -379,6 +565,13 @@ def ingest(store: Store, events: pa.Table) -> UsageIngest:
     if unknown:
         names = ", ".join(map(shown, unknown[:3])) + (" …" if len(unknown) > 3 else "")
         raise UsageError(f"unknown model(s): {names} (no signed model record in the log)")
+    batch = _dimensions_of(events)
+    stored = stored_dimensions(store) if batch else {}
+    for m, found in sorted(batch.items()):
+        wanted = found | ({stored[m]} if m in stored else set())
+        if len(wanted) > 1:
+            raise UsageError(f"input: model {shown(m)} gets inputs of {sorted(wanted)} numbers; "
+                             "each model takes one length")
     if events.num_rows:
         floor = earliest_allowed(store)
         early = _mask(pc.less(events.column("occurred_at"), pa.scalar(floor, pa.timestamp("us"))))
@@ -414,12 +607,16 @@ def ingest_batch(
     """
     floor = earliest_allowed(store)
     known = store.known_models()
+    dimensions = stored_dimensions(store)
     tables: list[pa.Table] = []
     refusals: list[Refusal] = []
     refused = 0
     for path in paths:
         try:
-            screened = screen_events(_read_checked(path), now, floor, known)
+            screened = screen_events(_read_checked(path), now, floor, known, dimensions,
+                                     path.parent)
+            for m, found in _dimensions_of(screened.events).items():
+                dimensions.setdefault(m, min(found))
         except UsageError as exc:
             raise _named(path, exc) from exc
         if screened.refused and strict:

@@ -299,7 +299,7 @@ class LogChecker:
         """Checks 4-6 for the next chunk (chunks come in log order, each passed check_records)."""
         got: Sequence[Sequence[Any]]
         if done.columns is not None:
-            got = done.columns
+            got = list[Sequence[Any]](done.columns)  # mypy 2 joins a NamedTuple's fields to object
         else:
             assert self._kept is not None  # no columns back only when there were stored ones
             got = [column[done.start : done.stop] for column in self._kept]

@@ -51,6 +51,9 @@ def _verifier_state(
     # never reads or writes the real user's ~/.config/lineage or ~/.local/state/lineage.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+    # The CLI reads $DAGSTER_HOME's instance when it is set: a test sets it for itself, never
+    # inherits the developer's (or an earlier test's) instance.
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
 
 @pytest.fixture(scope="session")

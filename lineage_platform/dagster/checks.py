@@ -25,6 +25,11 @@ EFFICIENCY = "lineage/efficiency"
 
 
 def log_verified_checks(keys: list[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
+    """`log_verified` per asset: every signature, reference, checkpoint and settled epoch in
+    the whole log verifies (the asset's page shows the log's size, root and key ids).
+
+        asset_checks = log_verified_checks([cohort.key, model.key])
+    """
     return [_log_verified(k) for k in keys]
 
 
@@ -56,6 +61,13 @@ def _log_verified(key: dg.AssetKey) -> dg.AssetChecksDefinition:
 
 
 def shapley_efficiency_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    """`shapley_efficiency` on a valuation asset: its newest values sum to u(N) − u(∅) (the
+    `lineage/efficiency` figures it reported), within rounding for exact methods and 3
+    standard errors for sampled ones; passes with a note for methods without the axiom.
+
+        asset_checks = [shapley_efficiency_check(model_valuation.key)]
+    """
+
     @dg.asset_check(
         asset=key,
         name="shapley_efficiency",
@@ -83,7 +95,10 @@ def shapley_efficiency_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
 
 
 def operations_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
-    """`lineage status` as a check: unsettled closed epochs, spooled usage, lock contention."""
+    """`lineage status` as a check: unsettled closed epochs, spooled usage, lock contention.
+
+        asset_checks = [operations_check(model.key)]
+    """
 
     @dg.asset_check(
         asset=key,
@@ -138,7 +153,10 @@ def valuation_acceptance(store: Store, policy: Policy, model: str) -> dg.AssetCh
 
 
 def valuation_accepted_check(key: dg.AssetKey, model: str) -> dg.AssetChecksDefinition:
-    """`valuation_acceptance` as a check on the valuation asset `key` of `model`."""
+    """`valuation_acceptance` as a check on the valuation asset `key` of `model`.
+
+        asset_checks = [valuation_accepted_check(model_valuation.key, "model")]
+    """
 
     @dg.asset_check(
         asset=key,

@@ -45,6 +45,11 @@ def dataset_metadata(
     dvc_path: str | None = None,
     dvc_md5: str | None = None,
 ) -> dict[str, Any]:
+    """A dataset's `lineage/*` metadata, for an asset that reports its own digest (a
+    `MaterializeResult` asset; `with_lineage` computes it for table outputs instead).
+
+        dataset_metadata(sha256_file(path), rows=120, contributors=[{"id": "north", "rows": 120}])
+    """
     meta = _common("dataset", sha256, dvc_path, dvc_md5)
     meta[ROWS] = dg.MetadataValue.int(rows)
     meta[CONTRIBUTORS] = contributors_json(contributors)
@@ -59,6 +64,10 @@ def model_metadata(
     dvc_path: str | None = None,
     dvc_md5: str | None = None,
 ) -> dict[str, Any]:
+    """A model's `lineage/*` metadata: its digest and the MLflow run and model it was logged as.
+
+        model_metadata(sha, ref.run_id, ref.model_id, mlflow_url=url)
+    """
     meta = _common("model", sha256, dvc_path, dvc_md5)
     meta[MLFLOW_RUN] = mlflow_run_id
     meta[MLFLOW_MODEL] = mlflow_model_id
@@ -70,7 +79,11 @@ def model_metadata(
 def valuation_metadata(
     sha256: str, contributors: Sequence[Mapping[str, Any]], details: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Contributors carry value, stderr and weight (share); details: method, seed, samples."""
+    """A valuation's `lineage/*` metadata (`valuation_report` builds it from a result):
+    contributors carry value, stderr and weight (share); details: method, seed, samples.
+
+        valuation_metadata(result.digest(), contributors, result.to_details())
+    """
     meta = _common("valuation", sha256, None, None)
     meta[CONTRIBUTORS] = contributors_json(contributors)
     meta[DETAILS] = dg.MetadataValue.json(dict(details))
@@ -88,6 +101,9 @@ def read_text(value: Any) -> str | None:
 
 
 def people_first(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The UI lists metadata in order: readable entries first, the sensor's `lineage/*` last."""
+    """The UI lists metadata in order: readable entries first, the sensor's `lineage/*` last.
+
+        return dg.MaterializeResult(metadata=people_first({**dataset_metadata(...), "rows": n}))
+    """
     mine = {k: v for k, v in meta.items() if not k.startswith("lineage/")}
     return {**mine, **{k: v for k, v in meta.items() if k.startswith("lineage/")}}

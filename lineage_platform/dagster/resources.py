@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from lineage_platform.config import Settings
+from lineage_platform.config import PROJECT_ENV, Settings
 from lineage_platform.integrations.mlflow import MlflowStore
 from lineage_platform.keys import KeyRing
 from lineage_platform.signing import SigningKey, TrustStore
@@ -94,8 +94,16 @@ class LineageSignerResource(dg.ConfigurableResource):  # type: ignore[misc]
 
 
 def platform_resources(project_dir: Path | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Everything the platform's sensor, checks and jobs need, from LINEAGE_* settings."""
-    settings = Settings.from_env(os.environ, cwd=project_dir or Path.cwd())
+    """Everything the platform's sensor, checks and jobs need, from LINEAGE_* settings;
+    `project_dir` is the project when LINEAGE_PROJECT does not name one (it need not hold a
+    workspace.yaml: a code location passes its own folder).
+
+        resources = platform_resources(Path(__file__).parent)
+    """
+    environ = dict(os.environ)
+    if project_dir is not None:
+        environ.setdefault(PROJECT_ENV, str(project_dir))
+    settings = Settings.from_env(environ, cwd=project_dir or Path.cwd())
     secret = dg.EnvVar(PASSPHRASE_ENV) if os.environ.get(PASSPHRASE_ENV) else None
     return resources_for(settings, secret)
 

@@ -1,7 +1,8 @@
 """Dagster as a source of the lineage sync: materializations read as `SourceEvent`s.
 
-    source = DagsterSource(instance, materializable_keys(defs))
+    source = source_for(instance, [defs])          # each location's translator describes it
     result = sync(source, store, signer, cursor)   # lineage_platform.sync: sign, append, cursor
+    sync_locations(instance, [defs], store, signer, until_caught_up=True)  # + check status
 
 Events are read per asset key with a storage-id cursor (`instance.fetch_materializations`), so
 several events in one tick, partitions, and assets added later are all seen; the storage id is
@@ -9,6 +10,12 @@ the event id, and (run id, storage id) the run reference its record is keyed by.
 the upstream materialization the run actually read (Dagster's input event pointer), so its log
 index is that event's own record even when several records share the same content hash.
 Everything Dagster-specific lives here: the event log, metadata keys, asset keys, partitions.
+
+What a record says is decided by the asset's `LineageTranslator` (`translator.py`; the one a
+location got from `with_lineage`): an asset it leaves out, or whose run reported no content
+digest, is `Skipped` with the reason, never signed under Dagster's data version; an input that
+points at such an upstream is left out of its reader's record (a record names only artifacts
+the log holds, so the reader's earnings go to its own contributors and attributed inputs).
 """
 
 from __future__ import annotations
@@ -16,24 +23,26 @@ from __future__ import annotations
 import heapq
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from lineage_platform.config import Settings
 from lineage_platform.dagster import metadata as M
-from lineage_platform.errors import RecordError
-from lineage_platform.hashing import sha256_bytes
+from lineage_platform.dagster.settlement import SETTLEMENT_KEY
+from lineage_platform.dagster.translator import LineageTranslator, reported_contributors
+from lineage_platform.errors import ConfigError, RecordError
 from lineage_platform.keys import KeyRing
 from lineage_platform.records import (
     Contributor,
     DvcRef,
     MlflowRef,
     RunRef,
-    canonical_json,
     details_json,
     idempotency_key,
 )
+from lineage_platform.signing import SigningKey
 from lineage_platform.stores import Store, open_store
 from lineage_platform.sync import (
     Cursor,
@@ -44,6 +53,9 @@ from lineage_platform.sync import (
     SyncResult,
     sync,
 )
+
+if TYPE_CHECKING:  # the graph `Definitions` and a sensor's repository both resolve to
+    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 
 ORCHESTRATOR = "dagster"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -57,61 +69,17 @@ def _meta(mat: dg.AssetMaterialization, key: str) -> str | None:
     return M.read_text(mat.metadata.get(key))
 
 
-def _sha_of(record: dg.EventLogRecord) -> str:
-    """The content hash the asset reported, else its data version, else a hash of the event."""
-    mat = record.asset_materialization
-    assert mat is not None
-    reported = _meta(mat, M.SHA256)
-    if reported and _HEX64.match(reported):
-        return reported
-    version = mat.tags.get("dagster/data_version") if mat.tags else None
-    if version and _HEX64.match(version):
-        return version
-    return sha256_bytes(
-        canonical_json(
-            {
-                "asset": mat.asset_key.to_user_string(),
-                "partition": mat.partition,
-                "data_version": version,
-                "storage_id": record.storage_id,
-            }
-        )
-    )
-
-
-def _kind(mat: dg.AssetMaterialization) -> str:
-    kind = _meta(mat, M.KIND)
-    return kind if kind in ("dataset", "model", "valuation") else "dataset"
-
-
-def _contributors(mat: dg.AssetMaterialization) -> tuple[Contributor, ...]:
-    raw = mat.metadata.get(M.CONTRIBUTORS)
-    value = getattr(raw, "value", None) if raw is not None else None
-    if not isinstance(value, dict):
-        return ()
-    out = []
-    for c in value.get("contributors", []):
-        out.append(
-            Contributor(
-                id=str(c["id"]),
-                rows=c.get("rows"),
-                sha256=c.get("sha256"),
-                weight=c.get("weight"),
-                value=c.get("value"),
-                stderr=c.get("stderr"),
-            )
-        )
-    return tuple(out)
-
-
 def _details(mat: dg.AssetMaterialization) -> str | None:
     raw = mat.metadata.get(M.DETAILS)
     value = getattr(raw, "value", None) if raw is not None else None
     return details_json(value) if isinstance(value, dict) else None
 
 
-def lineage_of(mat: dg.AssetMaterialization) -> Lineage:
-    """The lineage metadata an asset reported (`dagster.metadata` keys) and Dagster's tags."""
+def lineage_of(
+    mat: dg.AssetMaterialization, contributors: tuple[Contributor, ...] | None = None
+) -> Lineage:
+    """The lineage metadata an asset reported (`dagster.metadata` keys) and Dagster's tags;
+    `contributors` as the translator described them (default: as reported)."""
     tags = mat.tags or {}
     dvc_path, dvc_md5 = _meta(mat, M.DVC_PATH), _meta(mat, M.DVC_MD5)
     run_id, model_id = _meta(mat, M.MLFLOW_RUN), _meta(mat, M.MLFLOW_MODEL)
@@ -120,7 +88,9 @@ def lineage_of(mat: dg.AssetMaterialization) -> Lineage:
         code_version=tags.get("dagster/code_version"),
         dvc=DvcRef(dvc_path, dvc_md5) if dvc_path and dvc_md5 else None,
         mlflow=MlflowRef(run_id, model_id) if run_id else None,
-        contributors=_contributors(mat),
+        contributors=(
+            reported_contributors(mat) or () if contributors is None else contributors
+        ),
         details=_details(mat),
     )
 
@@ -182,16 +152,19 @@ class _UpstreamStates:
         batch: Sequence[dg.EventLogRecord],
         cursor: Cursor,
         synced: set[str],
+        digest_of: Callable[[dg.EventLogRecord], str | None],
     ) -> None:
         self.instance = instance
+        self.digest_of = digest_of
         self.cursor = cursor
         self.synced = synced
         self.in_batch: dict[str, list[dg.EventLogRecord]] = {}
         for e in batch:
             self.in_batch.setdefault(_asset(e), []).append(e)
         self.states: dict[tuple[str, int], dict[str | None, dg.EventLogRecord]] = {}
-        # storage id -> its input pointer (content hash read once), shared by every reader
-        self.pointers: dict[int, InputPointer] = {}
+        # storage id -> its input pointer (content hash read once), shared by every reader;
+        # None: the upstream event is not attributed, so no record can name it
+        self.pointers: dict[int, InputPointer | None] = {}
 
     def resolve(self, wanted: dict[str, set[int]]) -> None:
         for upstream, ats in wanted.items():
@@ -216,12 +189,14 @@ class _UpstreamStates:
                 continue
             for part in sorted(state, key=lambda p: (p is not None, p or "")):
                 event = state[part]
-                pointer = self.pointers.get(event.storage_id)
-                if pointer is None:
-                    pointer = self.pointers[event.storage_id] = InputPointer(
-                        upstream, part, _sha_of(event), dagster_ref(event)
+                if event.storage_id not in self.pointers:
+                    sha = self.digest_of(event)
+                    self.pointers[event.storage_id] = (
+                        InputPointer(upstream, part, sha, dagster_ref(event)) if sha else None
                     )
-                out.append(pointer)
+                pointer = self.pointers[event.storage_id]
+                if pointer is not None:
+                    out.append(pointer)
         return tuple(out)
 
     def _fetch(self, records_filter: dg.AssetRecordsFilter, limit: int) -> list[dg.EventLogRecord]:
@@ -320,15 +295,36 @@ def pending_events(
     return events, bool(heads) or any(more.values())
 
 
+def _attributed(translator: LineageTranslator, spec: dg.AssetSpec) -> bool:
+    return translator.attributed(spec)
+
+
 class DagsterSource:
-    """The materializations of `asset_keys` in a Dagster instance, as a sync `Source`."""
+    """The materializations of `asset_keys` in a Dagster instance, as a sync `Source`.
+
+    `described` gives, per asset key, the translator and `AssetSpec` that say what its
+    records hold (`source_for` builds it from each code location); an asset not in it is
+    described by the default `LineageTranslator` from its key alone.
+    """
 
     orchestrator = ORCHESTRATOR
 
-    def __init__(self, instance: dg.DagsterInstance, asset_keys: Iterable[dg.AssetKey]) -> None:
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        asset_keys: Iterable[dg.AssetKey],
+        described: Mapping[dg.AssetKey, tuple[LineageTranslator, dg.AssetSpec]] | None = None,
+    ) -> None:
         self.instance = instance
         self.asset_keys = list(asset_keys)
         self._names = {k.to_user_string() for k in self.asset_keys}
+        self._described_by = dict(described or {})
+        self._default = LineageTranslator()
+
+    def translator(self, key: dg.AssetKey) -> tuple[LineageTranslator, dg.AssetSpec]:
+        """Who describes `key`'s materializations, with the asset's definition."""
+        found = self._described_by.get(key)
+        return found if found is not None else (self._default, dg.AssetSpec(key))
 
     def events(self, after: Cursor, limit: int) -> list[SourceEvent | Skipped]:
         """The oldest `limit` materializations after the cursor, with their inputs resolved."""
@@ -338,45 +334,99 @@ class DagsterSource:
         for found in pointers.values():
             for upstream, at, _version in found:
                 wanted.setdefault(upstream, set()).add(at)
-        states = _UpstreamStates(self.instance, records, after, self._names)
+        states = _UpstreamStates(self.instance, records, after, self._names, self.digest)
         states.resolve(wanted)
         return [self._described(r, states.inputs(pointers[r.storage_id])) for r in records]
+
+    def digest(self, record: dg.EventLogRecord) -> str | None:
+        """The content digest `record`'s own record signs; None when it is not attributed.
+        An input pointing at such an upstream is left out of its reader's record."""
+        mat = record.asset_materialization
+        assert mat is not None
+        translator, spec = self.translator(mat.asset_key)
+        if not translator.attributed(spec):
+            return None
+        return translator.digest(spec, mat)
 
     def _described(
         self, record: dg.EventLogRecord, inputs: tuple[InputPointer, ...]
     ) -> SourceEvent | Skipped:
         """`event`, or `Skipped` with the reason when the materialization cannot be a record
-        (a spoofed contributor id, a malformed hash): one hostile event must not stop the
-        sync of every event after it."""
+        (a spoofed contributor id, a malformed hash, a bad translator setting): one hostile
+        event must not stop the sync of every event after it."""
         try:
             return self.event(record, inputs)
-        except RecordError as exc:
+        except (RecordError, ConfigError) as exc:
             return Skipped(_asset(record), record.storage_id, f"not signed: {exc}")
 
     def event(
         self, record: dg.EventLogRecord, inputs: tuple[InputPointer, ...]
     ) -> SourceEvent | Skipped:
-        """One materialization as a source event: what its record will say (the one place
-        that decides it: a subclass may describe an asset otherwise, or skip it)."""
+        """One materialization as a source event: what its record will say, as the asset's
+        translator describes it (the one place that decides it). An asset the translator
+        leaves out, or whose run reported no content digest, is `Skipped` with the reason:
+        never signed under a digest it did not report."""
         mat = record.asset_materialization
         assert mat is not None
+        asset = mat.asset_key.to_user_string()
+        translator, spec = self.translator(mat.asset_key)
+        if not translator.attributed(spec):
+            return Skipped(
+                asset, record.storage_id, "not attributed (its translator leaves it out)"
+            )
+        sha = translator.digest(spec, mat)
+        if sha is None:
+            return Skipped(
+                asset,
+                record.storage_id,
+                "not signed: no content digest reported (return a DataFrame, Arrow table or "
+                "file through the IO manager with_lineage wraps, or report lineage/sha256)",
+            )
         return SourceEvent(
             orchestrator=ORCHESTRATOR,
             run_id=run_id_of(record),
             event_id=record.storage_id,
-            asset=mat.asset_key.to_user_string(),
+            asset=asset,
             partition=mat.partition,
-            sha256=_sha_of(record),
-            kind=_kind(mat),
+            sha256=sha,
+            kind=translator.record_kind(spec, mat),
             timestamp=record.timestamp,
-            lineage=lineage_of(mat),
+            lineage=lineage_of(mat, translator.contributors(spec, mat, sha)),
             inputs=inputs,
         )
 
     def backlog(self, after: Cursor, cap: int = 10_000) -> tuple[int, float | None]:
-        """(materializations after the cursor, timestamp of the oldest), counting up to `cap`."""
-        records, _ = pending_events(self.instance, self.asset_keys, after, cap)
-        return len(records), (min(r.timestamp for r in records) if records else None)
+        """(materializations after the cursor that a sync would sign, timestamp of the
+        oldest), reading up to `cap`. What the translator leaves out, or what reported no
+        digest, is never signed, so it never moves the log's cursor: counting it would show a
+        backlog that no sync can clear and a lag that grows forever."""
+        keys = [k for k in self.asset_keys if _attributed(*self.translator(k))]
+        records, _ = pending_events(self.instance, keys, after, cap)
+        signable = [r for r in records if self.digest(r) is not None]
+        return len(signable), (min(r.timestamp for r in signable) if signable else None)
+
+
+#: The resource key `with_lineage` stores its translator under, where `source_for` finds it.
+TRANSLATOR_RESOURCE = "lineage_translator"
+
+
+def translator_of(defs: dg.Definitions) -> LineageTranslator:
+    """The translator a code location was given by `with_lineage` (else the default one)."""
+    found = (defs.resources or {}).get(TRANSLATOR_RESOURCE)
+    return found if isinstance(found, LineageTranslator) else LineageTranslator()
+
+
+def graph_described(
+    graph: BaseAssetGraph, translator: LineageTranslator
+) -> dict[dg.AssetKey, tuple[LineageTranslator, dg.AssetSpec]]:
+    """Every materializable asset of one code location's graph, with its translator; but the
+    platform's `settlement` asset, whose record is the settlement statement itself (a user's
+    translator that attributes "everything but X" must not make it a second record)."""
+    return {
+        k: (translator, graph.get(k).to_asset_spec())
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).is_materializable and k != SETTLEMENT_KEY
+    }
 
 
 def materializable_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
@@ -387,27 +437,179 @@ def materializable_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
     )
 
 
+def source_for(instance: dg.DagsterInstance, locations: Sequence[dg.Definitions]) -> DagsterSource:
+    """The sync source for every code location's materializable assets: the one place the CLI
+    and the sensor's callers build it. Each location's assets are described by the translator
+    `with_lineage` gave that location (`translator_of`), so `lineage sync` signs what the
+    sensor would."""
+    described: dict[dg.AssetKey, tuple[LineageTranslator, dg.AssetSpec]] = {}
+    for defs in locations:
+        described.update(graph_described(defs.resolve_asset_graph(), translator_of(defs)))
+    keys = sorted(described, key=lambda k: k.to_user_string())
+    return DagsterSource(instance, keys, described)
+
+
+CHECK_NAME = "attribution_recorded"
+
+
+def latest_record(instance: dg.DagsterInstance, key: dg.AssetKey) -> dg.EventLogRecord | None:
+    """The newest materialization with its storage id (the idempotency key needs both ids)."""
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0] if records else None
+
+
+def attribution_events(
+    instance: dg.DagsterInstance,
+    result: SyncResult,
+    store: Store,
+    checked: Iterable[dg.AssetKey] = (),
+    recorded_by: str = "lineage sync",
+) -> list[dg.AssetCheckEvaluation | dg.AssetObservation]:
+    """What a sync tells Dagster, per asset whose newest materialization it read: one
+    observation on the asset's timeline, the platform's view of the record that attests it
+    (`views.observations_at`: contributors, log index, digest, key id, inputs' records, a
+    model's valuation and earnings, a valuation's chart), and, for the
+    assets in `checked` (those with an `attribution_recorded` check), that check's evaluation:
+    passed with the record, or failed with the reason the event was not signed. The sensor
+    returns these in its tick; `sync_locations` reports them runless. Either way the check's
+    latest status is the truth once the record exists, whichever ran first."""
+    checked = set(checked)
+    seen = {dg.AssetKey.from_user_string(a) for a in result.seen}
+    not_signed = {(p.asset, p.event_id): p.reason for p in result.passed}
+    recorded: dict[dg.AssetKey, tuple[dg.EventLogRecord, int]] = {}
+    events: list[dg.AssetCheckEvaluation | dg.AssetObservation] = []
+    for key in sorted(seen, key=lambda k: k.to_user_string()):
+        latest = latest_record(instance, key)
+        if latest is None:
+            continue
+        idx = result.indices.get(event_key(latest))
+        reason = not_signed.get((key.to_user_string(), latest.storage_id))
+        if idx is not None:
+            recorded[key] = (latest, idx)
+        elif reason is not None and key in checked:
+            events.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=key,
+                    check_name=CHECK_NAME,
+                    passed=False,
+                    metadata={"reason": reason, "storage_id": latest.storage_id,
+                              "recorded_by": recorded_by},
+                )
+            )
+    if not recorded:
+        return events
+    # Views imports this module (the lag check reads a `DagsterSource`), hence here.
+    from lineage_platform.dagster.views import observations_at
+
+    by_index = {idx: (key, latest) for key, (latest, idx) in recorded.items()}
+    for obs in observations_at(store, by_index):
+        idx = int(_shown(obs.metadata["log index"]))
+        key, latest = by_index[idx]
+        # One observation per signed asset: the platform's page view of its record, naming
+        # the materialization it attests.
+        events.append(dg.AssetObservation(
+            asset_key=obs.asset_key,
+            partition=obs.partition,
+            metadata={**obs.metadata, "materialization storage_id": latest.storage_id},
+        ))
+        if key in checked:
+            events.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=key,
+                    check_name=CHECK_NAME,
+                    passed=True,
+                    metadata={
+                        "log_index": idx,
+                        "record_digest": _shown(obs.metadata["record digest"]),
+                        "key_id": _shown(obs.metadata["key id"]),
+                        "storage_id": latest.storage_id,
+                        "recorded_by": recorded_by,
+                    },
+                )
+            )
+    return events
+
+
+def _shown(value: object) -> str:
+    """A scalar metadata entry as text (Dagster wraps what an event carries)."""
+    return str(getattr(value, "value", value))
+
+
+def checked_keys(graph: BaseAssetGraph) -> set[dg.AssetKey]:
+    """The assets of a code location that carry an `attribution_recorded` check."""
+    return {
+        k
+        for k in graph.get_all_asset_keys()
+        if any(c.name == CHECK_NAME for c in graph.get(k).check_keys)
+    }
+
+
+def sync_locations(
+    instance: dg.DagsterInstance,
+    locations: Sequence[dg.Definitions],
+    store: Store,
+    signer: SigningKey,
+    **options: Any,
+) -> SyncResult:
+    """`lineage sync` for code locations: `sync(source_for(...), ...)` with `options`
+    (limit, workers, until_caught_up, on_batch), then `attribution_events` reported to the
+    instance as runless events, so an `attribution_recorded` check that failed in the run
+    (the record did not exist yet) shows passing once this sync signed it; and, as the
+    sensor's tick, `sensor_caught_up` from the backlog the sync left.
+
+        result = sync_locations(instance, [defs], store, signer, until_caught_up=True)
+    """
+    from lineage_platform.dagster.sensor import BACKLOG_CAP, lag_checked_keys, lag_limits
+    from lineage_platform.dagster.views import lag_result
+
+    source = source_for(instance, locations)
+    result = sync(source, store, signer, **options)
+    checked: set[dg.AssetKey] = set()
+    lagged: set[dg.AssetKey] = set()
+    for defs in locations:
+        graph = defs.resolve_asset_graph()
+        checked |= checked_keys(graph)
+        lagged |= set(lag_checked_keys(graph))
+    events: list[dg.AssetCheckEvaluation | dg.AssetObservation] = attribution_events(
+        instance, result, store, checked)
+    if lagged:  # as the sensor's tick does: caught up (or not) is what the sync leaves
+        pending, oldest = source.backlog(result.cursor, cap=BACKLOG_CAP)
+        max_events, max_minutes = lag_limits()
+        events += [lag_result(k, pending, oldest, max_events, max_minutes,
+                              capped=pending >= BACKLOG_CAP)
+                   for k in sorted(lagged, key=lambda k: k.to_user_string())]
+    for event in events:
+        instance.report_runless_asset_event(event)
+    return result
+
+
 def sync_project(
     settings: Settings,
     passphrase: bytes | None,
     on_batch: Callable[[SyncResult], None] | None = None,
     workers: int = 1,
     limit: int = 5000,
+    notes: Callable[[str], None] | None = None,
 ) -> SyncResult:
-    """`lineage sync`: the sensor's logic until caught up, against the project's instance.
+    """`lineage sync`: the sensor's logic until caught up, against the user's instance
+    ($DAGSTER_HOME, else the state folder's) and every code location of the workspace (or of
+    `settings.code`); a location that cannot be loaded stops it before anything is signed.
 
     It resumes from what the log already holds; each batch of `limit` materializations commits
     before the next is read, so a sync that is killed resumes where its last commit left off.
+    `notes` hears which instance and locations were read, and the assets none of them defines.
     """
-    from lineage_platform.dagster.workspace import load_definitions, open_instance
+    from lineage_platform.dagster.workspace import open_instance
 
-    defs = load_definitions(settings.project_dir)
+    locations = [loaded.defs for loaded in _loaded(settings, notes)]
     ring = KeyRing(settings.keys_dir)
     ring.init(passphrase)
     store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     with open_instance(settings) as instance:
-        return sync(
-            DagsterSource(instance, materializable_keys(defs)),
+        _note_unread(instance, locations, notes)
+        return sync_locations(
+            instance,
+            locations,
             store,
             ring.signer(passphrase),
             limit=limit,
@@ -417,12 +619,41 @@ def sync_project(
         )
 
 
-def project_backlog(settings: Settings) -> tuple[int, float | None]:
-    """`lineage status`: what the sensor has not recorded yet, from what the log holds."""
-    from lineage_platform.dagster.workspace import load_definitions, open_instance
+def project_backlog(
+    settings: Settings, notes: Callable[[str], None] | None = None
+) -> tuple[int, float | None]:
+    """`lineage status`: what the sensor has not recorded yet, from what the log holds, over
+    every code location (`notes` as for `sync_project`)."""
+    from lineage_platform.dagster.workspace import open_instance
 
-    defs = load_definitions(settings.project_dir)
+    locations = [loaded.defs for loaded in _loaded(settings, notes)]
     store: Store = open_store(settings.store_url, lock_timeout_s=settings.lock_timeout_s)
     with open_instance(settings) as instance:
-        source = DagsterSource(instance, materializable_keys(defs))
+        _note_unread(instance, locations, notes)
+        source = source_for(instance, locations)
         return source.backlog(Cursor.of_store(store, ORCHESTRATOR))
+
+
+def _loaded(settings: Settings, notes: Callable[[str], None] | None) -> list[Any]:
+    """Every code location, loaded (or `CodeLocationError` naming each that is not)."""
+    from lineage_platform.dagster.workspace import load_locations
+
+    loaded = load_locations(settings)
+    if notes is not None:
+        notes(settings.describe_instance())
+        notes("code locations: " + ", ".join(entry.location.describe() for entry in loaded))
+    return loaded
+
+
+def _note_unread(
+    instance: dg.DagsterInstance,
+    locations: Sequence[dg.Definitions],
+    notes: Callable[[str], None] | None,
+) -> None:
+    from lineage_platform.dagster.workspace import unread_asset_keys
+
+    unread = unread_asset_keys(instance, locations)
+    if unread and notes is not None:
+        shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
+        notes(f"{len(unread)} asset(s) in the instance are in no loaded code location, so not "
+              f"read: {shown}")

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from lineage_platform.errors import IntegrationError
+from lineage_platform.extras import require
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 # Nothing may reach the network at run time: DVC would otherwise send usage analytics.
@@ -45,7 +46,7 @@ def ensure_repo(project_dir: Path) -> None:
     """`dvc init`, without git when the project is not a git checkout."""
     if (project_dir / ".dvc").is_dir():
         return
-    from dvc.repo import Repo
+    Repo = require("dvc.repo", extra="dvc").Repo
 
     try:
         Repo.init(str(project_dir), no_scm=not (project_dir / ".git").exists())
@@ -55,9 +56,9 @@ def ensure_repo(project_dir: Path) -> None:
 
 def reproduce(project_dir: Path) -> list[str]:
     """Run `dvc repro`; returns the names of the stages that actually ran."""
+    DvcException = require("dvc.exceptions", extra="dvc").DvcException
+    Repo = require("dvc.repo", extra="dvc").Repo
     ensure_repo(project_dir)
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     dvc_logger = logging.getLogger("dvc")
     level = dvc_logger.level
@@ -110,7 +111,6 @@ def output_md5(project_dir: Path, rel_path: str) -> str:
 
 def cache_url(project_dir: Path, rel_path: str) -> str:
     """Where DVC's own API says the tracked file lives in the cache (its name is the md5)."""
-    import dvc.api
-
+    api = require("dvc.api", extra="dvc")
     with _cwd_and_path(project_dir):
-        return str(dvc.api.get_url(rel_path, repo=str(project_dir)))
+        return str(api.get_url(rel_path, repo=str(project_dir)))

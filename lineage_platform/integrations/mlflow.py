@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lineage_platform.errors import IntegrationError
+from lineage_platform.extras import require
 
 # MLflow and alembic log migrations and hints at INFO/WARNING on every first use of a store.
 for _name in ("mlflow", "alembic", "alembic.runtime.migration"):
@@ -27,9 +28,8 @@ class MlflowStore:
     artifact_dir: Path
 
     def client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri)
+        client = require("mlflow.tracking", extra="mlflow").MlflowClient
+        return client(tracking_uri=self.tracking_uri)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +61,9 @@ def log_training_run(
     tags: Mapping[str, str] | None = None,
 ) -> TrainingRef:
     """One run: params, metrics, `log_input` of the training data, the model as a LoggedModel."""
-    import mlflow
-    import mlflow.sklearn
-    from mlflow.data.pandas_dataset import from_pandas
+    mlflow = require("mlflow", extra="mlflow")
+    require("mlflow.sklearn", extra="mlflow")
+    from_pandas = require("mlflow.data.pandas_dataset", extra="mlflow").from_pandas
 
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     try:

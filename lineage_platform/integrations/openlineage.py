@@ -29,28 +29,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import attr
-from openlineage.client.event_v2 import (
-    InputDataset,
-    Job,
-    OutputDataset,
-    Run,
-    RunEvent,
-    RunState,
-)
-from openlineage.client.facet_v2 import (
-    DatasetFacet,
-    InputDatasetFacet,
-    JobFacet,
-    OutputDatasetFacet,
-    RunFacet,
-    base_subset_dataset,
-    dataset_version_dataset,
-    job_type_job,
-)
-from openlineage.client.serde import Serde
-
 from lineage_platform.errors import IntegrationError, LineageError
+from lineage_platform.extras import missing
+
+try:  # the [openlineage] extra
+    import attr
+    from openlineage.client.event_v2 import (
+        InputDataset,
+        Job,
+        OutputDataset,
+        Run,
+        RunEvent,
+        RunState,
+    )
+    from openlineage.client.facet_v2 import (
+        DatasetFacet,
+        InputDatasetFacet,
+        JobFacet,
+        OutputDatasetFacet,
+        RunFacet,
+        base_subset_dataset,
+        dataset_version_dataset,
+        job_type_job,
+    )
+    from openlineage.client.serde import Serde
+except ImportError as exc:
+    raise missing(exc.name or "openlineage", "openlineage") from exc
+
 from lineage_platform.records import AttributionRecord, RunRef
 from lineage_platform.signing import Envelope
 from lineage_platform.stores import Store

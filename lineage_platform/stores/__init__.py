@@ -87,6 +87,9 @@ def open_store(
     text = str(url)
     scheme = urlsplit(text).scheme.lower() if "://" in text else ""
     if scheme in ("postgresql", "postgres"):
+        from lineage_platform.extras import require
+
+        require("psycopg", extra="postgres")
         from lineage_platform.stores.postgres import PostgresStore
 
         return PostgresStore(text, lock_timeout_s=lock_timeout_s, on_lock_wait=on_lock_wait)

@@ -44,8 +44,35 @@ USAGE_SCHEMA = pa.schema(
         ("units", pa.int64()),
         ("fee", pa.int64()),
         ("occurred_at", pa.timestamp("us")),  # UTC, naive
+        # Issue 18, both optional (null): the call's input as little-endian float64 bytes
+        # (`usage.py` checks it) and the label the model served, as text.
+        ("call_input", pa.binary()),
+        ("call_output", pa.string()),
     ]
 )
+# Columns of the table `EpochReads.calls` returns (by event id, byte order).
+CALLS_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("model", pa.string()),
+        ("fee", pa.int64()),
+        ("call_input", pa.binary()),
+        ("call_output", pa.string()),
+    ]
+)
+# Columns of an epoch's per-call receipt leaves (`SettlementUnit.write_settlement`), leaf order.
+RECEIPTS_SCHEMA = pa.schema([("event_id", pa.string()), ("leaf_hash", pa.binary())])
+
+
+def usage_table(events: pa.Table) -> pa.Table:
+    """`events` with every `USAGE_SCHEMA` column, in order; the call columns null if absent
+    (tables built before issue 18 have none)."""
+    n = events.num_rows
+    columns = [
+        events.column(f.name) if f.name in events.column_names else pa.nulls(n, f.type)
+        for f in USAGE_SCHEMA
+    ]
+    return pa.table(columns, names=USAGE_SCHEMA.names).cast(USAGE_SCHEMA)
 
 # Bounds on one usage event (issue 15): an amount past MAX_AMOUNT is refused at ingestion, and an
 # ingest that would take an epoch's fees past MAX_EPOCH_FEES is refused whole, so no sum a
@@ -280,7 +307,7 @@ class QuarantinedEvent(NamedTuple):
 class Stray(NamedTuple):
     """A settlement part without its whole: verify names it."""
 
-    what: str  # "record" (a signed settlement record), "payouts" or "ledger" (rows)
+    what: str  # "record" (a signed settlement record), "payouts", "ledger" or "receipts" (rows)
     epoch: str
     log_index: int | None  # the record's index, for "record"
 
@@ -405,6 +432,11 @@ class EpochReads(Protocol):
         """Logged envelopes of these record kinds (below index `before`), in index order."""
         ...
 
+    def calls(self, epoch: str) -> pa.Table:
+        """The epoch's events as calls (`CALLS_SCHEMA`): id, model, fee and the optional input
+        and served output, sorted by event id in byte order (the events digest's order)."""
+        ...
+
 
 class SettlementUnit(EpochReads, Protocol):
     """One transaction that settles one epoch; the driver holds it exclusively (see `settling`).
@@ -422,10 +454,15 @@ class SettlementUnit(EpochReads, Protocol):
         ...
 
     def write_settlement(
-        self, settled: SettledEpoch, ledger: Sequence[Posting], payouts: Sequence[Payout]
+        self,
+        settled: SettledEpoch,
+        ledger: Sequence[Posting],
+        payouts: Sequence[Payout],
+        receipts: pa.Table | None = None,
     ) -> None:
-        """Store the epoch's summary (which marks it settled), its postings (in order) and its
-        payouts. Raises `StoreError` if the epoch is already settled (the unit checks first)."""
+        """Store the epoch's summary (which marks it settled), its postings (in order), its
+        payouts and its per-call receipt leaves (`RECEIPTS_SCHEMA`, in leaf order). Raises
+        `StoreError` if the epoch is already settled (the unit checks first)."""
         ...
 
 
@@ -449,7 +486,15 @@ class LedgerView(EpochReads, Protocol):
 
     def strays(self) -> list[Stray]:
         """Signed settlement records without their matching epoch summary (by index), then
-        payout and ledger rows of epochs with no summary (by part, then epoch)."""
+        payout, ledger and receipt rows of epochs with no summary (by part, then epoch)."""
+        ...
+
+    def receipt_leaves(self, epoch: str) -> pa.Table:
+        """The epoch's per-call receipt leaves (`RECEIPTS_SCHEMA`) in leaf order (empty if none)."""
+        ...
+
+    def receipt_epoch(self, event_id: str) -> str | None:
+        """The settled epoch holding a receipt for this event id, or None."""
         ...
 
 
@@ -480,6 +525,11 @@ class LedgerStore(Protocol):
 
     def usage_count(self) -> int:
         """How many usage events are stored (0 for a missing store)."""
+        ...
+
+    def input_dimensions(self) -> dict[str, tuple[int, int]]:
+        """Per model, the (smallest, largest) length in bytes of its stored call inputs (models
+        without inputs are absent; {} for a missing store): ingestion keeps one dimension."""
         ...
 
     def usage_conflicts(self) -> list[UsageConflict]:

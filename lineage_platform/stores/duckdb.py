@@ -28,11 +28,13 @@ import pyarrow.compute as pc
 from lineage_platform.errors import StoreBusyError, StoreError, UsageError
 from lineage_platform.log import Checkpoint, CompactRange
 from lineage_platform.stores.base import (
+    CALLS_SCHEMA,
     ENTRY_FIELDS,
     LOG_COLUMNS,
     MAX_AMOUNT,
     MAX_EPOCH_FEES,
     MAX_SKEW_S,
+    RECEIPTS_SCHEMA,
     AppendPlan,
     AppendResult,
     Entry,
@@ -50,6 +52,7 @@ from lineage_platform.stores.base import (
     Stray,
     UsageConflict,
     UsageIngest,
+    usage_table,
 )
 
 HASH_LEN = 32
@@ -199,6 +202,23 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         WHERE epoch NOT IN (SELECT epoch FROM epochs) AND {_BOUNDS_REASON} IS NOT NULL;
         DELETE FROM usage_events
         WHERE epoch NOT IN (SELECT epoch FROM epochs) AND {_BOUNDS_REASON} IS NOT NULL;
+        """,
+    ),
+    (
+        # Issue 18: a call may carry its input (little-endian float64 bytes) and the label
+        # served; each settled call's receipt leaf (in the epoch's signed calls root) is kept.
+        6,
+        """
+        ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS call_input BLOB;
+        ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS call_output VARCHAR;
+        CREATE TABLE IF NOT EXISTS call_receipts (
+            epoch    VARCHAR NOT NULL,
+            seq      INTEGER NOT NULL,          -- leaf index in the epoch's calls tree
+            event_id VARCHAR NOT NULL,
+            leaf_hash BLOB NOT NULL,            -- SHA-256(0x00 || the call's canonical JSON)
+            PRIMARY KEY (epoch, seq)
+        );
+        CREATE INDEX IF NOT EXISTS call_receipts_event ON call_receipts (event_id);
         """,
     ),
 )
@@ -587,12 +607,13 @@ class DuckDBStore:
         keyed = (
             "SELECT coalesce(event_id, 'sha256:' || sha256(model || '|' || caller || '|' "
             "|| units || '|' || fee || '|' || epoch_us(occurred_at))) AS event_id, "
-            "model, caller, units, fee, occurred_at FROM incoming"
+            "model, caller, units, fee, occurred_at, call_input, call_output FROM incoming"
         )
         body_differs = (
             "(k.model, k.caller, k.units, k.fee) "
             "IS DISTINCT FROM (u.model, u.caller, u.units, u.fee)"
         )
+        events = usage_table(events)
         with self.transaction() as con:
             con.register("incoming", events)
             try:
@@ -625,10 +646,12 @@ class DuckDBStore:
                     rows = con.execute(
                         f"""
                         INSERT INTO usage_events
-                            (event_id, model, caller, units, fee, occurred_at, epoch)
+                            (event_id, model, caller, units, fee, occurred_at, call_input,
+                             call_output, epoch)
                         WITH fresh AS (SELECT * FROM ({keyed}){once}),
                         last AS (SELECT max(epoch) AS settled FROM epochs)
                         SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at,
+                               f.call_input, f.call_output,
                                CASE WHEN last.settled IS NOT NULL AND ({_EPOCH_OF}) <= last.settled
                                     THEN strftime(CAST(last.settled AS DATE) + INTERVAL 1 DAY,
                                                   '%Y-%m-%d')
@@ -789,6 +812,16 @@ class DuckDBStore:
         with self.transaction() as con:
             return int(con.execute("SELECT count(*) FROM usage_events").fetchall()[0][0])
 
+    def input_dimensions(self) -> dict[str, tuple[int, int]]:
+        if not self.path.exists():
+            return {}
+        with self.transaction() as con:
+            rows = con.execute(
+                "SELECT model, min(octet_length(call_input)), max(octet_length(call_input)) "
+                "FROM usage_events WHERE call_input IS NOT NULL GROUP BY model"
+            ).fetchall()
+        return {str(m): (int(lo), int(hi)) for m, lo, hi in rows}
+
     def open_epochs(self) -> list[OpenEpoch]:
         if not self.path.exists():
             return []
@@ -899,6 +932,14 @@ class _Reads:
         rows = self._con.execute(sql + " ORDER BY idx", args).fetchall()
         return [LoggedEnvelope(int(i), bytes(e)) for i, e in rows]
 
+    def calls(self, epoch: str) -> pa.Table:
+        table = self._con.sql(
+            "SELECT event_id, model, fee, call_input, call_output FROM usage_events "
+            "WHERE epoch = $epoch ORDER BY event_id",
+            params={"epoch": epoch},
+        ).to_arrow_table()
+        return table.cast(CALLS_SCHEMA)
+
 
 class _Unit(_Reads):
     """A settlement unit: the reads and writes of one epoch in the store's one transaction."""
@@ -914,7 +955,11 @@ class _Unit(_Reads):
         return self._store._append(self._con, entries, sign_checkpoint, origin)
 
     def write_settlement(
-        self, settled: SettledEpoch, ledger: Sequence[Posting], payouts: Sequence[Payout]
+        self,
+        settled: SettledEpoch,
+        ledger: Sequence[Posting],
+        payouts: Sequence[Payout],
+        receipts: pa.Table | None = None,
     ) -> None:
         con, epoch = self._con, settled.epoch
         if self.settled(epoch) is not None:
@@ -942,6 +987,17 @@ class _Unit(_Reads):
             }))
             con.execute("INSERT INTO payouts SELECT * FROM new_payouts")
             con.unregister("new_payouts")
+        if receipts is not None and receipts.num_rows:
+            leaves = receipts.select(RECEIPTS_SCHEMA.names).cast(RECEIPTS_SCHEMA)
+            # The leaf index as a column: an unordered row_number() may not follow row order.
+            leaves = leaves.append_column("seq", pa.array(range(leaves.num_rows), pa.int32()))
+            con.register("new_receipts", leaves)
+            con.execute(
+                "INSERT INTO call_receipts (epoch, seq, event_id, leaf_hash) "
+                "SELECT ?, seq, event_id, leaf_hash FROM new_receipts",
+                [epoch],
+            )
+            con.unregister("new_receipts")
 
 
 class _View(_Reads):
@@ -978,12 +1034,38 @@ class _View(_Reads):
             "LEFT JOIN epochs e ON e.log_index = l.idx WHERE l.kind = 'settlement' "
             "AND (e.epoch IS NULL OR e.epoch IS DISTINCT FROM l.partition) ORDER BY l.idx"
         ).fetchall()
+        tables = {"payouts": "payouts", "ledger": "ledger"}
+        if self._has_receipts():
+            tables["receipts"] = "call_receipts"
         rows = [
-            Stray(table, str(epoch), None)
-            for table in ("payouts", "ledger")
+            Stray(what, str(epoch), None)
+            for what, table in tables.items()
             for (epoch,) in con.execute(
                 f"SELECT DISTINCT epoch FROM {table} "
                 "WHERE epoch NOT IN (SELECT epoch FROM epochs) ORDER BY epoch"
             ).fetchall()
         ]
         return [Stray("record", str(p), int(i)) for i, p in records] + rows
+
+    def receipt_leaves(self, epoch: str) -> pa.Table:
+        if not self._has_receipts():
+            return RECEIPTS_SCHEMA.empty_table()
+        return self._con.sql(
+            "SELECT event_id, leaf_hash FROM call_receipts WHERE epoch = $epoch ORDER BY seq",
+            params={"epoch": epoch},
+        ).to_arrow_table().cast(RECEIPTS_SCHEMA)
+
+    def receipt_epoch(self, event_id: str) -> str | None:
+        if not self._has_receipts():
+            return None
+        rows = self._con.execute(
+            "SELECT epoch FROM call_receipts WHERE event_id = ? ORDER BY epoch LIMIT 1",
+            [event_id],
+        ).fetchall()
+        return str(rows[0][0]) if rows else None
+
+    def _has_receipts(self) -> bool:
+        """A read-only view of a store older than schema 6 has no receipts table yet."""
+        return bool(self._con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'call_receipts'"
+        ).fetchall()[0][0])

@@ -38,11 +38,13 @@ import pyarrow.csv as pa_csv
 from lineage_platform.errors import StoreBusyError, StoreError, UsageError
 from lineage_platform.log import Checkpoint, CompactRange
 from lineage_platform.stores.base import (
+    CALLS_SCHEMA,
     ENTRY_FIELDS,
     LOG_COLUMNS,
     MAX_AMOUNT,
     MAX_EPOCH_FEES,
     MAX_SKEW_S,
+    RECEIPTS_SCHEMA,
     USAGE_SCHEMA,
     AppendPlan,
     AppendResult,
@@ -61,6 +63,7 @@ from lineage_platform.stores.base import (
     Stray,
     UsageConflict,
     UsageIngest,
+    usage_table,
 )
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -228,6 +231,23 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         WHERE epoch NOT IN (SELECT epoch FROM epochs) AND {_BOUNDS_REASON} IS NOT NULL;
         DELETE FROM usage_events
         WHERE epoch NOT IN (SELECT epoch FROM epochs) AND {_BOUNDS_REASON} IS NOT NULL;
+        """,
+    ),
+    (
+        # Issue 18 (the DuckDB driver's migration 6): a call's input (little-endian float64
+        # bytes) and served label, and each settled call's receipt leaf.
+        5,
+        """
+        ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS call_input BYTEA;
+        ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS call_output TEXT COLLATE "C";
+        CREATE TABLE IF NOT EXISTS call_receipts (
+            epoch    TEXT COLLATE "C" NOT NULL,
+            seq      INTEGER NOT NULL,                  -- leaf index in the calls tree
+            event_id TEXT COLLATE "C" NOT NULL,
+            leaf_hash BYTEA NOT NULL,                   -- SHA-256(0x00 || the call's JSON)
+            PRIMARY KEY (epoch, seq)
+        );
+        CREATE INDEX IF NOT EXISTS call_receipts_event ON call_receipts (event_id);
         """,
     ),
 )
@@ -720,7 +740,15 @@ class PostgresStore:
     def ingest_usage(self, events: pa.Table) -> UsageIngest:
         """COPY the batch (as CSV written by Arrow) into a temporary table, then one INSERT …
         SELECT de-duplicates, assigns epochs and skips stored keys (ON CONFLICT)."""
-        table = events.select(USAGE_SCHEMA.names).cast(USAGE_SCHEMA)
+        table = usage_table(events)
+        # CSV has no bytes: the input travels as hex text and is decoded by the server.
+        hexed = pa.array(
+            [None if b is None else b.hex() for b in table.column("call_input").to_pylist()],
+            pa.string(),
+        )
+        table = table.set_column(
+            USAGE_SCHEMA.names.index("call_input"), "call_input", hexed
+        )
         data = io.BytesIO()
         # Strings are always quoted and nulls left empty: PostgreSQL's CSV reads "" as an empty
         # string and an empty field as NULL, so nothing is lost either way.
@@ -736,11 +764,12 @@ class PostgresStore:
             con.execute(
                 'CREATE TEMPORARY TABLE incoming (event_id TEXT COLLATE "C", '
                 'model TEXT COLLATE "C", caller TEXT COLLATE "C", units BIGINT, fee BIGINT, '
-                "occurred_at TIMESTAMP) ON COMMIT DROP"
+                "occurred_at TIMESTAMP, call_input TEXT, call_output TEXT COLLATE \"C\") "
+                "ON COMMIT DROP"
             )
             with con.cursor().copy(
-                "COPY incoming (event_id, model, caller, units, fee, occurred_at) "
-                "FROM STDIN (FORMAT csv)"
+                "COPY incoming (event_id, model, caller, units, fee, occurred_at, call_input, "
+                "call_output) FROM STDIN (FORMAT csv)"
             ) as copy:
                 copy.write(data.getbuffer())
             con.execute(f"UPDATE incoming SET event_id = {key} WHERE event_id IS NULL")
@@ -752,8 +781,10 @@ class PostgresStore:
                 ),
                 last AS (SELECT max(epoch) AS settled FROM epochs)
                 INSERT INTO usage_events
-                    (event_id, model, caller, units, fee, occurred_at, epoch)
-                SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at, {place}
+                    (event_id, model, caller, units, fee, occurred_at, call_input, call_output,
+                     epoch)
+                SELECT f.event_id, f.model, f.caller, f.units, f.fee, f.occurred_at,
+                       decode(f.call_input, 'hex'), f.call_output, {place}
                 FROM fresh f CROSS JOIN last
                 ON CONFLICT (event_id) DO NOTHING
                 """
@@ -902,6 +933,17 @@ class PostgresStore:
             row = con.execute("SELECT count(*) FROM usage_events").fetchone()
         return int(row[0]) if row else 0
 
+    def input_dimensions(self) -> dict[str, tuple[int, int]]:
+        with self._existing() as con:
+            if con is None:
+                return {}
+            self._migrate(con)
+            rows = con.execute(
+                "SELECT model, min(octet_length(call_input)), max(octet_length(call_input)) "
+                "FROM usage_events WHERE call_input IS NOT NULL GROUP BY model"
+            ).fetchall()
+        return {str(m): (int(lo), int(hi)) for m, lo, hi in rows}
+
     def open_epochs(self) -> list[OpenEpoch]:
         with self._existing() as con:
             if con is None:
@@ -1031,6 +1073,27 @@ class _Reads:
         rows = cur.execute(sql + " ORDER BY idx", args).fetchall()
         return [LoggedEnvelope(int(i), bytes(e)) for i, e in rows]
 
+    def calls(self, epoch: str) -> pa.Table:
+        cur = self._con.cursor(binary=True)
+        rows = cur.execute(
+            "SELECT event_id, model, fee, call_input, call_output FROM usage_events "
+            "WHERE epoch = %s ORDER BY event_id",
+            (epoch,),
+        ).fetchall()
+        columns: list[Sequence[Any]] = (
+            list(zip(*rows, strict=True)) if rows else [()] * len(CALLS_SCHEMA)
+        )
+        return pa.table(
+            [
+                pa.array(columns[0], pa.string()),
+                pa.array(columns[1], pa.string()),
+                pa.array([int(f) for f in columns[2]], pa.int64()),
+                pa.array([None if b is None else bytes(b) for b in columns[3]], pa.binary()),
+                pa.array(columns[4], pa.string()),
+            ],
+            schema=CALLS_SCHEMA,
+        )
+
 
 class _Unit(_Reads):
     """A settlement unit: one epoch's reads and writes in one transaction holding both locks."""
@@ -1046,7 +1109,11 @@ class _Unit(_Reads):
         return self._store._append(self._con, entries, sign_checkpoint, origin)
 
     def write_settlement(
-        self, settled: SettledEpoch, ledger: Sequence[Posting], payouts: Sequence[Payout]
+        self,
+        settled: SettledEpoch,
+        ledger: Sequence[Posting],
+        payouts: Sequence[Payout],
+        receipts: pa.Table | None = None,
     ) -> None:
         con, epoch = self._con, settled.epoch
         if self.settled(epoch) is not None:
@@ -1071,6 +1138,17 @@ class _Unit(_Reads):
                 copy.set_types(["text", "text", "int8"])
                 for payout in payouts:
                     copy.write_row((epoch, payout.account, payout.amount))
+        if receipts is not None and receipts.num_rows:
+            leaves = receipts.select(RECEIPTS_SCHEMA.names).cast(RECEIPTS_SCHEMA)
+            with cur.copy(
+                "COPY call_receipts (epoch, seq, event_id, leaf_hash) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["text", "int4", "text", "bytea"])
+                ids = leaves.column("event_id").to_pylist()
+                for seq, (event_id, leaf) in enumerate(
+                    zip(ids, leaves.column("leaf_hash").to_pylist(), strict=True)
+                ):
+                    copy.write_row((epoch, seq, event_id, leaf))
 
 
 class _View(_Reads):
@@ -1107,12 +1185,31 @@ class _View(_Reads):
             "LEFT JOIN epochs e ON e.log_index = l.idx WHERE l.kind = 'settlement' "
             "AND (e.epoch IS NULL OR e.epoch IS DISTINCT FROM l.partition) ORDER BY l.idx"
         ).fetchall()
+        tables = {"payouts": "payouts", "ledger": "ledger", "receipts": "call_receipts"}
         rows = [
-            Stray(table, str(epoch), None)
-            for table in ("payouts", "ledger")
+            Stray(what, str(epoch), None)
+            for what, table in tables.items()
             for (epoch,) in con.execute(
                 f"SELECT DISTINCT epoch FROM {table} "
                 "WHERE epoch NOT IN (SELECT epoch FROM epochs) ORDER BY epoch"
             ).fetchall()
         ]
         return [Stray("record", str(p), int(i)) for i, p in records] + rows
+
+    def receipt_leaves(self, epoch: str) -> pa.Table:
+        cur = self._con.cursor(binary=True)
+        rows = cur.execute(
+            "SELECT event_id, leaf_hash FROM call_receipts WHERE epoch = %s ORDER BY seq", (epoch,)
+        ).fetchall()
+        return pa.table(
+            [pa.array([str(e) for e, _ in rows], pa.string()),
+             pa.array([bytes(leaf) for _, leaf in rows], pa.binary())],
+            schema=RECEIPTS_SCHEMA,
+        )
+
+    def receipt_epoch(self, event_id: str) -> str | None:
+        row = self._con.execute(
+            "SELECT epoch FROM call_receipts WHERE event_id = %s ORDER BY epoch LIMIT 1",
+            (event_id,),
+        ).fetchone()
+        return str(row[0]) if row else None

@@ -1,6 +1,7 @@
 """Valuation: how much each contributor's data is worth to a model, with its uncertainty.
 
     result = contributor_knn_values(parts, X_val, y_val, k=5)        # default, identity-free
+    kept = near_dedup_parts(parts, reference=X_val)   # copies and near-copies credited once
     result = permutation_shapley(game, seed=7, until=StderrBelow(0.01) | MaxSamples(5000))
     result = get_method("banzhaf").run(ValuationTask(parts, X_val, y_val, make_model=factory))
 
@@ -16,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lineage_platform.valuation.accumulator import RunningMean
-    from lineage_platform.valuation.dedup import Deduplicated, dedup_parts, row_hashes
+    from lineage_platform.valuation.dedup import (
+        Deduplicated,
+        dedup_parts,
+        near_dedup_parts,
+        row_hashes,
+    )
     from lineage_platform.valuation.exact import DEFAULT_MAX_PLAYERS, exact_shapley
     from lineage_platform.valuation.game import Coalition, Game, Utility
     from lineage_platform.valuation.knn import knn_shapley
@@ -29,7 +35,13 @@ if TYPE_CHECKING:
         get_method,
         known_names,
     )
-    from lineage_platform.valuation.result import Discount, ValuationResult, clip, shares_of
+    from lineage_platform.valuation.result import (
+        Discount,
+        NearCopyRule,
+        ValuationResult,
+        clip,
+        shares_of,
+    )
     from lineage_platform.valuation.rows import contributor_knn_values
     from lineage_platform.valuation.stopping import (
         AllOf,
@@ -45,6 +57,8 @@ if TYPE_CHECKING:
     from lineage_platform.valuation.utility import (
         Classifier,
         ModelUtility,
+        Score,
+        as_score,
         classifier_utility,
         contributor_game,
     )
@@ -53,6 +67,7 @@ _MODULE_OF = {
     "RunningMean": "accumulator",
     "Deduplicated": "dedup",
     "dedup_parts": "dedup",
+    "near_dedup_parts": "dedup",
     "row_hashes": "dedup",
     "DEFAULT_MAX_PLAYERS": "exact",
     "exact_shapley": "exact",
@@ -69,6 +84,7 @@ _MODULE_OF = {
     "get_method": "registry",
     "known_names": "registry",
     "Discount": "result",
+    "NearCopyRule": "result",
     "ValuationResult": "result",
     "clip": "result",
     "shares_of": "result",
@@ -84,6 +100,8 @@ _MODULE_OF = {
     "ValuationTask": "task",
     "Classifier": "utility",
     "ModelUtility": "utility",
+    "Score": "utility",
+    "as_score": "utility",
     "classifier_utility": "utility",
     "contributor_game": "utility",
 }
@@ -101,17 +119,20 @@ __all__ = [
     "MaxSamples",
     "MaxTime",
     "ModelUtility",
+    "NearCopyRule",
     "Players",
     "Progress",
     "RankStable",
     "RelativeTruncation",
     "RunningMean",
+    "Score",
     "StderrBelow",
     "StoppingRule",
     "Utility",
     "ValuationMethod",
     "ValuationResult",
     "ValuationTask",
+    "as_score",
     "banzhaf",
     "classifier_utility",
     "clip",
@@ -122,6 +143,7 @@ __all__ = [
     "get_method",
     "knn_shapley",
     "known_names",
+    "near_dedup_parts",
     "permutation_shapley",
     "row_hashes",
     "shares_of",

@@ -42,6 +42,9 @@ class ValuationMethod:
     `runs(task)` returns the `ValuationResult`; `gain(task)` is u(N) − u(∅) of the game valued.
     `efficient`: the values sum to that gain (sampled methods: up to their standard errors).
     `needs_model`: the task must carry a model factory (one model is trained per coalition).
+    `classification_only`: the method's utility is classification accuracy by construction
+    (KNN-Shapley), so a task with another score (e.g. "r2") is refused, never silently valued
+    by accuracy.
     """
 
     name: str
@@ -52,15 +55,27 @@ class ValuationMethod:
     gain: str | None = None
     aliases: tuple[str, ...] = ()
     summary: str = ""
+    classification_only: bool = False
 
     def __post_init__(self) -> None:
         if self.efficient and self.gain is None:
             raise ValuationError(f"efficient method {self.name!r} needs a gain (u(N) − u(∅))")
 
-    def run(self, task: ValuationTask) -> ValuationResult:
+    def check(self, task: ValuationTask) -> None:
+        """None if the method can value `task`, else ValuationError saying why."""
         if self.needs_model and task.make_model is None:
             raise ValuationError(f"method {self.name!r} trains a model per coalition: "
                                  "pass make_model")
+        scoring = task.scoring
+        if self.classification_only and scoring.name != "accuracy":
+            raise ValuationError(
+                f"method {self.name!r} values classification only (its utility is KNN "
+                f"accuracy), not score {scoring.name!r}: use a model-based method such as "
+                "exact or permutation with make_model for a regressor"
+            )
+
+    def run(self, task: ValuationTask) -> ValuationResult:
+        self.check(task)
         result: ValuationResult = _function(self.runs)(task)
         if result.method != self.name:
             raise ValuationError(f"method {self.name!r} returned a result named "
@@ -71,6 +86,7 @@ class ValuationMethod:
         """u(N) − u(∅) that the values must sum to; None for a method that is not efficient."""
         if not self.efficient or self.gain is None:
             return None
+        self.check(task)
         return float(_function(self.gain)(task))
 
 
@@ -78,7 +94,8 @@ ROWS, CONTRIBUTORS = Players.ROWS, Players.CONTRIBUTORS
 
 METHODS: tuple[ValuationMethod, ...] = (
     ValuationMethod("knn-shapley-rows", "rows:run", ROWS, efficient=True, needs_model=False,
-                    gain="rows:grand_gain", aliases=("knn",), summary="KNN-Shapley of rows"),
+                    gain="rows:grand_gain", aliases=("knn",), summary="KNN-Shapley of rows",
+                    classification_only=True),
     ValuationMethod("exact-shapley", "exact:run", CONTRIBUTORS, efficient=True, needs_model=True,
                     gain="task:contributor_gain", aliases=("exact",), summary="all coalitions"),
     ValuationMethod("permutation-shapley", "permutation:run", CONTRIBUTORS, efficient=True,

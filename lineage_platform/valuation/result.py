@@ -23,18 +23,77 @@ from lineage_platform.errors import RecordError, ValuationError
 
 @dataclass(frozen=True, slots=True)
 class Discount:
-    """`rows` rows of `contributor` repeat content that the earlier part `credited_to` supplied."""
+    """`rows` rows of `contributor` repeat content that the earlier part `credited_to` supplied;
+    `near` of them are near-copies (within `NearCopyRule.tolerance`), the rest exact copies."""
 
     contributor: str
     credited_to: str
     rows: int
+    near: int = 0
 
     def __post_init__(self) -> None:
         if self.rows < 1:
             raise ValuationError(f"discount for {self.contributor!r}: rows must be >= 1")
+        if not 0 <= self.near <= self.rows:
+            raise ValuationError(f"discount for {self.contributor!r}: near must be in 0..rows")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"contributor": self.contributor, "credited_to": self.credited_to, "rows": self.rows}
+        out = {"contributor": self.contributor, "credited_to": self.credited_to, "rows": self.rows}
+        # Only when there are near-copies: records of exact-only dedup keep their old shape.
+        return {**out, "near": self.near} if self.near else out
+
+
+@dataclass(frozen=True, slots=True)
+class NearCopyRule:
+    """How near-copies were found, signed with the values so anyone can re-derive them.
+
+        rule.to_dict()   # {"fraction": 0.1, "median_nn_distance": 3.5, "tolerance": 0.35, ...}
+
+    `measured_on` "reference" (the validation rows): features are divided by their std over the
+    reference rows (at least `scale_floor` x the median positive std, so a feature constant
+    there cannot push a copy apart) and `median_nn` is the median over `sampled` reference rows
+    of the distance to their nearest training row; "pooled": both from the training rows
+    themselves (a sample's distance to their nearest other row). Two rows with the same label
+    whose normalised distance is <= `tolerance` = `fraction` x `median_nn` are one row,
+    credited to the earlier. `held_out_tolerance` > 0: the validation rows count as signed
+    first, so a training row within it of a validation row with its label is not valued; it is
+    `fraction` x the validation rows' own median distance to their nearest other validation row
+    (no contributor can move it), and those rows are left out of `median_nn`.
+    docs/performance.md ("Near-copies and manipulation") derives the fraction.
+    """
+
+    fraction: float
+    scale_floor: float
+    median_nn: float
+    tolerance: float
+    sampled: int
+    measured_on: str = "reference"
+    held_out_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.measured_on not in ("reference", "pooled"):
+            raise ValuationError(f"near-copy rule: measured_on must be 'reference' or 'pooled', "
+                                 f"got {self.measured_on!r}")
+        for name in ("fraction", "scale_floor", "median_nn", "tolerance", "held_out_tolerance"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValuationError(f"near-copy rule: {name} must be finite and >= 0, got {v}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "measured_on": ("validation rows: feature std, and distance to the nearest "
+                            "training row" if self.measured_on == "reference" else
+                            "pooled training rows: feature std, and distance to the nearest "
+                            "other row"),
+            "distance": "euclidean over features divided by their std (floored at scale_floor "
+                        "x the median positive std); same label",
+            "fraction": self.fraction,
+            "scale_floor": self.scale_floor,
+            "median_nn_distance": self.median_nn,
+            "sampled_rows": self.sampled,
+            "tolerance": self.tolerance,
+            "validation_copy_tolerance": self.held_out_tolerance,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +116,7 @@ class ValuationResult:
     samples: int
     stopped_by: str = ""
     discounted: tuple[Discount, ...] = ()
+    near_copies: NearCopyRule | None = None
 
     def __post_init__(self) -> None:
         n = len(self.players)
@@ -91,6 +151,7 @@ class ValuationResult:
         samples: int,
         stopped_by: str = "",
         discounted: Sequence[Discount] = (),
+        near_copies: NearCopyRule | None = None,
     ) -> ValuationResult:
         """Build from NumPy arrays or lists, converting to plain Python floats and ints."""
         return cls(
@@ -104,6 +165,7 @@ class ValuationResult:
             samples=int(samples),
             stopped_by=stopped_by,
             discounted=tuple(discounted),
+            near_copies=near_copies,
         )
 
     def as_dict(self) -> dict[str, float]:
@@ -128,7 +190,16 @@ class ValuationResult:
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
     def to_details(self) -> dict[str, Any]:
-        """A JSON-safe summary for a signed `valuation` record (infinite stderr becomes None)."""
+        """A JSON-safe summary for a signed `valuation` record (infinite stderr becomes None);
+        with a near-copy rule, the rule and how many discounted rows were near-copies."""
+        discounted: dict[str, Any] = {
+            "rows": sum(d.rows for d in self.discounted),
+            "by_contributor": [d.to_dict() for d in self.discounted],
+        }
+        near: dict[str, Any] = {}
+        if self.near_copies is not None:
+            discounted["near_rows"] = sum(d.near for d in self.discounted)
+            near = {"near_copies": self.near_copies.to_dict()}
         return {
             "method": self.method,
             "seed": self.seed,
@@ -142,10 +213,8 @@ class ValuationResult:
                 for p, s in zip(self.players, self.stderr, strict=True)
             },
             "counts": dict(zip(self.players, self.counts, strict=True)),
-            "discounted": {
-                "rows": sum(d.rows for d in self.discounted),
-                "by_contributor": [d.to_dict() for d in self.discounted],
-            },
+            "discounted": discounted,
+            **near,
         }
 
 

@@ -338,7 +338,7 @@ def test_poison_stored_before_the_bounds_goes_to_quarantine_and_settlement_skips
     # what a store written before issue 15 could hold (schema 4, no quarantine yet)
     tamper(world.store, """
         DROP TABLE usage_conflicts; DROP TABLE usage_quarantine;
-        DELETE FROM schema_version WHERE version = 5;
+        DELETE FROM schema_version WHERE version >= 5;
         INSERT INTO usage_events (event_id, model, caller, units, fee, occurred_at, epoch) VALUES
          ('max1', 'm_valued', 'x', 1, 9223372036854775807, TIMESTAMP '2026-01-05 10:00',
           '2026-01-05'),
@@ -377,7 +377,7 @@ def test_poison_stored_before_the_bounds_goes_to_quarantine_and_settlement_skips
 def test_a_quarantined_event_that_now_passes_the_bounds_can_be_released(world: World) -> None:
     tamper(world.store, """
         DROP TABLE usage_conflicts; DROP TABLE usage_quarantine;
-        DELETE FROM schema_version WHERE version = 5;
+        DELETE FROM schema_version WHERE version >= 5;
         INSERT INTO usage_events (event_id, model, caller, units, fee, occurred_at, epoch) VALUES
          ('soon', 'm_valued', 'x', 1, 7, now()::TIMESTAMP + INTERVAL 2 HOUR, '2099-01-01');
     """)
