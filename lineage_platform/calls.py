@@ -53,6 +53,7 @@ from lineage_platform.canonical import json_string
 from lineage_platform.errors import LineageError, TrainingDataError, shown
 from lineage_platform.identifiers import problem
 from lineage_platform.log import leaf_hash, root_from_leaves
+from lineage_platform.recompute import locate_part
 from lineage_platform.records import AttributionRecord
 from lineage_platform.valuation.dedup import dedup_parts
 
@@ -145,12 +146,6 @@ class TrainingPart:
     first: int  # the earliest record of this content: signing order
 
 
-def _locate(project_dir: Path, part: AttributionRecord) -> tuple[Path | None, str]:
-    from lineage_platform.recompute import _locate as locate
-
-    return locate(project_dir, part, part.sha256)
-
-
 def training_parts(
     model_index: int, records: Mapping[int, AttributionRecord], project_dir: Path
 ) -> list[TrainingPart]:
@@ -173,7 +168,7 @@ def training_parts(
             continue
         ids = [c.id for c in rec.contributors]
         contributor = ids[0] if len(ids) == 1 else rec.partition
-        path, looked = _locate(project_dir, rec)
+        path, looked = locate_part(project_dir, rec, rec.sha256)
         if path is None:
             raise TrainingDataError(
                 f"model {shown(model.asset)}: training part of record {idx} "
@@ -190,11 +185,10 @@ def training_parts(
         raise TrainingDataError(f"model {shown(model.asset)} (record {model_index}): its signed "
                                 "lineage names no contributor part to attribute calls to")
     found.sort(key=lambda p: (p.first, p.log_index))
-    out: list[TrainingPart] = []
+    out: dict[str, TrainingPart] = {}
     for part in found:  # one part per contributor: a re-signed copy of the same part counts once
-        if all(p.contributor != part.contributor for p in out):
-            out.append(part)
-    return out
+        out.setdefault(part.contributor, part)
+    return list(out.values())
 
 
 def training_rows(

@@ -88,7 +88,7 @@ def values_digest(values: Mapping[str, float]) -> str:
     return hashlib.sha256(canonical_json(dict(values))).hexdigest()
 
 
-def _locate(project_dir: Path, part: AttributionRecord, sha256: str) -> tuple[Path | None, str]:
+def locate_part(project_dir: Path, part: AttributionRecord, sha256: str) -> tuple[Path | None, str]:
     """A file holding the bytes of `sha256`, from the part's DVC path or the DVC cache."""
     tried: list[Path] = []
     if part.dvc is not None:
@@ -148,7 +148,7 @@ def recompute_one(
         part = records.get(inp.log_index) if inp.log_index is not None else None
         if part is None or part.kind != "dataset" or part.partition is None:
             continue  # the model record, or an input that is not a contributor's part
-        found, looked = _locate(project_dir, part, inp.sha256)
+        found, looked = locate_part(project_dir, part, inp.sha256)
         if found is None:
             return outcome(False, f"the data of record {inp.log_index} ({part.asset}"
                                   f"[{part.partition}], sha256 {inp.sha256[:12]}…) was not "
