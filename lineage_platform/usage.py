@@ -319,11 +319,15 @@ def _call_columns(
         rows = pc.is_in(pa.array(range(n), pa.int64()),
                         value_set=pc.cast(parents, pa.int64()))
         checks.append((rows, lambda i: f"input: row {i} has a number that is not finite"))
-        known = dict(dimensions)
-        for m, length in zip(model.to_pylist(), lengths.to_pylist(), strict=True):
-            if length and m is not None:
-                known.setdefault(m, length)
-        expected = pa.array([known.get(m) for m in model.to_pylist()], pa.int64())
+        # Each model's length: the stored one, else its first input in this batch (in bulk).
+        given = pa.table({"m": model, "n": pc.cast(lengths, pa.int64())}).filter(
+            _mask(pc.and_(pc.is_valid(model), pc.greater(lengths, 0))))
+        firsts = given.group_by("m", use_threads=False).aggregate([("n", "first")])
+        known = dict(zip(firsts["m"].to_pylist(), firsts["n_first"].to_pylist(), strict=True))
+        known.update(dimensions)
+        keys = pa.array(list(known), pa.string())
+        expected = pc.take(pa.array(list(known.values()), pa.int64()),
+                           pc.index_in(model, value_set=keys))
         other = _mask(pc.not_equal(pc.cast(lengths, pa.int64()), expected))
         checks.append((other, lambda i: f"input: row {i} has {lengths[i].as_py()} numbers, its "
                                         f"model's inputs {expected[i].as_py()}"))
@@ -548,11 +552,12 @@ def _dimensions_of(events: pa.Table) -> dict[str, set[int]]:
     """Input lengths (numbers) per model in a canonical table."""
     if "call_input" not in events.column_names:
         return {}
+    lengths = pc.binary_length(events.column("call_input"))
+    pairs = pa.table({"m": events.column("model"), "n": lengths}).filter(pc.is_valid(lengths))
     found: dict[str, set[int]] = {}
-    lengths = pc.binary_length(events.column("call_input")).to_pylist()
-    for m, n in zip(events.column("model").to_pylist(), lengths, strict=True):
-        if n is not None:
-            found.setdefault(m, set()).add(n // 8)
+    distinct = pairs.group_by(["m", "n"]).aggregate([])
+    for m, n in zip(distinct["m"].to_pylist(), distinct["n"].to_pylist(), strict=True):
+        found.setdefault(m, set()).add(n // 8)
     return found
 
 
