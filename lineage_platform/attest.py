@@ -10,6 +10,7 @@ several transactions, and worker processes sign the next batches while one commi
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -19,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 from lineage_platform.errors import RecordError
 from lineage_platform.log import Checkpoint, SignedCheckpoint, leaf_hash
-from lineage_platform.records import AttributionRecord, RecordFacts, utc_timestamp
-from lineage_platform.signing import SigningKey, sign_envelope
+from lineage_platform.records import AttributionRecord, utc_timestamp
+from lineage_platform.signing import SigningKey, signed_envelope_json
 from lineage_platform.stores import MAX_SKEW_S, AppendResult, Entry, EntryColumns, Store
 
 ORIGIN = "lineage-platform.local/log"
@@ -34,25 +35,7 @@ _shared_records: Sequence[AttributionRecord] | None = None
 
 
 def entry_for(record: AttributionRecord, key: SigningKey) -> Entry:
-    payload = record.to_bytes()
-    facts = RecordFacts.of(record, payload)  # the payload's digest, computed once
-    return entry_of(sign_envelope(payload, key).to_json(), key.keyid, facts)
-
-
-def entry_of(envelope: bytes, keyid: str, facts: RecordFacts) -> Entry:
-    """A signed record's log entry: its envelope, its signer and the facts the store keeps
-    (`records.STORED_FACTS`, which verify re-derives from the envelope and compares)."""
-    return Entry(
-        envelope=envelope,
-        record_digest=facts.record_digest,
-        idem_key=facts.idem_key,
-        kind=facts.kind,
-        asset=facts.asset,
-        partition=facts.partition,
-        sha256=facts.sha256,
-        keyid=keyid,
-        recorded_at=facts.recorded_at,
-    )
+    return sign_records([record], key)[0]
 
 
 def _init_worker(pem: bytes) -> None:
@@ -68,20 +51,32 @@ def _init_worker(pem: bytes) -> None:
 _Signed = tuple[list[bytes], list[str], list[str], list[bytes]]
 
 
+def _signed(records: Sequence[AttributionRecord], key: SigningKey) -> _Signed:
+    """All the per-record work of an append, as columns: no Envelope or Entry per record (the
+    objects cost a seventh of the work besides the signature itself)."""
+    envelopes: list[bytes] = []
+    digests: list[str] = []
+    keys: list[str] = []
+    leaves: list[bytes] = []
+    sha256 = hashlib.sha256
+    for r in records:
+        payload = r.to_bytes()
+        digest = sha256(payload).hexdigest()
+        envelope = signed_envelope_json(payload, key)
+        envelopes.append(envelope)
+        digests.append(digest)
+        keys.append(r.idempotency_key(digest))
+        leaves.append(leaf_hash(envelope))  # in a worker, not in the process that holds the lock
+    return envelopes, digests, keys, leaves
+
+
 def _sign_span(job: tuple[int, int, Sequence[AttributionRecord] | None]) -> _Signed:
     start, stop, records = job
     if records is None:
         assert _shared_records is not None
         records = _shared_records[start:stop]
     assert _worker_key is not None
-    entries = [entry_for(r, _worker_key) for r in records]
-    envelopes = [e.envelope for e in entries]
-    return (
-        envelopes,
-        [e.record_digest for e in entries],
-        [e.idem_key for e in entries],
-        [leaf_hash(e) for e in envelopes],  # here, not in the process that holds the lock
-    )
+    return _signed(records, _worker_key)
 
 
 _Submit = Callable[[int, int], "Future[_Signed]"]
@@ -137,17 +132,14 @@ def sign_records(
     records: Sequence[AttributionRecord], key: SigningKey, workers: int = 1
 ) -> list[Entry]:
     """Sign in this process, or across `workers` processes for large backlogs."""
-    signed = _sign(records, key, workers)
-    return signed.entries() if isinstance(signed, EntryColumns) else signed
+    return _sign(records, key, workers).entries()
 
 
-def _sign(
-    records: Sequence[AttributionRecord], key: SigningKey, workers: int
-) -> list[Entry] | EntryColumns:
+def _sign(records: Sequence[AttributionRecord], key: SigningKey, workers: int) -> EntryColumns:
     """In parallel the workers do all the per-record work (encode, sign, hash) and send back
     only the bytes and hashes that are new; the result is then columns."""
     if workers <= 1 or len(records) < PARALLEL_MIN:
-        return [entry_for(r, key) for r in records]
+        return _entries(records, [_signed(records, key)], key.keyid)
     size = max(1000, -(-len(records) // (workers * 4)))
     with _signing_pool(records, key, workers) as submit:
         futures = [submit(a, b) for a, b in _spans(0, len(records), size)]

@@ -944,11 +944,12 @@ class AttributionRecord:
         """Lowercase hex SHA-256 of `to_bytes()`."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
-    def idempotency_key(self) -> str:
-        """One event is logged at most once: keyed by its run reference, else by content."""
+    def idempotency_key(self, digest: str | None = None) -> str:
+        """One event is logged at most once: keyed by its run reference, else by content
+        (`digest`: this record's `digest()`, when the caller has it already)."""
         if self.run is not None:
             return self.run.key()
-        return f"sha256:{self.digest()}"
+        return f"sha256:{digest or self.digest()}"
 
     # --- parsing --------------------------------------------------------------------------------
 
@@ -1058,10 +1059,9 @@ class RecordFacts(NamedTuple):
     def of(cls, record: AttributionRecord, payload: bytes | None = None) -> RecordFacts:
         """`payload`: the record's bytes when already written (saves writing them again)."""
         digest = hashlib.sha256(record.to_bytes() if payload is None else payload).hexdigest()
-        run = record.run
         return cls(
             digest,
-            f"sha256:{digest}" if run is None else run.key(),
+            record.idempotency_key(digest),
             record.kind,  # the Kind: equal to (and stored as) its value
             record.asset,
             record.partition,

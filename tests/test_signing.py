@@ -32,6 +32,7 @@ from lineage_platform.signing import (
     pae,
     passphrase_from_env,
     sign_envelope,
+    signed_envelope_json,
     verify_envelope,
 )
 
@@ -280,6 +281,29 @@ def test_envelope_json_is_compact_sorted_and_round_trips(key: SigningKey) -> Non
     assert Envelope.from_json(data) == env
     assert Envelope.from_json(data).to_json() == data
     verify_envelope(env, TrustStore.of(key), what="record 0")
+
+
+@pytest.mark.parametrize("payload_type", [PAYLOAD_TYPE, "application/vnd.x+json", "t\"\u00e9"])
+def test_the_append_path_writes_the_envelope_to_json_writes(
+    key: SigningKey, other: SigningKey, payload_type: str
+) -> None:
+    """`signed_envelope_json` skips building the Envelope: its bytes must be the envelope's,
+    with either key, any payload type (escaped as JSON) and payloads of any length."""
+    for payload in (PAYLOAD, b"", b"x", b"\x00\xff" * 37):
+        for signer in (key, other):
+            data = signed_envelope_json(payload, signer, payload_type)
+            env = Envelope.from_json(data)
+            assert (env.payload, env.payload_type, env.keyids()) == (
+                payload,
+                payload_type,
+                (signer.keyid,),
+            )
+            assert data == env.to_json()
+            assert data == json.dumps(
+                json.loads(data), sort_keys=True, separators=(",", ":")
+            ).encode()
+            verify_envelope(env, TrustStore.of(signer))  # Ed25519 is deterministic: same sig
+            assert env == sign_envelope(payload, signer, payload_type)
 
 
 def _env_json(**changes: Any) -> bytes:
