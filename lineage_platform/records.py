@@ -117,9 +117,14 @@ def idempotency_key(orchestrator: str, run_id: str, event_id: int) -> str:
 
     The one place the format is written (stores parse it back in `source_cursor`); for Dagster
     it is `dagster:<run_id>:<storage_id>`, as v1 records were keyed, so re-syncing an old log
-    stays idempotent. A record without a run reference is keyed `sha256:<digest>` instead.
+    stays idempotent. A record without a run reference is keyed by `content_key` instead.
     """
     return f"{orchestrator}:{run_id}:{event_id}"
+
+
+def content_key(digest: str) -> str:
+    """The log's key for a record without a run reference: `sha256:<its digest>`."""
+    return f"sha256:{digest}"
 
 
 # --- value checks: each takes (value, path), raises RecordError("<path>: <problem>") and returns
@@ -949,7 +954,7 @@ class AttributionRecord:
         (`digest`: this record's `digest()`, when the caller has it already)."""
         if self.run is not None:
             return self.run.key()
-        return f"sha256:{digest or self.digest()}"
+        return content_key(digest or self.digest())
 
     # --- parsing --------------------------------------------------------------------------------
 
@@ -1106,7 +1111,7 @@ def _scan_canonical(data: object) -> RecordFacts | None:
         digest = hashlib.sha256(data).hexdigest()
         return RecordFacts(
             digest,
-            run_key or f"sha256:{digest}",
+            run_key or content_key(digest),
             p["kind"],
             p["asset"],
             p["partition"],
