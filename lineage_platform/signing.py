@@ -461,17 +461,24 @@ def open_stored(
     `Envelope.from_json` and `verify_envelope`, which judge the other forms. The hot path of
     `lineage verify`, which skips building the Envelope.
     """
-    if type(data) is not bytes or len(data) > MAX_ENVELOPE_BYTES:
-        return None
-    try:
-        one = _one_signature(data)
-    except Exception:  # e.g. non-ASCII in a field: the general path judges and names it
-        return None
+    one = stored_parts(data)
     if one is None:
         return None
     payload, payload_type, keyid, sig = one
     trust.get(keyid, what).verify(sig, pae(payload_type, payload), what)
     return payload, payload_type, keyid
+
+
+def stored_parts(data: object) -> tuple[bytes, str, str, bytes] | None:
+    """(payload, payloadType, keyid, sig) of stored one-signature envelope bytes, their
+    signature not yet checked; None when `data` is not exactly such an envelope's `to_json()`
+    (as for `open_stored`, which is this and the signature check)."""
+    if type(data) is not bytes or len(data) > MAX_ENVELOPE_BYTES:
+        return None
+    try:
+        return _one_signature(data)
+    except Exception:  # e.g. non-ASCII in a field: the general path judges and names it
+        return None
 
 
 @dataclass(frozen=True, slots=True)

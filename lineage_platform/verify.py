@@ -26,8 +26,21 @@ from typing import Any, NamedTuple
 
 from lineage_platform.errors import LineageError, VerificationError, shown
 from lineage_platform.log import CompactRange, SignedCheckpoint, leaf_hash
-from lineage_platform.records import PAYLOAD_TYPE, STORED_FACTS, RecordFacts, scan_payload
-from lineage_platform.signing import Envelope, TrustStore, open_stored, verify_envelope
+from lineage_platform.records import (
+    PAYLOAD_TYPE,
+    STORED_FACTS,
+    RecordFacts,
+    scan_canonical,
+    scan_payload,
+)
+from lineage_platform.signing import (
+    Envelope,
+    TrustStore,
+    open_stored,
+    pae,
+    stored_parts,
+    verify_envelope,
+)
 
 # Below this many records a process pool costs more than it saves.
 PARALLEL_MIN = 2_000
@@ -36,6 +49,10 @@ PARALLEL_MIN = 2_000
 # do not repay starting one more process).
 AHEAD_SHARE = 32
 AHEAD_MIN = 1_000
+# Envelopes parsed before their signatures are checked, in `check_records` (see
+# `_checked_in_phases`): enough to keep each phase's working set in cache, few enough that
+# a bad record early in a chunk is found without parsing much past it.
+PHASE = 256
 
 #: The columns a store keeps beside each envelope, all derived from it: verify recomputes and
 #: compares every one (`LogView.derived` holds them in this order).
@@ -92,11 +109,38 @@ def check_envelope(index: int, data: bytes, trust: TrustStore) -> Checked:
 
     Raises VerificationError("record <index>: ...") naming the first problem.
     """
-    what = f"record {index}"
     if not isinstance(data, bytes):
         data = bytes(data)
+    return _checked(index, data, trust, _parsed(data))
+
+
+#: What `_parsed` reads from an envelope in the usual form: (payload, payloadType, keyid,
+#: sig) and the record's facts.
+_Parsed = tuple[tuple[bytes, str, str, bytes], RecordFacts]
+
+
+def _parsed(data: bytes) -> _Parsed | None:
+    """The envelope and record of `data` when it is the usual stored form: a canonical
+    one-signature envelope of in-toto's payloadType over a canonical valid record; None for
+    anything else (`_checked` then takes the general path, which names the problem). Nothing
+    here is trusted until `_checked` verifies the signature."""
+    parts = stored_parts(data)
+    if parts is None or parts[1] != PAYLOAD_TYPE:
+        return None
+    facts = scan_canonical(parts[0])
+    return None if facts is None else (parts, facts)
+
+
+def _checked(index: int, data: bytes, trust: TrustStore, parsed: _Parsed | None) -> Checked:
+    """check_envelope, given `_parsed(data)`: its checks in its order (the signature before
+    anything the payload says), so the same failure is named whichever way it is found."""
+    what = f"record {index}"
     try:
-        opened = open_stored(data, trust, what)  # the usual form, without building the Envelope
+        if parsed is not None:
+            (payload, payload_type, keyid, sig), facts = parsed
+            trust.get(keyid, what).verify(sig, pae(payload_type, payload), what)
+            return Checked(leaf_hash(data), keyid, facts)
+        opened = open_stored(data, trust, what)  # a one-signature envelope that failed a parse
         if opened is None:
             env = Envelope.from_stored(data)  # only the exact canonical bytes parse here
             if env is None:
@@ -178,9 +222,8 @@ def check_records(
     rows = None if stored is None else list(zip(*stored, strict=True))
     kept: list[Checked] = []
     references: list[References] = []
-    for j, data in enumerate(envelopes):
+    for j, checked in enumerate(_checked_in_phases(start, envelopes, trust)):
         i = start + j
-        checked = check_envelope(i, data, trust)
         if rows is None:
             kept.append(checked)
         elif rows[j] != (derived := checked.columns()):
@@ -207,6 +250,20 @@ def check_records(
         [c.keyid for c in kept],
     )
     return RecordsChecked(start, stop, columns, references)
+
+
+def _checked_in_phases(
+    start: int, envelopes: Sequence[bytes], trust: TrustStore
+) -> Iterator[Checked]:
+    """check_envelope for each envelope in turn (the same results, the same first failure),
+    PHASE envelopes at a time: all their parses, then all their signatures. Interleaved per
+    record, the signature check and the parser evict each other's working set from the CPU's
+    caches, which cost about a tenth of the whole."""
+    for a in range(0, len(envelopes), PHASE):
+        chunk = [d if type(d) is bytes else bytes(d) for d in envelopes[a : a + PHASE]]
+        parsed = [_parsed(data) for data in chunk]
+        for j, (data, p) in enumerate(zip(chunk, parsed, strict=True), start + a):
+            yield _checked(j, data, trust, p)
 
 
 def check_origin(signed: SignedCheckpoint, what: str) -> None:

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import pickle
 import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import orjson
 import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lineage_platform import identifiers
+from lineage_platform import records as records_module
 from lineage_platform.attest import append_records, check_not_future
-from lineage_platform.canonical import es6_number, loads_strict
+from lineage_platform.canonical import es6_number, json_string, loads_strict
 from lineage_platform.errors import RecordError
 from lineage_platform.records import (
     KINDS,
@@ -42,6 +47,7 @@ from lineage_platform.records import (
     canonical_json,
     details_json,
     idempotency_key,
+    scan_canonical,
     scan_payload,
     utc_timestamp,
 )
@@ -838,3 +844,151 @@ def test_a_record_is_not_signed_with_a_time_after_now() -> None:
             SigningKey.generate(),
             [full_record(recorded_at="2200-01-01T00:00:00Z")],
         )
+
+
+# --- the check-only scanner: verify's hot path ---------------------------------------------------
+# `scan_canonical` takes a record of strings, integers and nulls through `_match_record_v*` (keys
+# and values checked, orjson's sorted dump compared with the bytes) instead of the rewrite
+# (`_scan_record_v*`). It must accept exactly what the rewrite accepts: these tests compare the
+# two paths, each run alone.
+
+
+def _refuse(_: object) -> Any:
+    raise RecordError("path switched off by the test")
+
+
+@contextlib.contextmanager
+def only_path(path: str) -> Iterator[None]:
+    """Scan with only the check-only ("match") or only the rewriting ("rewrite") scanner."""
+    table = records_module._SCAN_RECORD if path == "match" else records_module._MATCH_RECORD
+    with mock.patch.dict(table, {v: _refuse for v in table}):
+        yield
+
+
+def scanned(payload: bytes, path: str) -> RecordFacts | None:
+    with only_path(path):
+        return scan_canonical(payload)
+
+
+def plain(r: AttributionRecord) -> AttributionRecord:
+    """`r` without what only the rewrite takes (numbers, details)."""
+    people = tuple(
+        dataclasses.replace(c, weight=None, value=None, stderr=None) for c in r.contributors
+    )
+    return dataclasses.replace(r, contributors=people, details=None)
+
+
+def plain_record(version: int = 2) -> AttributionRecord:
+    """Every field the check-only scanner takes, set."""
+    return plain(full_record(version=version, kind="dataset", inputs=(
+        InputRef("datanet", H2, 3), InputRef("raw/\"quoted\" \\ part", H1, None),
+    )))
+
+
+def test_orjson_writes_every_string_as_the_canonical_writer() -> None:
+    """The premise of the check-only scanner: for every code point (so for every string, as
+    both escape one code point at a time), orjson writes what `json_string` writes."""
+    points = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    differ = [p for p in points if orjson.dumps(p) != json_string(p).encode()]
+    assert differ == []
+    assert orjson.dumps("".join(points)) == json_string("".join(points)).encode()
+    for lone in ("\ud800", "x\udfff"):  # unwritable: orjson raises, and the rewrite decides
+        with pytest.raises(orjson.JSONEncodeError):
+            orjson.dumps(lone)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_plain_record_takes_the_check_only_scanner(version: int) -> None:
+    r = plain_record(version)
+    data = r.to_bytes()
+    assert b'\\"quoted\\" \\\\ part' in data  # escapes in a string the check-only path takes
+    assert scanned(data, "match") == scanned(data, "rewrite") == RecordFacts.of(r)
+    assert scan_payload(data) == RecordFacts.of(r)
+    # Numbers and details: the check-only scanner declines; the rewrite takes them.
+    for other in (full_record(version=version), plain(r)):
+        if other.details is not None:
+            assert scanned(other.to_bytes(), "match") is None
+        assert scanned(other.to_bytes(), "rewrite") == RecordFacts.of(other)
+    weighed = dataclasses.replace(r, contributors=(Contributor("alice", weight=1.0),))
+    assert scanned(weighed.to_bytes(), "match") is None
+    assert scan_payload(weighed.to_bytes()) == RecordFacts.of(weighed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records.map(plain))
+def test_the_check_only_scanner_takes_every_plain_record(r: AttributionRecord) -> None:
+    data = r.to_bytes()
+    assert scanned(data, "match") == RecordFacts.of(r)
+
+
+#: Edits that keep a plain record's JSON valid and its values the same, but not its bytes.
+NON_CANONICAL_EDITS = [
+    (b'"rows":10', b'"rows":10.0'),
+    (b'"rows":10', b'"rows":1e1'),
+    (b'"rows":10', b'"rows":true'),
+    (b'"event_id":42', b'"event_id":42.0'),
+    (b'"supersedes":1', b'"supersedes":1,"supersedes":1'),
+    (b'{"_type":', b'{"_type":"x","_type":'),
+    (b'"asset":"datanet"', b'"asset":"\\u0064atanet"'),
+    (b'"data_version":"v3"', b'"data_version":"v\\u0033"'),
+    (b'"data_version":"v3"', b'"data_version" :"v3"'),
+    (b'"partition":"alice"', b'"partition":"alice" '),
+    (b'\\"quoted\\"', b'\\u0022quoted\\u0022'),
+    (b' \\\\ part', b' \\u005c part'),
+    (b'"kind":"dataset",', b''),  # a key the table needs, missing
+    (b'"kind":"dataset",', b'"kind":"dataset","kinds":"dataset",'),  # one more key
+    (b'"supersedes":1', b'"supersedes":null,"Supersedes":1'),
+    (b'"mlflow":{"model_id":"m-1","run_id":"mlrun"}',
+     b'"mlflow":{"model_id":"m-1","run_id":"mlrun","x":null}'),
+    (b'{"digest":{"sha256"', b'{"digest":{"sha512":null,"sha256"'),
+]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize(("old", "new"), NON_CANONICAL_EDITS)
+def test_the_check_only_scanner_refuses_what_the_rewrite_refuses(
+    version: int, old: bytes, new: bytes
+) -> None:
+    data = plain_record(version).to_bytes()
+    if old not in data:  # v1 names its run `dagster`, without `event_id`
+        assert version == 1 and b"event_id" in old
+        return
+    edited = data.replace(old, new, 1)
+    assert scanned(edited, "match") is None
+    assert scanned(edited, "rewrite") is None
+    with pytest.raises(RecordError):
+        scan_payload(edited)
+    with pytest.raises(RecordError):
+        AttributionRecord.from_bytes(edited)
+
+
+@pytest.mark.parametrize(("edit", "message"), PARSE_ERRORS)
+def test_the_check_only_scanner_refuses_invalid_plain_records(edit: Any, message: str) -> None:
+    obj = plain_record().to_statement()
+    try:
+        edit(obj)
+    except (KeyError, IndexError, TypeError):  # the edit names a field the plain record lacks
+        return
+    data = rfc8785.dumps(obj)
+    assert scanned(data, "match") is None
+    with pytest.raises(RecordError):
+        scan_payload(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_the_two_scanners_agree_on_mutated_plain_records(data: st.DataObject) -> None:
+    """What the check-only scanner accepts, the rewrite accepts, with the same facts; and it
+    accepts every plain record the rewrite accepts."""
+    good = bytearray(plain_record(version=data.draw(st.sampled_from([1, 2]))).to_bytes())
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(good) - 1))
+        good[at] = data.draw(st.integers(0, 255))
+    payload = bytes(good)
+    matched, rewritten = scanned(payload, "match"), scanned(payload, "rewrite")
+    assert matched == rewritten
+    try:
+        expected: RecordFacts | None = RecordFacts.of(AttributionRecord.from_bytes(payload))
+    except RecordError:
+        expected = None
+    assert matched == expected
