@@ -273,18 +273,41 @@ class Scalar:
     #: Whether `write` writes every checked value as JSON writes the value parsed (a number
     #: does not: 1.0 is written 1): the check-only scanner (`_match_*`) takes only such.
     plain: bool = True
+    #: A regex over canonical JSON text that matches only values the check accepts, written
+    #: as `write` writes them (not every such value: the others take the scanners); None if
+    #: there is none. See `_pattern_of`.
+    pattern: bytes | None = None
+    #: Whether every text `pattern` matches passes the check; if not (a date's calendar), the
+    #: field must be one of the record's own and its value is checked after the match.
+    exact: bool = True
 
 
-TEXT = Scalar(_text, "_q({v})")
-IDENT = Scalar(_ident, "_q({v})")  # an id a person reads: identifiers' rules
-COUNT = Scalar(_count, "str({v})")
-HEX64 = Scalar(_hex64, "'\"' + {v} + '\"'")  # checked: nothing to escape
-HEX32 = Scalar(_hex32, "'\"' + {v} + '\"'")
+# Printable ASCII but `"` and `\\`: text that needs no escape, and that `_text` and `_ident`
+# (whose rules are about other characters) accept whenever it is not empty.
+_PRINTABLE_ASCII = rb'"[ !#-\[\]-~]+"'
+TEXT = Scalar(_text, "_q({v})", pattern=_PRINTABLE_ASCII)
+IDENT = Scalar(_ident, "_q({v})", pattern=_PRINTABLE_ASCII)  # an id a person reads
+# Below 10**15 < 2**53: every such count is safe.
+COUNT = Scalar(_count, "str({v})", pattern=rb"(?:0|[1-9][0-9]{0,14})")
+HEX64 = Scalar(_hex64, "'\"' + {v} + '\"'", pattern=rb'"[0-9a-f]{64}"')  # nothing to escape
+HEX32 = Scalar(_hex32, "'\"' + {v} + '\"'", pattern=rb'"[0-9a-f]{32}"')
 NUMBER = Scalar(_number, "_num({v})", normalizes=True, plain=False)
 STDERR = Scalar(_stderr, "_num({v})", normalizes=True, plain=False)
-TIMESTAMP = Scalar(_timestamp, "'\"' + {v} + '\"'")
-KIND = Scalar(_kind, "_q({v})", normalizes=True)  # a Kind is written as its value: the input
-ORCHESTRATOR = Scalar(_orchestrator, "'\"' + {v} + '\"'")
+TIMESTAMP = Scalar(
+    _timestamp,
+    "'\"' + {v} + '\"'",
+    pattern=rb'"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z"',
+    exact=False,  # the calendar is checked after the match
+)
+KIND = Scalar(  # a Kind is written as its value: the input
+    _kind,
+    "_q({v})",
+    normalizes=True,
+    pattern=b'"(?:' + b"|".join(re.escape(k.encode()) for k in KINDS) + b')"',
+)
+ORCHESTRATOR = Scalar(
+    _orchestrator, "'\"' + {v} + '\"'", pattern=rb'"(?!sha256")[a-z0-9][a-z0-9._-]{0,63}"'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,6 +536,49 @@ def _match_lines(f: Field, v: str, source: str) -> list[str]:
     else:  # details: their canonical form is canonical_json's, with its number rules
         lines.append(f"    if {v} is not None: raise _NotPlain")
     return lines
+
+
+def _pattern_of(t: FieldType, optional: bool) -> bytes | None:
+    """A regex matching only canonical JSON texts of valid values of a nested field (None if
+    the type has no exact pattern): what `to_bytes` writes for values of printable ASCII
+    text, small counts and nulls. Numbers and details have none: only their null matches."""
+    p: bytes | None
+    if isinstance(t, Scalar):
+        p = t.pattern if t.exact else None
+    elif isinstance(t, Obj):
+        p = _object_pattern(t.shape.fields)
+    elif isinstance(t, Items):
+        item = _object_pattern(t.shape.fields)
+        p = None if item is None else rb"\[(?:" + item + rb"(?:," + item + rb")*)?\]"
+    else:
+        p = None
+    if optional:
+        return b"null" if p is None else b"(?:null|" + p + b")"
+    return p
+
+
+def _object_pattern(table: tuple[Field, ...], named: bool = False) -> bytes | None:
+    """`{"key":value,...}` in canonical key order; `named`: each value a group by field name."""
+    parts = []
+    for f in sorted(table, key=lambda f: f.json_key):
+        t = f.type
+        if named and isinstance(t, Scalar) and not t.exact:  # checked after the match
+            p = t.pattern if not f.optional or t.pattern is None else b"(?:null|" + t.pattern + b")"
+        else:
+            p = _pattern_of(t, f.optional)
+        if p is None:
+            return None
+        if named:
+            p = b"(?P<" + f.name.encode() + b">" + p + b")"
+        parts.append(re.escape(json_string(f.json_key).encode()) + b":" + p)
+    return rb"\{" + b",".join(parts) + rb"\}"
+
+
+def _plain_value(text: bytes) -> Any:
+    """The value of a JSON text a pattern matched: null, an unescaped string or a count."""
+    if text == b"null":
+        return None
+    return text[1:-1].decode("ascii") if text[:1] == b'"' else int(text)
 
 
 class _NotPlain(Exception):
@@ -1132,22 +1198,29 @@ def scan_payload(data: bytes) -> RecordFacts:
 
 def scan_canonical(data: object) -> RecordFacts | None:
     """The facts of `data` when it is exactly the canonical bytes of a valid record, else None
-    (the strict parser then decides, and names the problem).
+    (the strict parser then decides, and names the problem). Three ways, fastest first, each
+    taking only what it can judge; the tests hold each to the next:
 
-    The generated scanner runs every value through the field table's checks and writes it
-    with the same writers as `to_bytes`; bytes equal to that rewrite hold no unknown, missing
-    or duplicate key, no other type or layout, no NaN or unsafe integer (orjson refuses bad
-    UTF-8, NaN and trailing data), so the strict parser would build the same record.
-
-    Most records hold only strings, integers and nulls, which orjson writes exactly as the
-    canonical writers do (for strings, every code point: a test holds it). Those take the
-    check-only scanner: the same keys and checks, and orjson's sorted-key dump compared with
-    the bytes in place of the rewrite (verify's hot path: a rewrite costs ~3x the dump). The
-    rest, numbers and details, take the rewrite.
+    1. `_PATTERNS`: a regex of the whole canonical text, generated from the field tables, for
+       records whose values are all printable ASCII text without escapes, small counts and
+       nulls (most records). It matches only texts the writers would write for valid values
+       (the calendar of the one date is checked after), with the subject's name equal to the
+       asset, so nothing is parsed but the pointers the facts need.
+    2. `_MATCH_RECORD`, for other text and integers: orjson's parse, every key and value
+       checked as the rewrite checks them, and orjson's sorted-key dump compared with the
+       bytes (orjson writes every string as the canonical writer: a test holds it).
+    3. `_SCAN_RECORD`, for the rest (numbers, details): every value checked and written with
+       the same writers as `to_bytes`; bytes equal to that rewrite hold no unknown, missing
+       or duplicate key, no other type or layout, no NaN or unsafe integer (orjson refuses bad
+       UTF-8, NaN and trailing data), so the strict parser would build the same record.
     """
     if type(data) is not bytes or len(data) > MAX_RECORD_BYTES:
         return None
     try:
+        for version in _PATTERN_ORDER:
+            m = _PATTERNS[version].fullmatch(data)
+            if m is not None:
+                return _pattern_facts(data, version, m.groupdict())
         obj = orjson.loads(data)
         version = _VERSIONS[obj["predicateType"]]
         try:
@@ -1160,20 +1233,55 @@ def scan_canonical(data: object) -> RecordFacts | None:
             if text != data:
                 return None
         p = obj["predicate"]
-        digest = hashlib.sha256(data).hexdigest()
-        return RecordFacts(
-            digest,
-            run_key or content_key(digest),
-            p["kind"],
-            p["asset"],
-            p["partition"],
+        return _facts(
+            data,
+            run_key,
+            p,
             obj["subject"][0]["digest"]["sha256"],
-            p["recorded_at"],
-            tuple([(i["asset"], i["sha256"], i["log_index"]) for i in p["inputs"]]),
-            p["supersedes"],
+            p["inputs"],
         )
     except Exception:  # anything unexpected: the strict parser judges (and names) it
         return None
+
+
+def _pattern_facts(data: bytes, version: int, g: dict[str, bytes]) -> RecordFacts:
+    """The facts of a record `_PATTERNS[version]` matched (its groups `g`), after the checks
+    its pattern leaves out (raises RecordError)."""
+    for name, check, path in _PATTERN_CHECKS[version]:
+        value = _plain_value(g[name])
+        if value is not None:  # null only where the field is optional
+            check(value, path)
+    values = {name: _plain_value(g[name]) for name in _FACT_FIELDS}
+    run = g["run"]
+    key = None if run == b"null" else _RUN_IDENTITY[version](orjson.loads(run))
+    return _facts(data, key, values, g["subject_sha256"].decode("ascii"), orjson.loads(g["inputs"]))
+
+
+def _facts(
+    data: bytes,
+    run_key: str | None,
+    p: Mapping[str, Any],
+    sha256: str,
+    inputs: list[dict[str, Any]],
+) -> RecordFacts:
+    """RecordFacts of canonical payload `data`, from its predicate's values `p` (by JSON key;
+    those in `_FACT_FIELDS`), its subject's digest and its parsed inputs."""
+    digest = hashlib.sha256(data).hexdigest()
+    return RecordFacts(
+        digest,
+        run_key or content_key(digest),
+        p["kind"],
+        p["asset"],
+        p["partition"],
+        sha256,
+        p["recorded_at"],
+        tuple([(i["asset"], i["sha256"], i["log_index"]) for i in inputs]),
+        p["supersedes"],
+    )
+
+
+#: The predicate's fields `_facts` reads, by name (= JSON key for these).
+_FACT_FIELDS = ("kind", "asset", "partition", "recorded_at", "supersedes")
 
 
 # --- the record's generated functions ------------------------------------------------------------
@@ -1243,6 +1351,19 @@ def _generate_record() -> None:
             "    return key",
         ]
         _compile("\n".join(lines), f"_match_record_v{version}")
+        # Pattern: the whole statement's canonical text when every value is plain ASCII text,
+        # a small count or null; the subject's name must repeat the asset (a backreference).
+        predicate = _object_pattern(table, named=True)
+        if predicate is not None:
+            _PATTERNS[version] = re.compile(
+                re.escape(prefix.encode())
+                + predicate
+                + re.escape(middle.encode())
+                + rb'(?P<subject_sha256>[0-9a-f]{64})'
+                + re.escape(b'"},"name":')
+                + rb"(?P=asset)"
+                + re.escape(b"}]}")
+            )
         # Fast builder: the record from a parsed statement (shape unchecked: `from_bytes`
         # compares the record's bytes with the input after).
         args = [f"{f.name}={_build_expr(f, f'p[{f.json_key!r}]')}" for f in table]
@@ -1256,6 +1377,8 @@ def _generate_record() -> None:
 
 
 _NS["AttributionRecord"] = AttributionRecord
+#: Per predicate version, the regex of a plain record's whole canonical text (`scan_pattern`).
+_PATTERNS: dict[int, re.Pattern[bytes]] = {}
 _generate_record()
 _WRITE_RECORD: dict[int, Callable[[AttributionRecord], bytes]] = {
     v: _NS[f"_write_record_v{v}"] for v in _PREDICATE
@@ -1263,6 +1386,25 @@ _WRITE_RECORD: dict[int, Callable[[AttributionRecord], bytes]] = {
 _SCAN_RECORD: dict[int, Callable[[Any], tuple[bytes, str | None]]] = {
     v: _NS[f"_scan_record_v{v}"] for v in _PREDICATE
 }
+_PATTERN_ORDER = sorted(_PATTERNS, reverse=True)  # the newest version first
+#: Per version: (field name, check, error path) of the fields a pattern matches by form only.
+_PATTERN_CHECKS = {
+    v: [
+        (f.name, f.type.check, f.error_path)
+        for f in table
+        if isinstance(f.type, Scalar) and not f.type.exact
+    ]
+    for v, table in _PREDICATE.items()
+}
+
+
+def _run_identity(table: tuple[Field, ...]) -> Callable[[dict[str, Any]], str]:
+    (run,) = [f.type for f in table if f.name == "run"]
+    assert isinstance(run, Obj) and run.shape.identity is not None
+    return run.shape.identity
+
+
+_RUN_IDENTITY = {v: _run_identity(table) for v, table in _PREDICATE.items()}
 _MATCH_RECORD: dict[int, Callable[[Any], str | None]] = {
     v: _NS[f"_match_record_v{v}"] for v in _PREDICATE
 }

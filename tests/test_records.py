@@ -846,11 +846,14 @@ def test_a_record_is_not_signed_with_a_time_after_now() -> None:
         )
 
 
-# --- the check-only scanner: verify's hot path ---------------------------------------------------
-# `scan_canonical` takes a record of strings, integers and nulls through `_match_record_v*` (keys
-# and values checked, orjson's sorted dump compared with the bytes) instead of the rewrite
-# (`_scan_record_v*`). It must accept exactly what the rewrite accepts: these tests compare the
-# two paths, each run alone.
+# --- verify's hot path: the pattern and the check-only scanner ----------------------------------
+# `scan_canonical` takes a record of plain ASCII text, small counts and nulls by a regex of its
+# whole text (`_PATTERNS`), other records of strings, integers and nulls through
+# `_match_record_v*` (keys and values checked, orjson's sorted dump compared with the bytes), and
+# the rest through the rewrite (`_scan_record_v*`). Each must accept only what the rewrite (and
+# the strict parser) accepts: these tests compare the paths, each run alone.
+
+PATHS = ("pattern", "match", "rewrite")
 
 
 def _refuse(_: object) -> Any:
@@ -859,9 +862,14 @@ def _refuse(_: object) -> Any:
 
 @contextlib.contextmanager
 def only_path(path: str) -> Iterator[None]:
-    """Scan with only the check-only ("match") or only the rewriting ("rewrite") scanner."""
-    table = records_module._SCAN_RECORD if path == "match" else records_module._MATCH_RECORD
-    with mock.patch.dict(table, {v: _refuse for v in table}):
+    """Scan with only one of the three ways (`PATHS`)."""
+    with contextlib.ExitStack() as stack:
+        if path != "pattern":
+            stack.enter_context(mock.patch.object(records_module, "_PATTERN_ORDER", []))
+        tables = {"match": records_module._MATCH_RECORD, "rewrite": records_module._SCAN_RECORD}
+        for name, table in tables.items():
+            if path != name:
+                stack.enter_context(mock.patch.dict(table, {v: _refuse for v in table}))
         yield
 
 
@@ -876,6 +884,13 @@ def plain(r: AttributionRecord) -> AttributionRecord:
         dataclasses.replace(c, weight=None, value=None, stderr=None) for c in r.contributors
     )
     return dataclasses.replace(r, contributors=people, details=None)
+
+
+def ascii_record(version: int = 2) -> AttributionRecord:
+    """Every field the pattern takes, set: plain ASCII text, small counts."""
+    return plain(full_record(version=version, kind="dataset", inputs=(
+        InputRef("datanet", H2, 3), InputRef("raw/part one", H1, None),
+    )))
 
 
 def plain_record(version: int = 2) -> AttributionRecord:
@@ -903,7 +918,11 @@ def test_a_plain_record_takes_the_check_only_scanner(version: int) -> None:
     data = r.to_bytes()
     assert b'\\"quoted\\" \\\\ part' in data  # escapes in a string the check-only path takes
     assert scanned(data, "match") == scanned(data, "rewrite") == RecordFacts.of(r)
+    assert scanned(data, "pattern") is None  # escapes: not for the pattern
     assert scan_payload(data) == RecordFacts.of(r)
+    ascii_only = ascii_record(version)
+    facts = RecordFacts.of(ascii_only)
+    assert [scanned(ascii_only.to_bytes(), path) for path in PATHS] == [facts] * 3
     # Numbers and details: the check-only scanner declines; the rewrite takes them.
     for other in (full_record(version=version), plain(r)):
         if other.details is not None:
@@ -918,12 +937,85 @@ def test_a_plain_record_takes_the_check_only_scanner(version: int) -> None:
 @given(records.map(plain))
 def test_the_check_only_scanner_takes_every_plain_record(r: AttributionRecord) -> None:
     data = r.to_bytes()
-    assert scanned(data, "match") == RecordFacts.of(r)
+    facts = RecordFacts.of(r)
+    assert scanned(data, "match") == facts
+    assert scanned(data, "pattern") in (None, facts)
+
+
+def _ascii(text: str) -> str:
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\') or "x"
+
+
+def ascii_only(r: AttributionRecord) -> AttributionRecord:
+    """`r` with every text field's text cut to what the pattern takes, and counts small."""
+    def small(n: int | None) -> int | None:
+        return None if n is None else n % 10**15
+
+    def fix(v: object) -> object:
+        if isinstance(v, RunRef):
+            return RunRef(v.orchestrator, _ascii(v.run_id), small(v.event_id) or 0)
+        if isinstance(v, DvcRef):
+            return DvcRef(_ascii(v.path), v.md5)
+        if isinstance(v, MlflowRef):
+            return MlflowRef(_ascii(v.run_id), None if v.model_id is None else _ascii(v.model_id))
+        return v
+
+    return dataclasses.replace(
+        r,
+        asset=_ascii(r.asset),
+        data_version=None if r.data_version is None else _ascii(r.data_version),
+        code_version=None if r.code_version is None else _ascii(r.code_version),
+        partition=None if r.partition is None else _ascii(r.partition),
+        run=fix(r.run),
+        dvc=fix(r.dvc),
+        mlflow=fix(r.mlflow),
+        supersedes=small(r.supersedes),
+        inputs=tuple(InputRef(_ascii(i.asset), i.sha256, small(i.log_index)) for i in r.inputs),
+        contributors=tuple(
+            Contributor(_ascii(c.id), rows=small(c.rows), sha256=c.sha256) for c in r.contributors
+        ),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(records.map(plain).map(ascii_only))
+def test_the_pattern_takes_every_plain_ascii_record(r: AttributionRecord) -> None:
+    facts = RecordFacts.of(r)
+    assert [scanned(r.to_bytes(), path) for path in PATHS] == [facts] * 3
+
+
+def test_the_pattern_leaves_what_its_form_cannot_judge_to_the_scanners() -> None:
+    r = ascii_record()
+    # Counts from 10**15 to 2**53 - 1 are valid; the pattern's form stops below them.
+    for big in (10**15, 2**53 - 1):
+        other = dataclasses.replace(r, supersedes=big)
+        facts = RecordFacts.of(other)
+        assert scanned(other.to_bytes(), "pattern") is None
+        assert scanned(other.to_bytes(), "match") == facts == scan_payload(other.to_bytes())
+    # A date the form takes but the calendar refuses: refused, with the checks' message.
+    for day in ("2026-02-29", "2100-02-29", "2026-04-31", "0000-01-01", "2201-01-01"):
+        obj = r.to_statement()
+        obj["predicate"]["recorded_at"] = f"{day}T00:00:00Z"
+        data = rfc8785.dumps(obj)
+        assert [scanned(data, path) for path in PATHS] == [None] * 3
+        with pytest.raises(RecordError, match=r"^predicate\.recorded_at: "):
+            scan_payload(data)
+    leap = dataclasses.replace(r, recorded_at="2000-02-29T23:59:59.5Z")
+    assert scanned(leap.to_bytes(), "pattern") == RecordFacts.of(leap)
+    # "sha256" is no orchestrator's name (it keys records without a run).
+    obj = r.to_statement()
+    obj["predicate"]["run"]["orchestrator"] = "sha256"
+    data = rfc8785.dumps(obj)
+    assert [scanned(data, path) for path in PATHS] == [None] * 3
 
 
 #: Edits that keep a plain record's JSON valid and its values the same, but not its bytes.
 NON_CANONICAL_EDITS = [
     (b'"rows":10', b'"rows":10.0'),
+    (b'"rows":10', b'"rows":010'),
+    (b'"event_id":42', b'"event_id":0042'),
+    (b'"supersedes":1', b'"supersedes":-1'),
+    (b'"asset":"', b'"asset": "'),
     (b'"rows":10', b'"rows":1e1'),
     (b'"rows":10', b'"rows":true'),
     (b'"event_id":42', b'"event_id":42.0'),
@@ -944,33 +1036,36 @@ NON_CANONICAL_EDITS = [
 ]
 
 
+@pytest.mark.parametrize("make", [plain_record, ascii_record])
 @pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize(("old", "new"), NON_CANONICAL_EDITS)
-def test_the_check_only_scanner_refuses_what_the_rewrite_refuses(
-    version: int, old: bytes, new: bytes
+def test_the_fast_scanners_refuse_what_the_rewrite_refuses(
+    make: Any, version: int, old: bytes, new: bytes
 ) -> None:
-    data = plain_record(version).to_bytes()
-    if old not in data:  # v1 names its run `dagster`, without `event_id`
-        assert version == 1 and b"event_id" in old
+    data = make(version).to_bytes()
+    if old not in data:  # v1 names its run `dagster`, without `event_id`; only one has escapes
+        assert (version == 1 and b"event_id" in old) or b"\\" in old
         return
     edited = data.replace(old, new, 1)
-    assert scanned(edited, "match") is None
-    assert scanned(edited, "rewrite") is None
+    assert [scanned(edited, path) for path in PATHS] == [None] * 3
     with pytest.raises(RecordError):
         scan_payload(edited)
     with pytest.raises(RecordError):
         AttributionRecord.from_bytes(edited)
 
 
+@pytest.mark.parametrize("make", [plain_record, ascii_record])
 @pytest.mark.parametrize(("edit", "message"), PARSE_ERRORS)
-def test_the_check_only_scanner_refuses_invalid_plain_records(edit: Any, message: str) -> None:
-    obj = plain_record().to_statement()
+def test_the_fast_scanners_refuse_invalid_plain_records(
+    make: Any, edit: Any, message: str
+) -> None:
+    obj = make().to_statement()
     try:
         edit(obj)
     except (KeyError, IndexError, TypeError):  # the edit names a field the plain record lacks
         return
     data = rfc8785.dumps(obj)
-    assert scanned(data, "match") is None
+    assert [scanned(data, path) for path in PATHS] == [None] * 3
     with pytest.raises(RecordError):
         scan_payload(data)
 
@@ -978,9 +1073,10 @@ def test_the_check_only_scanner_refuses_invalid_plain_records(edit: Any, message
 @settings(max_examples=500, deadline=None)
 @given(st.data())
 def test_the_two_scanners_agree_on_mutated_plain_records(data: st.DataObject) -> None:
-    """What the check-only scanner accepts, the rewrite accepts, with the same facts; and it
-    accepts every plain record the rewrite accepts."""
-    good = bytearray(plain_record(version=data.draw(st.sampled_from([1, 2]))).to_bytes())
+    """What the pattern or the check-only scanner accepts, the rewrite and the strict parser
+    accept, with the same facts; the check-only scanner accepts every such plain record."""
+    make = data.draw(st.sampled_from([plain_record, ascii_record]))
+    good = bytearray(make(version=data.draw(st.sampled_from([1, 2]))).to_bytes())
     for _ in range(data.draw(st.integers(1, 3))):
         at = data.draw(st.integers(0, len(good) - 1))
         good[at] = data.draw(st.integers(0, 255))
@@ -992,3 +1088,4 @@ def test_the_two_scanners_agree_on_mutated_plain_records(data: st.DataObject) ->
     except RecordError:
         expected = None
     assert matched == expected
+    assert scanned(payload, "pattern") in (None, expected)
