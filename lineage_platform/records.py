@@ -523,11 +523,10 @@ def _match_lines(f: Field, v: str, source: str) -> list[str]:
     t = f.type
     test = f"    if {v} is not None: " if f.optional else "    "
     if isinstance(t, Scalar):
-        check = _register(t.check, "check")
         if not t.plain:
             lines.append(f"    if {v} is not None: raise _NotPlain")
         else:
-            lines.append(f"{test}{check}({v}, {f.error_path!r})")
+            lines.append(f"{test}{_register(t.check, 'check')}({v}, {f.error_path!r})")
     elif isinstance(t, Obj):
         lines.append(f"{test}_match_{t.shape.name}({v})")
     elif isinstance(t, Items):
@@ -562,8 +561,10 @@ def _object_pattern(table: tuple[Field, ...], named: bool = False) -> bytes | No
     parts = []
     for f in sorted(table, key=lambda f: f.json_key):
         t = f.type
-        if named and isinstance(t, Scalar) and not t.exact:  # checked after the match
-            p = t.pattern if not f.optional or t.pattern is None else b"(?:null|" + t.pattern + b")"
+        if named and isinstance(t, Scalar) and not t.exact:  # its value is checked after
+            p = t.pattern
+            if p is not None and f.optional:
+                p = b"(?:null|" + p + b")"
         else:
             p = _pattern_of(t, f.optional)
         if p is None:

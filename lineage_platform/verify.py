@@ -140,7 +140,8 @@ def _checked(index: int, data: bytes, trust: TrustStore, parsed: _Parsed | None)
             (payload, payload_type, keyid, sig), facts = parsed
             trust.get(keyid, what).verify(sig, pae(payload_type, payload), what)
             return Checked(leaf_hash(data), keyid, facts)
-        opened = open_stored(data, trust, what)  # a one-signature envelope that failed a parse
+        # Anything else, by the general path, which names the problem.
+        opened = open_stored(data, trust, what)
         if opened is None:
             env = Envelope.from_stored(data)  # only the exact canonical bytes parse here
             if env is None:
@@ -258,7 +259,7 @@ def _checked_in_phases(
     """check_envelope for each envelope in turn (the same results, the same first failure),
     PHASE envelopes at a time: all their parses, then all their signatures. Interleaved per
     record, the signature check and the parser evict each other's working set from the CPU's
-    caches, which cost about a tenth of the whole."""
+    caches: ~7% of a worker's time with both cores busy (docs/performance.md)."""
     for a in range(0, len(envelopes), PHASE):
         chunk = [d if type(d) is bytes else bytes(d) for d in envelopes[a : a + PHASE]]
         parsed = [_parsed(data) for data in chunk]
