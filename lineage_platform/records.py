@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -277,10 +277,20 @@ class Scalar:
     #: as `write` writes them (not every such value: the others take the scanners); None if
     #: there is none. See `_pattern_of`.
     pattern: bytes | None = None
-    #: Whether every text `pattern` matches passes the check; if not (a date's calendar), the
-    #: field must be one of the record's own and its value is checked after the match.
-    exact: bool = True
 
+
+# The times `_timestamp` accepts, calendar included (a test holds the two equal over every
+# date of years 0000-2300), so that the pattern's verdict needs no check after it.
+_YEAR = rb"(?:(?!0000)[01][0-9]{3}|2[01][0-9]{2}|2200)"  # 0001..LAST_YEAR
+_LEAP_YEAR = rb"(?:[01][0-9]|2[01])(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|1[26]|20)00"
+_DATE = (
+    rb"(?:" + _YEAR + rb"-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    rb"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    rb"|(?:" + _LEAP_YEAR + rb")-02-29)"
+)
+_TIMESTAMP_PATTERN = (
+    b'"' + _DATE + rb"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?Z" + b'"'
+)
 
 # Printable ASCII but `"` and `\\`: text that needs no escape, and that `_text` and `_ident`
 # (whose rules are about other characters) accept whenever it is not empty.
@@ -293,12 +303,7 @@ HEX64 = Scalar(_hex64, "'\"' + {v} + '\"'", pattern=rb'"[0-9a-f]{64}"')  # nothi
 HEX32 = Scalar(_hex32, "'\"' + {v} + '\"'", pattern=rb'"[0-9a-f]{32}"')
 NUMBER = Scalar(_number, "_num({v})", normalizes=True, plain=False)
 STDERR = Scalar(_stderr, "_num({v})", normalizes=True, plain=False)
-TIMESTAMP = Scalar(
-    _timestamp,
-    "'\"' + {v} + '\"'",
-    pattern=rb'"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z"',
-    exact=False,  # the calendar is checked after the match
-)
+TIMESTAMP = Scalar(_timestamp, "'\"' + {v} + '\"'", pattern=_TIMESTAMP_PATTERN)
 KIND = Scalar(  # a Kind is written as its value: the input
     _kind,
     "_q({v})",
@@ -543,7 +548,7 @@ def _pattern_of(t: FieldType, optional: bool) -> bytes | None:
     text, small counts and nulls. Numbers and details have none: only their null matches."""
     p: bytes | None
     if isinstance(t, Scalar):
-        p = t.pattern if t.exact else None
+        p = t.pattern
     elif isinstance(t, Obj):
         p = _object_pattern(t.shape.fields)
     elif isinstance(t, Items):
@@ -556,30 +561,27 @@ def _pattern_of(t: FieldType, optional: bool) -> bytes | None:
     return p
 
 
-def _object_pattern(table: tuple[Field, ...], named: bool = False) -> bytes | None:
-    """`{"key":value,...}` in canonical key order; `named`: each value a group by field name."""
+def _object_pattern(table: tuple[Field, ...], named: Sequence[str] = ()) -> bytes | None:
+    """`{"key":value,...}` in canonical key order; the values of the fields `named` are
+    groups by field name."""
     parts = []
     for f in sorted(table, key=lambda f: f.json_key):
-        t = f.type
-        if named and isinstance(t, Scalar) and not t.exact:  # its value is checked after
-            p = t.pattern
-            if p is not None and f.optional:
-                p = b"(?:null|" + p + b")"
-        else:
-            p = _pattern_of(t, f.optional)
+        p = _pattern_of(f.type, f.optional)
         if p is None:
             return None
-        if named:
+        if f.name in named:
             p = b"(?P<" + f.name.encode() + b">" + p + b")"
         parts.append(re.escape(json_string(f.json_key).encode()) + b":" + p)
     return rb"\{" + b",".join(parts) + rb"\}"
 
 
-def _plain_value(text: bytes) -> Any:
-    """The value of a JSON text a pattern matched: null, an unescaped string or a count."""
-    if text == b"null":
-        return None
-    return text[1:-1].decode("ascii") if text[:1] == b'"' else int(text)
+def _plain_read(f: Field, v: str) -> str:
+    """A Python expression for the value of field `f` from the JSON text `v` its pattern
+    matched: null, an unescaped string or a count."""
+    t = f.type
+    assert isinstance(t, Scalar) and t.pattern is not None
+    value = f"{v}[1:-1].decode('ascii')" if t.pattern.startswith(b'"') else f"int({v})"
+    return f"(None if {v} == b'null' else {value})" if f.optional else value
 
 
 class _NotPlain(Exception):
@@ -1221,7 +1223,7 @@ def scan_canonical(data: object) -> RecordFacts | None:
         for version in _PATTERN_ORDER:
             m = _PATTERNS[version].fullmatch(data)
             if m is not None:
-                return _pattern_facts(data, version, m.groupdict())
+                return _PATTERN_FACTS[version](data, m)
         obj = orjson.loads(data)
         version = _VERSIONS[obj["predicateType"]]
         try:
@@ -1234,55 +1236,43 @@ def scan_canonical(data: object) -> RecordFacts | None:
             if text != data:
                 return None
         p = obj["predicate"]
-        return _facts(
-            data,
-            run_key,
-            p,
-            obj["subject"][0]["digest"]["sha256"],
-            p["inputs"],
-        )
+        facts = [p[name] for name in _FACT_FIELDS]
+        return _facts(data, run_key, obj["subject"][0]["digest"]["sha256"], p["inputs"], *facts)
     except Exception:  # anything unexpected: the strict parser judges (and names) it
         return None
-
-
-def _pattern_facts(data: bytes, version: int, g: dict[str, bytes]) -> RecordFacts:
-    """The facts of a record `_PATTERNS[version]` matched (its groups `g`), after the checks
-    its pattern leaves out (raises RecordError)."""
-    for name, check, path in _PATTERN_CHECKS[version]:
-        value = _plain_value(g[name])
-        if value is not None:  # null only where the field is optional
-            check(value, path)
-    values = {name: _plain_value(g[name]) for name in _FACT_FIELDS}
-    run = g["run"]
-    key = None if run == b"null" else _RUN_IDENTITY[version](orjson.loads(run))
-    return _facts(data, key, values, g["subject_sha256"].decode("ascii"), orjson.loads(g["inputs"]))
 
 
 def _facts(
     data: bytes,
     run_key: str | None,
-    p: Mapping[str, Any],
     sha256: str,
     inputs: list[dict[str, Any]],
+    kind: str,
+    asset: str,
+    partition: str | None,
+    recorded_at: str,
+    supersedes: int | None,
 ) -> RecordFacts:
-    """RecordFacts of canonical payload `data`, from its predicate's values `p` (by JSON key;
-    those in `_FACT_FIELDS`), its subject's digest and its parsed inputs."""
+    """RecordFacts of canonical payload `data`, from its subject's digest, its parsed inputs
+    and its predicate's values of `_FACT_FIELDS`."""
     digest = hashlib.sha256(data).hexdigest()
     return RecordFacts(
         digest,
         run_key or content_key(digest),
-        p["kind"],
-        p["asset"],
-        p["partition"],
+        kind,
+        asset,
+        partition,
         sha256,
-        p["recorded_at"],
+        recorded_at,
         tuple([(i["asset"], i["sha256"], i["log_index"]) for i in inputs]),
-        p["supersedes"],
+        supersedes,
     )
 
 
-#: The predicate's fields `_facts` reads, by name (= JSON key for these).
+#: The predicate's fields `_facts` takes as they are, by name (= JSON key for these).
 _FACT_FIELDS = ("kind", "asset", "partition", "recorded_at", "supersedes")
+#: The groups of `_PATTERNS`, read by `_pattern_facts_v*`.
+_PATTERN_GROUPS = ("run", "inputs", *_FACT_FIELDS)
 
 
 # --- the record's generated functions ------------------------------------------------------------
@@ -1354,9 +1344,9 @@ def _generate_record() -> None:
         _compile("\n".join(lines), f"_match_record_v{version}")
         # Pattern: the whole statement's canonical text when every value is plain ASCII text,
         # a small count or null; the subject's name must repeat the asset (a backreference).
-        predicate = _object_pattern(table, named=True)
+        predicate = _object_pattern(table, named=_PATTERN_GROUPS)
         if predicate is not None:
-            _PATTERNS[version] = re.compile(
+            pattern = _PATTERNS[version] = re.compile(
                 re.escape(prefix.encode())
                 + predicate
                 + re.escape(middle.encode())
@@ -1364,6 +1354,20 @@ def _generate_record() -> None:
                 + re.escape(b'"},"name":')
                 + rb"(?P=asset)"
                 + re.escape(b"}]}")
+            )
+            # Its facts, from the groups: a matched value needs no check (every pattern is
+            # exact), only reading: null, an unescaped string or a count.
+            by_name = {f.name: f for f in table}
+            groups = [pattern.groupindex[g] for g in (*_PATTERN_GROUPS, "subject_sha256")]
+            values = [_plain_read(by_name[name], name) for name in _FACT_FIELDS]
+            _compile(
+                f"def _pattern_facts_v{version}(data, m):\n"
+                f"    run, inputs, {', '.join(_FACT_FIELDS)}, sha = m.group{tuple(groups)}\n"
+                "    key = None if run == b'null' else "
+                f"{_register(_run_identity(table), 'identity')}(_loads(run))\n"
+                "    return _facts(data, key, sha.decode('ascii'), _loads(inputs), "
+                f"{', '.join(values)})",
+                f"_pattern_facts_v{version}",
             )
         # Fast builder: the record from a parsed statement (shape unchecked: `from_bytes`
         # compares the record's bytes with the input after).
@@ -1377,8 +1381,16 @@ def _generate_record() -> None:
         )
 
 
+def _run_identity(table: tuple[Field, ...]) -> Callable[[dict[str, Any]], str]:
+    (run,) = [f.type for f in table if f.name == "run"]
+    assert isinstance(run, Obj) and run.shape.identity is not None
+    return run.shape.identity
+
+
 _NS["AttributionRecord"] = AttributionRecord
-#: Per predicate version, the regex of a plain record's whole canonical text (`scan_pattern`).
+_NS["_facts"] = _facts
+_NS["_loads"] = orjson.loads
+#: Per predicate version, the regex of a plain record's whole canonical text (`scan_canonical`).
 _PATTERNS: dict[int, re.Pattern[bytes]] = {}
 _generate_record()
 _WRITE_RECORD: dict[int, Callable[[AttributionRecord], bytes]] = {
@@ -1388,24 +1400,10 @@ _SCAN_RECORD: dict[int, Callable[[Any], tuple[bytes, str | None]]] = {
     v: _NS[f"_scan_record_v{v}"] for v in _PREDICATE
 }
 _PATTERN_ORDER = sorted(_PATTERNS, reverse=True)  # the newest version first
-#: Per version: (field name, check, error path) of the fields a pattern matches by form only.
-_PATTERN_CHECKS = {
-    v: [
-        (f.name, f.type.check, f.error_path)
-        for f in table
-        if isinstance(f.type, Scalar) and not f.type.exact
-    ]
-    for v, table in _PREDICATE.items()
+_PATTERN_FACTS: dict[int, Callable[[bytes, re.Match[bytes]], RecordFacts]] = {
+    v: _NS[f"_pattern_facts_v{v}"] for v in _PATTERNS
 }
 
-
-def _run_identity(table: tuple[Field, ...]) -> Callable[[dict[str, Any]], str]:
-    (run,) = [f.type for f in table if f.name == "run"]
-    assert isinstance(run, Obj) and run.shape.identity is not None
-    return run.shape.identity
-
-
-_RUN_IDENTITY = {v: _run_identity(table) for v, table in _PREDICATE.items()}
 _MATCH_RECORD: dict[int, Callable[[Any], str | None]] = {
     v: _NS[f"_match_record_v{v}"] for v in _PREDICATE
 }

@@ -435,15 +435,45 @@ def _b64_standard(text: bytes) -> bytes | None:
     a tenth of the per-record work besides the signature itself.
     """
     try:
-        raw = pybase64.b64decode(text, validate=True)
+        raw = pybase64.b64decode(text, None, True)  # validate; by position: a third of the call
     except (binascii.Error, ValueError):
         return None
     return raw if pybase64.b64encode(raw) == text else None
 
 
+# The stored form's first and last bytes, and the base64 of a 64-byte signature: a whole
+# envelope is _PAYLOAD_AT + payload + header (its payloadType, keyid) + sig + _SIG_END.
+_PAYLOAD_AT = b'{"payload":"'
+_SIG_END = b'"}]}'
+_SIG_B64 = 88 + len(_SIG_END)  # bytes from the signature's base64 to the end
+
+
 def _one_signature(data: bytes) -> tuple[bytes, str, str, bytes] | None:
     """(payload, payloadType, keyid, sig) when `data` is exactly what `Envelope.to_json()`
     writes for a one-signature envelope (the usual stored form), else None."""
+    # The bytes between the payload and the signature repeat from envelope to envelope of one
+    # signer: judged once each (`_header`), the rest is two base64 fields. Anything else is
+    # judged by `_split_one_signature` (which this returns only what it would return).
+    if data[:12] == _PAYLOAD_AT and data[-4:] == _SIG_END:
+        end = data.find(b'"', 12)
+        header = _header(data[end:-_SIG_B64])  # no quote (end -1): b"", not a header
+        if header is not None:
+            payload, sig = _b64_standard(data[12:end]), _b64_standard(data[-_SIG_B64:-4])
+            if payload is not None and sig is not None and len(sig) == _SIG_LEN:
+                return payload, header[0], header[1], sig
+    return _split_one_signature(data)
+
+
+@functools.lru_cache(maxsize=64)
+def _header(between: bytes) -> tuple[str, str] | None:
+    """(payloadType, keyid) when `between` is exactly what a one-signature envelope holds
+    between its payload and its signature: what `_split_one_signature` reads there."""
+    parts = _split_one_signature(_PAYLOAD_AT + between + b"A" * 86 + b"==" + _SIG_END)
+    return None if parts is None else (parts[1], parts[2])
+
+
+def _split_one_signature(data: bytes) -> tuple[bytes, str, str, bytes] | None:
+    """`_one_signature`, by its pieces between quotes."""
     # Split at every quote (memchr, where a regex stepped through the payload byte by byte):
     # the layout is exact when the pieces are as many and the fixed ones are equal.
     pieces = data.split(b'"')

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import pickle
+import re
 import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -1089,3 +1090,38 @@ def test_the_two_scanners_agree_on_mutated_plain_records(data: st.DataObject) ->
         expected = None
     assert matched == expected
     assert scanned(payload, "pattern") in (None, expected)
+
+
+def _accepts(check: Any, value: str) -> bool:
+    try:
+        check(value, "t")
+    except RecordError:
+        return False
+    return True
+
+
+def test_the_time_pattern_accepts_exactly_the_times_the_check_accepts() -> None:
+    """Every date of years 0000-2300 (months 00-13, days 00-32) and every hour, minute and
+    second from 00 to 99: the pattern, which the verify path trusts without the check after
+    it, says what `_timestamp` says."""
+    pattern = re.compile(records_module._TIMESTAMP_PATTERN)
+    check = records_module._timestamp
+    dates = [
+        f"{y:04d}-{m:02d}-{d:02d}" for y in range(2301) for m in range(14) for d in range(33)
+    ]
+    differ = [
+        date
+        for date in dates
+        if (pattern.fullmatch(f'"{date}T00:00:00Z"'.encode()) is not None)
+        != _accepts(check, f"{date}T00:00:00Z")
+    ]
+    assert differ == []
+    assert sum(pattern.fullmatch(f'"{d}T00:00:00Z"'.encode()) is not None for d in dates) == (
+        datetime(2200, 12, 31) - datetime(1, 1, 1)
+    ).days + 1
+    times = [f"2026-02-28T{h:02d}:{m:02d}:{s:02d}{f}Z" for h in range(100)
+             for m in (0, 59, 60) for s in (0, 59, 60, 99) for f in ("", ".5", ".123456789")]
+    times += [f"2026-02-28T12:{m:02d}:{s:02d}Z" for m in range(100) for s in range(100)]
+    times += ["2026-02-28T12:00:00.Z", "2026-02-28T12:00:00.1234567890Z", "2026-02-28 12:00:00Z"]
+    assert [t for t in times if (pattern.fullmatch(f'"{t}"'.encode()) is not None)
+            != _accepts(check, t)] == []

@@ -595,3 +595,70 @@ def test_stored_base64_is_accepted_exactly_when_it_is_the_standard_encoding(
             text.append(ord(char))
     assert _b64_standard(bytes(text)) == _reencodes(bytes(text))
     assert _b64_standard(base64.b64encode(raw)) == raw
+
+
+_EDITS = st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 10**6), st.integers(0, 255)),
+    st.tuples(st.just("insert"), st.integers(0, 10**6), st.sampled_from(b'"\\=A/+ \x00\xff')),
+    st.tuples(st.just("delete"), st.integers(0, 10**6), st.just(0)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    payload=st.binary(max_size=90),
+    payload_type=st.sampled_from([PAYLOAD_TYPE, "x", 'a"b', "a\\b", "é", "\x7f", " "]),
+    keyid=st.one_of(st.sampled_from(["", " k ", "k\t"]), st.text(max_size=12)),
+    edits=st.lists(_EDITS, max_size=3),
+)
+def test_the_envelope_reader_reads_what_the_split_reads(
+    payload: bytes, payload_type: str, keyid: str, edits: list[tuple[str, int, int]]
+) -> None:
+    """`_one_signature` reads the bytes between payload and signature once per signer
+    (`_header`): it returns exactly what reading every piece returns, and that only for the
+    exact bytes `to_json()` writes (edited near the header or anywhere else)."""
+    from lineage_platform.signing import _one_signature, _split_one_signature
+
+    sig = bytes(range(64))
+    try:
+        blob = bytearray(Envelope(payload, payload_type, (Signature(keyid, sig),)).to_json())
+    except UnicodeEncodeError:
+        return  # a lone surrogate: no envelope to write
+    for what, at, byte in edits:
+        i = at % (len(blob) + 1)
+        if what == "set" and i < len(blob):
+            blob[i] = byte
+        elif what == "insert":
+            blob.insert(i, byte)
+        elif what == "delete" and i < len(blob):
+            del blob[i]
+    data = bytes(blob)
+
+    def outcome(reader: Any) -> Any:
+        try:
+            return reader(data)
+        except UnicodeDecodeError:  # non-ASCII in a field: `stored_parts` returns None
+            return "raises"
+
+    read = outcome(_one_signature)
+    assert read == outcome(_split_one_signature)
+    if read == "raises":
+        return
+    if read is not None:
+        got = Envelope(read[0], read[1], (Signature(read[2], read[3]),))
+        assert got.to_json() == data
+    if not edits and payload_type.isascii() and keyid.isascii():
+        unescaped = all(c not in '"\\' and c.isprintable() for c in payload_type + keyid)
+        assert (read == (payload, payload_type, keyid, sig)) == unescaped
+
+
+@pytest.mark.parametrize("length", [0, 1, 63, 65, 66, 67, 128])
+def test_the_envelope_reader_takes_only_64_byte_signatures(key: SigningKey, length: int) -> None:
+    from lineage_platform.signing import _one_signature, _split_one_signature
+
+    stored = sign_envelope(PAYLOAD, key).to_json()
+    sig_b64 = json.loads(stored)["signatures"][0]["sig"].encode()
+    other = stored.replace(sig_b64, base64.b64encode(os.urandom(length)))
+    assert _one_signature(other) is None and _split_one_signature(other) is None
+    assert Envelope.from_stored(other) is None
+    assert _one_signature(stored) == _split_one_signature(stored) is not None
